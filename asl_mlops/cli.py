@@ -1,0 +1,146 @@
+"""The `asl-mlops` command line: thin click commands over the pipeline's functions.
+
+Options of `train` (and `tune`) are generated from the config dataclasses, so each knob has one
+name everywhere (field `learning_rate` = flag `--learning-rate` = MLproject/MLflow `learning_rate`).
+Bad input (InputError) becomes a one-line `error: ...` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from asl_mlops.config import TrainConfig
+from asl_mlops.errors import InputError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
+
+
+def flag_name(field_name: str) -> str:
+    """Dataclass field -> CLI flag: learning_rate -> --learning-rate."""
+    return "--" + field_name.replace("_", "-")
+
+
+def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
+    """Decorator adding one click option per dataclass field (type, default and help from the field)."""
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(config_cls)):
+            if f.name in exclude:
+                continue
+            kind: Any = {"bool": click.BOOL, "int": int, "float": float}.get(str(f.type), str)
+            if "choices" in f.metadata:
+                kind = click.Choice(f.metadata["choices"])
+            command = click.option(flag_name(f.name), f.name, type=kind, default=f.default, show_default=True,
+                                   help=f.metadata.get("help", ""))(command)
+        return command
+    return decorate
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn InputError into `error: <message>` on stderr and exit code 2."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Train, evaluate, tune and serve an ASL fingerspelling letter recognizer, tracked in MLflow.
+
+    MLflow's tracking store is taken from MLFLOW_TRACKING_URI; unset, it is ./mlflow.db (SQLite).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def data() -> None:
+    """Get, make and check Sign Language MNIST CSV files."""
+
+
+@data.command("download")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
+              help="Folder to put sign_mnist_train.csv and sign_mnist_test.csv in.")
+@user_errors
+def data_download(dest: Path) -> None:
+    """Download Sign Language MNIST from Kaggle (datamunge/sign-language-mnist; needs Kaggle credentials)."""
+    from asl_mlops.data import download
+
+    for path in download(dest):
+        click.echo(str(path))
+
+
+@data.command("synth")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write sign_mnist_train.csv and sign_mnist_test.csv to.")
+@click.option("--train-rows", type=click.IntRange(min=24), default=2400, show_default=True,
+              help="Rows in the synthetic training CSV (balanced over the 24 letters).")
+@click.option("--test-rows", type=click.IntRange(min=24), default=720, show_default=True,
+              help="Rows in the synthetic test CSV.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed writes the same files.")
+@user_errors
+def data_synth(out: Path, train_rows: int, test_rows: int, seed: int) -> None:
+    """Write a learnable synthetic dataset in the exact Sign MNIST CSV format (for tests and demos)."""
+    from asl_mlops.synth import write_synthetic
+
+    for path in write_synthetic(out, train_rows=train_rows, test_rows=test_rows, seed=seed):
+        click.echo(str(path))
+
+
+@data.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def data_validate(files: tuple[Path, ...]) -> None:
+    """Check Sign MNIST CSV FILES (header, labels, pixels); exit 2 naming the first bad row and column."""
+    from asl_mlops.data import load_csv
+
+    for path in files:
+        dataset = load_csv(path)
+        counts = ", ".join(f"{n}" for n in sorted(set(dataset.labels.tolist())))
+        click.echo(f"{path}: ok, {len(dataset)} rows, labels {counts}, content sha256 {dataset.content_hash}")
+
+
+@main.command("train")
+@options_from(TrainConfig)
+@user_errors
+def train_command(**options: Any) -> None:
+    """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
+    from asl_mlops.train import train_and_evaluate
+
+    result = train_and_evaluate(TrainConfig(**options))
+    click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
+               f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
+
+
+@main.command("evaluate")
+@click.option("--model-uri", required=True, help="MLflow URI of a logged Keras model (runs:/ID/model, models:/NAME@ALIAS, ...).")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Sign MNIST CSV to evaluate on.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help="Prediction batch size.")
+@click.option("--log/--no-log", default=True, show_default=True,
+              help="Record the evaluation (metrics, report, plots) as an MLflow run named 'evaluate'.")
+@user_errors
+def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool) -> None:
+    """Evaluate a logged model on a labelled CSV: accuracy, loss, per-letter report."""
+    from asl_mlops.evaluate import evaluate_model_uri
+
+    evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log)
+    click.echo(f"test_accuracy={evaluation.accuracy:.4f} test_loss={evaluation.loss:.4f} "
+               f"errors={evaluation.errors} of {len(evaluation.y_true)}")
+
+
+if __name__ == "__main__":
+    main()

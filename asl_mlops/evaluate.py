@@ -1,0 +1,98 @@
+"""Evaluation on held-out data: accuracy, loss, per-class precision/recall/F1, plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import keras
+import mlflow
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, log_loss
+
+from asl_mlops import plots
+from asl_mlops.labels import LETTERS, NUM_CLASSES
+from asl_mlops.tracking import log_figures
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of a model on one labelled set (class indices, not Sign MNIST labels)."""
+
+    accuracy: float
+    loss: float  # mean categorical cross-entropy on the data (no L2 penalty)
+    report: dict  # sklearn classification_report(output_dict=True), keyed by letter
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+    @property
+    def errors(self) -> int:
+        return int(np.sum(self.y_true != self.y_pred))
+
+    def metrics(self, prefix: str = "test") -> dict[str, float]:
+        """Flat MLflow metrics: accuracy, loss, macro averages and per-letter precision/recall/F1."""
+        out = {f"{prefix}_accuracy": self.accuracy, f"{prefix}_loss": self.loss,
+               f"{prefix}_errors": float(self.errors)}
+        for stat in ("precision", "recall", "f1-score"):
+            out[f"{prefix}_macro_{stat.replace('-score', '')}"] = float(self.report["macro avg"][stat])
+        for letter in LETTERS:
+            for stat in ("precision", "recall", "f1-score"):
+                out[f"{prefix}_{stat.replace('-score', '')}_{letter}"] = float(self.report[letter][stat])
+        return out
+
+
+def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Softmax outputs (N, 24) for preprocessed inputs."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray) -> Evaluation:
+    """Score predicted probabilities against true class indices."""
+    y_pred = probabilities.argmax(axis=1)
+    report = classification_report(y_true, y_pred, labels=np.arange(NUM_CLASSES), target_names=list(LETTERS),
+                                   output_dict=True, zero_division=0)
+    loss = log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=np.arange(NUM_CLASSES))
+    return Evaluation(float(accuracy_score(y_true, y_pred)), float(loss), report, y_true, y_pred)
+
+
+def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "test") -> None:
+    """Log metrics, the classification report (text + JSON) and the evaluation plots to the active run."""
+    mlflow.log_metrics(evaluation.metrics(prefix))
+    text = classification_report(evaluation.y_true, evaluation.y_pred, labels=np.arange(NUM_CLASSES),
+                                 target_names=list(LETTERS), digits=4, zero_division=0)
+    mlflow.log_text(text, f"reports/{prefix}_classification_report.txt")
+    mlflow.log_text(json.dumps(evaluation.report, indent=2), f"reports/{prefix}_classification_report.json")
+    log_figures({
+        f"{prefix}_confusion_matrix": plots.confusion_matrix_figure(
+            evaluation.y_true, evaluation.y_pred, title=f"{prefix} confusion matrix"),
+        f"{prefix}_misclassified": plots.misclassified_figure(images, evaluation.y_true, evaluation.y_pred),
+    })
+
+
+def architecture_of(model: keras.Model) -> str:
+    """Which preprocessing a loaded Keras model expects, read from its input shape."""
+    from asl_mlops.preprocess import INPUT_SIZE, input_shape
+
+    shape = tuple(model.input_shape[1:])
+    for architecture in INPUT_SIZE:
+        if shape == input_shape(architecture):
+            return architecture
+    raise ValueError(f"model input shape {shape} matches no known architecture")
+
+
+def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True) -> Evaluation:
+    """Evaluate a logged Keras model on a Sign MNIST CSV; with `log`, record it as an MLflow run."""
+    from asl_mlops.data import load_csv
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.preprocess import to_model_input
+
+    dataset = load_csv(data_path)  # validates before anything is logged
+    model = mlflow.keras.load_model(model_uri)
+    probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)), batch_size)
+    evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
+    if log:
+        with mlflow.start_run(run_name="evaluate"):
+            mlflow.log_params({"model_uri": model_uri, "data": data_path, "data_hash": dataset.content_hash,
+                               "rows": len(dataset)})
+            log_evaluation(evaluation, dataset.images, prefix="test")
+    return evaluation

@@ -1,0 +1,165 @@
+"""A learnable synthetic stand-in for Sign MNIST, in exactly its CSV format.
+
+Tests, CI and offline demos need data without Kaggle. Each of the 24 classes is a distinct glyph
+drawn with OpenCV; every sample gets its own shift, rotation, scale, stroke width, background,
+brightness and noise, so a model has to learn the shapes rather than memorise pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from asl_mlops.data import IMAGE_SIZE, Dataset, write_csv
+from asl_mlops.labels import LABELS, NUM_CLASSES
+
+# Glyphs are drawn on a 2x canvas and shrunk while warping, which anti-aliases the strokes.
+_CANVAS = 2 * IMAGE_SIZE
+_STROKES = (3, 4, 5)  # canvas pixels, i.e. 1.5-2.5 px in the 28x28 image
+_MAX_SHIFT = 3.0  # px; Sign MNIST hands are roughly but not exactly centred
+_MAX_ROTATION = 10.0  # degrees
+_SCALE_RANGE = (0.85, 1.1)
+_NOISE_SIGMA = (3.0, 9.0)  # grey levels
+
+
+def _glyph(index: int, stroke: int) -> np.ndarray:
+    """Draw class `index` (0-23) as a float mask in [0, 1] on the 56x56 canvas."""
+    img = np.zeros((_CANVAS, _CANVAS), np.uint8)
+    c, t, aa = _CANVAS // 2, stroke, cv2.LINE_AA
+
+    def line(p, q):
+        cv2.line(img, p, q, 255, t, aa)
+
+    def poly(points, filled=False):
+        pts = np.array(points, np.int32)
+        if filled:
+            cv2.fillPoly(img, [pts], 255, aa)
+        else:
+            cv2.polylines(img, [pts], True, 255, t, aa)
+
+    def arc(center, radius, start, end):
+        cv2.ellipse(img, center, (radius, radius), 0, start, end, 255, t, aa)
+
+    # One small drawing per class; several echo their letter's outline so they stay recognisable.
+    match index:
+        case 0:  # A: filled disc
+            cv2.circle(img, (c, c), 13, 255, -1, aa)
+        case 1:  # B: one vertical bar
+            line((c, 10), (c, 46))
+        case 2:  # C: arc open to the right
+            arc((c, c), 16, 45, 315)
+        case 3:  # D: one horizontal bar
+            line((10, c), (46, c))
+        case 4:  # E: plus
+            line((c, 10), (c, 46))
+            line((10, c), (46, c))
+        case 5:  # F: diagonal cross
+            line((12, 12), (44, 44))
+            line((12, 44), (44, 12))
+        case 6:  # G: triangle outline, apex up
+            poly([(c, 10), (46, 44), (10, 44)])
+        case 7:  # H: two vertical bars
+            line((18, 10), (18, 46))
+            line((38, 10), (38, 46))
+        case 8:  # I: ring
+            cv2.circle(img, (c, c), 15, 255, t, aa)
+        case 9:  # K: filled triangle, apex down
+            poly([(10, 12), (46, 12), (c, 46)], filled=True)
+        case 10:  # L: L shape
+            line((16, 10), (16, 44))
+            line((16, 44), (44, 44))
+        case 11:  # M: three vertical bars
+            for x in (12, c, 44):
+                line((x, 12), (x, 44))
+        case 12:  # N: rising diagonal
+            line((12, 44), (44, 12))
+        case 13:  # O: square outline
+            poly([(13, 13), (43, 13), (43, 43), (13, 43)])
+        case 14:  # P: filled square, top left
+            cv2.rectangle(img, (10, 10), (32, 32), 255, -1, aa)
+        case 15:  # Q: ring with a dot in the middle
+            cv2.circle(img, (c, c), 16, 255, t, aa)
+            cv2.circle(img, (c, c), 5, 255, -1, aa)
+        case 16:  # R: falling diagonal
+            line((12, 12), (44, 44))
+        case 17:  # S: arc open to the left
+            arc((c, c), 16, 225, 495)
+        case 18:  # T: T shape
+            line((10, 14), (46, 14))
+            line((c, 14), (c, 46))
+        case 19:  # U: cup, arc open upwards
+            arc((c, 24), 16, 0, 180)
+        case 20:  # V: chevron pointing down
+            line((12, 12), (c, 44))
+            line((c, 44), (44, 12))
+        case 21:  # W: two horizontal bars
+            line((10, 18), (46, 18))
+            line((10, 38), (46, 38))
+        case 22:  # X: two dots on a diagonal
+            cv2.circle(img, (18, 18), 7, 255, -1, aa)
+            cv2.circle(img, (38, 38), 7, 255, -1, aa)
+        case 23:  # Y: Y shape
+            line((12, 10), (c, c))
+            line((44, 10), (c, c))
+            line((c, c), (c, 46))
+        case _:
+            raise ValueError(f"class index must be 0-{NUM_CLASSES - 1}, got {index}")
+    return img.astype(np.float32) / 255.0
+
+
+def _backgrounds(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Hand-like backgrounds: a soft bright blob (palm) on a grey gradient, float (n, 28, 28)."""
+    yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) - (IMAGE_SIZE - 1) / 2
+    u = lambda lo, hi: rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)  # noqa: E731
+    base = u(50, 110) + u(-2, 2) * xx + u(-2, 2) * yy
+    cx, cy, ax, ay = u(-4, 4), u(-2, 6), u(9, 14), u(10, 15)
+    palm = 1 / (1 + np.exp(-3 * (1 - ((xx - cx) / ax) ** 2 - ((yy - cy) / ay) ** 2)))
+    return base + u(50, 90) * palm
+
+
+def make_synthetic(n_rows: int, seed: int) -> Dataset:
+    """A balanced synthetic Sign MNIST dataset of n_rows images, deterministic for a seed."""
+    return _generate(n_rows, np.random.default_rng(seed), source=f"synthetic(n_rows={n_rows}, seed={seed})")
+
+
+def _generate(n_rows: int, rng: np.random.Generator, source: str) -> Dataset:
+    """Draw n_rows samples with per-sample jitter from `rng`."""
+    if n_rows < 0:
+        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    # Balanced: every label n_rows // 24 or one more times, in shuffled order.
+    indices = rng.permutation(np.resize(np.arange(NUM_CLASSES), n_rows))
+    templates = [[_glyph(i, s) for s in _STROKES] for i in range(NUM_CLASSES)]
+
+    strokes = rng.integers(len(_STROKES), size=n_rows)
+    angles = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION, n_rows)
+    scales = rng.uniform(*_SCALE_RANGE, n_rows)
+    shifts = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, (n_rows, 2))
+    masks = np.empty((n_rows, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    centre = ((_CANVAS - 1) / 2, (_CANVAS - 1) / 2)
+    for k in range(n_rows):
+        # One affine warp does rotation, scale jitter, the 2x shrink and the shift together.
+        matrix = cv2.getRotationMatrix2D(centre, float(angles[k]), float(scales[k]) / 2)
+        matrix[:, 2] += (IMAGE_SIZE - 1) / 2 - np.array(centre) + shifts[k]  # canvas centre -> image centre
+        masks[k] = cv2.warpAffine(templates[indices[k]][strokes[k]], matrix, (IMAGE_SIZE, IMAGE_SIZE),
+                                  flags=cv2.INTER_LINEAR, borderValue=0)
+
+    background = _backgrounds(rng, n_rows)
+    # Glyphs are darker or brighter than the palm per sample, like shadows and highlights on a hand.
+    ink = np.where(rng.random((n_rows, 1, 1)) < 0.5,
+                   rng.uniform(0, 40, (n_rows, 1, 1)), rng.uniform(215, 255, (n_rows, 1, 1)))
+    images = background * (1 - masks) + ink * masks
+    images = images * rng.uniform(0.8, 1.2, (n_rows, 1, 1))  # brightness
+    images += rng.normal(0, 1, images.shape) * rng.uniform(*_NOISE_SIGMA, (n_rows, 1, 1))
+    labels = np.asarray(LABELS, np.int64)[indices]
+    return Dataset(images=np.clip(np.rint(images), 0, 255).astype(np.uint8), labels=labels, source=source)
+
+
+def write_synthetic(out_dir: Path, train_rows: int = 2400, test_rows: int = 720, seed: int = 0) -> tuple[Path, Path]:
+    """Write sign_mnist_train.csv and sign_mnist_test.csv of synthetic data into out_dir."""
+    out_dir = Path(out_dir)
+    train = make_synthetic(train_rows, seed)
+    # The test split gets its own stream, so no seed's test set equals another seed's train set.
+    test = _generate(test_rows, np.random.default_rng([seed, 1]), source=f"synthetic test (seed={seed})")
+    return write_csv(train, out_dir / "sign_mnist_train.csv"), write_csv(test, out_dir / "sign_mnist_test.csv")

@@ -1,0 +1,150 @@
+"""Training stage: load and preprocess data once, fit, evaluate and log one MLflow run.
+
+`train_and_evaluate` is the single training function: `asl-mlops train`, the MLproject `main`
+entry point and every Optuna trial (asl_mlops.sweep) call it with a `TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+from asl_mlops import plots
+from asl_mlops.augment import build_augmentation, make_dataset
+from asl_mlops.config import TrainConfig
+from asl_mlops.data import load_csv, split_train_val
+from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
+from asl_mlops.labels import NUM_CLASSES, labels_to_indices
+from asl_mlops.models import build_model, count_params
+from asl_mlops.preprocess import cached_model_input
+from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Preprocessed train/validation/test arrays plus the facts about them that a run logs."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray  # one-hot (N, 24)
+    x_val: np.ndarray
+    y_val: np.ndarray  # one-hot
+    x_test: np.ndarray
+    y_test: np.ndarray  # class indices (N,)
+    test_images: np.ndarray  # raw uint8 (N, 28, 28), for the misclassified grid
+    params: dict[str, object] = field(default_factory=dict)  # data hashes and row counts
+    tags: dict[str, str] = field(default_factory=dict)  # preprocess cache hit/miss
+    preprocess_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one training run produced."""
+
+    run_id: str
+    model_uri: str
+    val_accuracy: float  # of the final (EMA / restored) weights on the validation split
+    val_loss: float
+    test: Evaluation
+    history: dict[str, list[float]]
+    trainable_params: int
+    total_params: int
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """Sign MNIST labels -> one-hot class vectors (N, 24)."""
+    return keras.utils.to_categorical(labels_to_indices(labels), NUM_CLASSES).astype(np.float32)
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Validate both CSVs (raising InputError before any run starts), split, preprocess with the cache."""
+    train_full = load_csv(config.train_data)
+    test = load_csv(config.test_data)
+    train, val = split_train_val(train_full, config.val_fraction, config.seed)
+    start = time.perf_counter()
+    arrays, tags = {}, {}
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        cached = cached_model_input(part.images, config.architecture, config.cache_dir)
+        arrays[name] = cached.array
+        tags[f"preprocess_cache_{name}"] = "hit" if cached.hit else "miss"
+    seconds = time.perf_counter() - start
+    logger.info("preprocessing took %.2f s (%s)", seconds, ", ".join(f"{k}={v}" for k, v in tags.items()))
+    params = {
+        "train_data_hash": train_full.content_hash, "test_data_hash": test.content_hash,
+        "train_csv_rows": len(train_full), "train_rows": len(train), "val_rows": len(val), "test_rows": len(test),
+    }
+    return PreparedData(arrays["train"], one_hot(train.labels), arrays["val"], one_hot(val.labels),
+                        arrays["test"], labels_to_indices(test.labels), test.images, params, tags, seconds)
+
+
+def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
+    """Inverse-time decay per epoch, as in the original: lr = lr0 / (1 + decay_rate * epoch)."""
+    return lambda epoch, lr=None: config.learning_rate / (1.0 + config.decay_rate * epoch)
+
+
+def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
+    """Compile with Adam and fit on the training split, validating each epoch."""
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, use_ema=config.ema),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    train_ds = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
+                            augmentation=build_augmentation(config), shuffle=True)
+    val_ds = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
+    # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
+    all_callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
+    if config.early_stopping:
+        all_callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1))
+    all_callbacks += [MlflowEpochLogger(), *callbacks]
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks, verbose=1)
+    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
+        raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
+    return history
+
+
+def log_keras_model(model: keras.Model, x_example: np.ndarray) -> str:
+    """Log the Keras model with a signature and input example; returns its model URI."""
+    example = x_example[:5]
+    signature = infer_signature(example, predict_probabilities(model, example))
+    info = mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)
+    return info.model_uri
+
+
+def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *, run_name: str | None = None,
+                       nested: bool = False, tags: dict[str, str] | None = None,
+                       callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
+    """Train one model and log it all to one MLflow run (the active one under `mlflow run`).
+
+    Data problems raise `InputError` before a run is started; any error inside the run marks it FAILED.
+    """
+    data = data if data is not None else prepare_data(config)
+    keras.utils.set_random_seed(config.seed)
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
+        log_config(config, data.params)
+        mlflow.set_tags(data.tags)
+        mlflow.log_metric("preprocess_seconds", data.preprocess_seconds)
+        model = build_model(config)
+        trainable, total = count_params(model)
+        mlflow.log_params({"trainable_params": trainable, "total_params": total})
+        start = time.perf_counter()
+        history = fit(model, data, config, callbacks)
+        mlflow.log_metric("train_seconds", time.perf_counter() - start)
+        val = evaluate_probabilities(data.y_val.argmax(axis=1), predict_probabilities(model, data.x_val))
+        mlflow.log_metrics({"final_val_accuracy": val.accuracy, "final_val_loss": val.loss})
+        test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test))
+        log_evaluation(test, data.test_images, prefix="test")
+        log_figures({"training_curves": plots.training_curves_figure(history.history)})
+        model_uri = log_keras_model(model, data.x_test)
+        logger.info("run %s: val_accuracy %.4f, test_accuracy %.4f (%d errors of %d)", run.info.run_id,
+                    val.accuracy, test.accuracy, test.errors, len(data.y_test))
+    return RunResult(run.info.run_id, model_uri, val.accuracy, val.loss, test,
+                     {k: [float(v) for v in vs] for k, vs in history.history.items()}, trainable, total)
