@@ -7,12 +7,14 @@ entry point and every Optuna trial (asl_mlops.sweep) call it with a `TrainConfig
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import keras
 import mlflow
+import mlflow.tensorflow
 import numpy as np
 from mlflow.models import infer_signature
 
@@ -105,7 +107,10 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         all_callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1))
     all_callbacks += [MlflowEpochLogger(), *callbacks]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks, verbose=1)
+    # A live progress bar on a terminal; one line per epoch in logs (mlflow run, CI).
+    verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks,
+                        verbose=verbose)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
     return history
@@ -115,7 +120,9 @@ def log_keras_model(model: keras.Model, x_example: np.ndarray) -> str:
     """Log the Keras model with a signature and input example; returns its model URI."""
     example = x_example[:5]
     signature = infer_signature(example, predict_probabilities(model, example))
-    info = mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)
+    # mlflow.tensorflow, not mlflow.keras: MLflow 3.17's keras flavor writes the input example before
+    # creating the model folder and fails; the tensorflow flavor saves Keras 3 models as .keras files.
+    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example)
     return info.model_uri
 
 
