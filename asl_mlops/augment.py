@@ -36,7 +36,7 @@ def build_augmentation(config: TrainConfig) -> keras.Sequential | None:
     if config.brightness:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(low, high), seed=seed + 4))
     if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, seed=seed + 5))
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(low, high), seed=seed + 5))
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import numpy as np
 import pandas as pd
@@ -38,11 +38,8 @@ KAGGLE_URL = "https://www.kaggle.com/datasets/datamunge/sign-language-mnist"
 CSV_NAMES: tuple[str, ...] = ("sign_mnist_train.csv", "sign_mnist_test.csv")
 
 # Spellings pandas reads as NaN by default; named in the message so "nan" isn't called "non-numeric".
-_NA_TEXT = frozenset(
-    s.lower()
-    for s in ("nan", "-nan", "+nan", "na", "n/a", "null", "none", "<na>", "#n/a", "#na", "-1.#ind",
-              "1.#ind", "-1.#qnan", "1.#qnan", "#n/a n/a", "nat")
-)
+_NA_TEXT = frozenset({"nan", "-nan", "+nan", "na", "n/a", "null", "none", "<na>", "nat", "#n/a", "#na",
+                      "#n/a n/a", "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"})
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _OTHER_DELIMITERS = (";", "\t", "|")
 
@@ -122,21 +119,24 @@ def load_csv(path: str | Path) -> Dataset:
     return Dataset(images=images, labels=labels, source=name)
 
 
-def _read_frame(path: Path, name: str) -> pd.DataFrame:
-    """Parse the whole file with pandas' C parser (the fast path); map parser errors to lines."""
+def _read_frame(path: Path, name: str, nrows: int | None = None) -> pd.DataFrame:
+    """Parse the file with pandas' C parser (the fast path); map parser errors to lines."""
     try:
         with warnings.catch_warnings():
             # Mixed-type and length warnings only ever accompany an error we report ourselves.
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
             with _decode_errors(name):
-                return pd.read_csv(path, skip_blank_lines=False, index_col=False, engine="c")
+                return pd.read_csv(path, skip_blank_lines=False, index_col=False, engine="c", nrows=nrows)
     except pd.errors.ParserError as err:
         # e.g. "Expected 785 fields in line 7, saw 786"; pandas counts the header as line 1, as we do.
         match = re.search(r"in line (\d+)", str(err))
-        if match:
-            _raise_first_problem(path, name, int(match.group(1)))
-        raise InputError(f"{name}: cannot parse as CSV: {str(err).strip()}") from None
+        if not match:
+            raise InputError(f"{name}: cannot parse as CSV: {str(err).strip()}") from None
+        line_number = int(match.group(1))
+    # pandas stops at the first over-long row; report an earlier bad row first if there is one.
+    _, bad_rows = _validate_frame(_read_frame(path, name, nrows=line_number - 2))
+    _raise_first_problem(path, name, int(np.argmax(bad_rows)) + 2 if bad_rows.any() else line_number)
 
 
 def _validate_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +160,7 @@ def _validate_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return table, bad
 
 
-def _raise_first_problem(path: Path, name: str, line_number: int) -> None:
+def _raise_first_problem(path: Path, name: str, line_number: int) -> NoReturn:
     """Re-read one raw line and raise an InputError that says exactly what is wrong with it."""
     with _decode_errors(name):
         lines = _read_lines(path, line_number, 1)
@@ -358,7 +358,7 @@ def download(dest_dir: Path) -> list[Path]:
     try:
         requests.head(_KAGGLE_API, timeout=_PROBE_TIMEOUT)
     except requests.RequestException as err:
-        raise InputError(_download_help(f"cannot reach {_KAGGLE_API} ({type(err).__name__}); are you offline?")) from None
+        raise InputError(_download_help(f"cannot reach {_KAGGLE_API} ({type(err).__name__}; offline?)")) from None
 
     started = time.monotonic()
     try:
@@ -382,6 +382,6 @@ def download(dest_dir: Path) -> list[Path]:
 
 def _download_help(reason: str) -> str:
     """One-line download failure message that says how to get the data anyway."""
-    return (f"cannot download Kaggle dataset {KAGGLE_DATASET}: {reason}. Set KAGGLE_USERNAME and KAGGLE_KEY "
-            f"(or put kaggle.json in ~/.kaggle/), or download the CSVs manually from {KAGGLE_URL} and put "
+    return (f"cannot download Kaggle dataset {KAGGLE_DATASET}: {reason}. Check the network and set KAGGLE_USERNAME "
+            f"and KAGGLE_KEY (or put kaggle.json in ~/.kaggle/), or download the CSVs manually from {KAGGLE_URL} and put "
             f"{' and '.join(CSV_NAMES)} in data/")

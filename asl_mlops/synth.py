@@ -44,8 +44,8 @@ def _glyph(index: int, stroke: int) -> np.ndarray:
 
     # One small drawing per class; several echo their letter's outline so they stay recognisable.
     match index:
-        case 0:  # A: filled disc
-            cv2.circle(img, (c, c), 13, 255, -1, aa)
+        case 0:  # A: small filled disc
+            cv2.circle(img, (c, c), 10, 255, -1, aa)
         case 1:  # B: one vertical bar
             line((c, 10), (c, 46))
         case 2:  # C: arc open to the right
@@ -60,9 +60,10 @@ def _glyph(index: int, stroke: int) -> np.ndarray:
             line((12, 44), (44, 12))
         case 6:  # G: triangle outline, apex up
             poly([(c, 10), (46, 44), (10, 44)])
-        case 7:  # H: two vertical bars
-            line((18, 10), (18, 46))
-            line((38, 10), (38, 46))
+        case 7:  # H: H shape
+            line((16, 10), (16, 46))
+            line((40, 10), (40, 46))
+            line((16, c), (40, c))
         case 8:  # I: ring
             cv2.circle(img, (c, c), 15, 255, t, aa)
         case 9:  # K: filled triangle, apex down
@@ -77,11 +78,11 @@ def _glyph(index: int, stroke: int) -> np.ndarray:
             line((12, 44), (44, 12))
         case 13:  # O: square outline
             poly([(13, 13), (43, 13), (43, 43), (13, 43)])
-        case 14:  # P: filled square, top left
-            cv2.rectangle(img, (10, 10), (32, 32), 255, -1, aa)
-        case 15:  # Q: ring with a dot in the middle
-            cv2.circle(img, (c, c), 16, 255, t, aa)
-            cv2.circle(img, (c, c), 5, 255, -1, aa)
+        case 14:  # P: large filled square
+            cv2.rectangle(img, (12, 12), (44, 44), 255, -1, aa)
+        case 15:  # Q: ring with a tail
+            cv2.circle(img, (24, 24), 13, 255, t, aa)
+            line((32, 32), (48, 48))
         case 16:  # R: falling diagonal
             line((12, 12), (44, 44))
         case 17:  # S: arc open to the left
@@ -91,9 +92,9 @@ def _glyph(index: int, stroke: int) -> np.ndarray:
             line((c, 14), (c, 46))
         case 19:  # U: cup, arc open upwards
             arc((c, 24), 16, 0, 180)
-        case 20:  # V: chevron pointing down
-            line((12, 12), (c, 44))
-            line((c, 44), (44, 12))
+        case 20:  # V: chevron pointing left (a V pointing down is too close to Y)
+            line((44, 10), (12, c))
+            line((12, c), (44, 46))
         case 21:  # W: two horizontal bars
             line((10, 18), (46, 18))
             line((10, 38), (46, 38))
@@ -146,10 +147,10 @@ def _generate(n_rows: int, rng: np.random.Generator, source: str) -> Dataset:
                                   flags=cv2.INTER_LINEAR, borderValue=0)
 
     background = _backgrounds(rng, n_rows)
-    # Glyphs are darker or brighter than the palm per sample, like shadows and highlights on a hand.
-    ink = np.where(rng.random((n_rows, 1, 1)) < 0.5,
-                   rng.uniform(0, 40, (n_rows, 1, 1)), rng.uniform(215, 255, (n_rows, 1, 1)))
-    images = background * (1 - masks) + ink * masks
+    # Glyphs are darker or brighter than the palm per sample, like shadows and highlights on a hand,
+    # with enough contrast to be visible (clipping at 0 and 255 still lowers it on some samples).
+    polarity = np.where(rng.random((n_rows, 1, 1)) < 0.5, -1.0, 1.0)
+    images = background + polarity * rng.uniform(70, 110, (n_rows, 1, 1)) * masks
     images = images * rng.uniform(0.8, 1.2, (n_rows, 1, 1))  # brightness
     images += rng.normal(0, 1, images.shape) * rng.uniform(*_NOISE_SIGMA, (n_rows, 1, 1))
     labels = np.asarray(LABELS, np.int64)[indices]

@@ -26,6 +26,7 @@ from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluatio
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import build_model, count_params
 from asl_mlops.preprocess import cached_model_input
+from asl_mlops.serving import log_recognizer
 from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class RunResult:
     """What one training run produced."""
 
     run_id: str
-    model_uri: str
+    model_uri: str  # the Keras model (tensorflow flavor)
+    recognizer_uri: str  # what gets registered and served (see asl_mlops.serving)
     val_accuracy: float  # of the final (EMA / restored) weights on the validation split
     val_loss: float
     test: Evaluation
@@ -135,11 +137,11 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     """
     data = data if data is not None else prepare_data(config)
     keras.utils.set_random_seed(config.seed)
+    model = build_model(config)  # before the run: a bad --weights must not leave a run behind
     with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
         log_config(config, data.params)
         mlflow.set_tags(data.tags)
         mlflow.log_metric("preprocess_seconds", data.preprocess_seconds)
-        model = build_model(config)
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})
         start = time.perf_counter()
@@ -151,7 +153,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         model_uri = log_keras_model(model, data.x_test)
+        recognizer_uri = log_recognizer(model, data.test_images)  # what gets registered and served
         logger.info("run %s: val_accuracy %.4f, test_accuracy %.4f (%d errors of %d)", run.info.run_id,
                     val.accuracy, test.accuracy, test.errors, len(data.y_test))
-    return RunResult(run.info.run_id, model_uri, val.accuracy, val.loss, test,
+    return RunResult(run.info.run_id, model_uri, recognizer_uri, val.accuracy, val.loss, test,
                      {k: [float(v) for v in vs] for k, vs in history.history.items()}, trainable, total)

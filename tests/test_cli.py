@@ -1,0 +1,70 @@
+"""The asl-mlops CLI: every command explains itself; bad input is one line and exit code 2."""
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from asl_mlops.cli import main
+from malformed import MALFORMED_CASES
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.mark.parametrize("args", [[], ["data"], ["data", "download"], ["data", "synth"], ["data", "validate"],
+                                  ["train"], ["evaluate"]])
+def test_help(runner, args):
+    result = runner.invoke(main, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_train_help_explains_every_option(runner):
+    out = runner.invoke(main, ["train", "--help"]).output
+    for flag in ("--learning-rate", "--decay-rate", "--l2", "--epochs", "--batch-size", "--seed", "--weights",
+                 "--architecture", "--early-stopping", "--flip-horizontal", "--brightness"):
+        assert flag in out
+
+
+def test_synth_then_validate(runner, tmp_path):
+    result = runner.invoke(main, ["data", "synth", "--out", str(tmp_path), "--train-rows", "48", "--test-rows", "24"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["data", "validate", str(tmp_path / "sign_mnist_train.csv"),
+                                  str(tmp_path / "sign_mnist_test.csv")])
+    assert result.exit_code == 0, result.output
+    assert "48 rows" in result.output and "24 rows" in result.output
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_CASES))
+def test_validate_rejects_malformed_file(runner, tmp_path, case):
+    write, expected = MALFORMED_CASES[case]
+    path = write(tmp_path)
+    result = runner.invoke(main, ["data", "validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and path.name in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", ["missing_column", "label_25", "blank_cell", "empty_file"])
+def test_train_with_malformed_data_exits_2_and_leaves_no_run(runner, tmp_path, case, synthetic_dir, mlflow_store):
+    write, _ = MALFORMED_CASES[case]
+    result = runner.invoke(main, ["train", "--train-data", str(write(tmp_path)),
+                                  "--test-data", str(synthetic_dir / "sign_mnist_test.csv")])
+    assert result.exit_code == 2, result.output
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert runs.empty or "RUNNING" not in set(runs["status"])
+
+
+def test_bad_option_value_names_the_field(runner, synthetic_dir, mlflow_store):
+    result = runner.invoke(main, ["train", "--epochs", "0", "--train-data", str(synthetic_dir / "sign_mnist_train.csv")])
+    assert result.exit_code == 2 and "epochs" in result.output
+
+
+def test_download_offline_is_a_clear_error(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    result = runner.invoke(main, ["data", "download", "--dest", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "kaggle" in result.output.lower()

@@ -1,0 +1,92 @@
+"""Training: a short run on synthetic data learns, and logs everything a user looks for in MLflow."""
+
+import math
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from asl_mlops.data import load_csv
+from asl_mlops.errors import InputError
+from asl_mlops.labels import labels_to_indices
+from asl_mlops.preprocess import to_model_input
+from asl_mlops.train import learning_rate_schedule, train_and_evaluate
+from malformed import MALFORMED_CASES
+
+
+def test_learning_rate_schedule_is_inverse_time_decay(fast_config):
+    schedule = learning_rate_schedule(fast_config.replace(learning_rate=1e-3, decay_rate=0.5))
+    assert [schedule(e) for e in range(3)] == pytest.approx([1e-3, 1e-3 / 1.5, 1e-3 / 2.0])
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
+    result = train_and_evaluate(fast_config)
+    assert result.test.accuracy >= 0.9  # chance is 1/24
+    assert result.val_accuracy >= 0.9
+
+    client = MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    for key in ("learning_rate", "decay_rate", "l2", "epochs", "batch_size", "seed", "architecture", "weights",
+                "train_data", "test_data", "augment", "brightness", "early_stopping"):
+        assert key in params, key
+    assert params["trainable_params"] == str(result.trainable_params)
+    assert params["train_data_hash"] == load_csv(fast_config.train_data).content_hash
+    assert int(params["train_rows"]) + int(params["val_rows"]) == int(params["train_csv_rows"]) == 2400
+    assert int(params["test_rows"]) == 720
+
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(result.run_id, key)
+        assert [m.step for m in history] == list(range(fast_config.epochs)), key
+    lrs = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    schedule = learning_rate_schedule(fast_config)
+    assert lrs == pytest.approx([schedule(e) for e in range(fast_config.epochs)], rel=1e-5)
+    metrics = run.data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(result.test.accuracy)
+    assert math.isfinite(metrics["test_loss"])
+    assert 0.0 <= metrics["test_f1_K"] <= 1.0 and "test_precision_A" in metrics and "test_recall_Y" in metrics
+
+    artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(result.run_id, d)}
+    assert {"plots/training_curves.png", "plots/test_confusion_matrix.png", "plots/test_misclassified.png",
+            "reports/test_classification_report.txt"} <= artifacts
+
+    # The logged Keras model loads and reproduces the logged test accuracy.
+    test = load_csv(fast_config.test_data)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    probabilities = np.asarray(model.predict(to_model_input(test.images, "cnn")))
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels_to_indices(test.labels)))
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("case", ["label_9", "truncated_row", "non_numeric"])
+def test_bad_training_data_fails_before_any_run(case, fast_config, mlflow_store, tmp_path):
+    write, expected = MALFORMED_CASES[case]
+    bad = write(tmp_path)
+    with pytest.raises(InputError, match=expected):
+        train_and_evaluate(fast_config.replace(train_data=str(bad)))
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_bad_weights_file_fails_before_any_run(fast_config, mlflow_store):
+    with pytest.raises(InputError, match="missing.weights.h5"):
+        train_and_evaluate(fast_config.replace(architecture="resnet50", weights="missing.weights.h5"))
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_error_inside_a_run_marks_it_failed(fast_config, mlflow_store):
+    class Boom(Exception):
+        pass
+
+    import keras
+
+    class Explode(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise Boom("simulated crash during training")
+
+    with pytest.raises(Boom):
+        train_and_evaluate(fast_config.replace(epochs=1), callbacks=[Explode()])
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert list(runs["status"]) == ["FAILED"]
