@@ -16,9 +16,32 @@ from asl_mlops.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 
+def same_param(logged: str, value: Any) -> bool:
+    """Whether an already-logged param string means `value` (`mlflow run` logs -P values as typed,
+    e.g. 'false' or '1e-5', before our code runs)."""
+    if isinstance(value, bool) or value in ("true", "false"):
+        truthy = logged.strip().lower() in ("true", "1", "yes")
+        return truthy == (value in (True, "true"))
+    if isinstance(value, (int, float)):
+        try:
+            return float(logged) == float(value)
+        except ValueError:
+            return False
+    return logged == str(value)
+
+
 def log_config(config: TrainConfig, extra: dict[str, Any] | None = None) -> None:
-    """Log every setting of `config` (and `extra` facts such as data hashes) as run params."""
-    mlflow.log_params({**config.to_params(), **(extra or {})})
+    """Log every setting of `config` (and `extra` facts such as data hashes) as params of the active run.
+
+    Params that `mlflow run` already logged from MLproject are kept as they are when they mean the
+    same value; a different value is an error (MLflow params are immutable).
+    """
+    params = {**config.to_params(), **(extra or {})}
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    clashes = {k: (logged[k], v) for k, v in params.items() if k in logged and not same_param(logged[k], v)}
+    if clashes:
+        raise ValueError(f"params already logged with other values: {clashes}")
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

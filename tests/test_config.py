@@ -18,7 +18,7 @@ def test_bad_settings_name_the_field(field, value):
 def test_weights_auto_resolves_per_architecture():
     assert TrainConfig(architecture="resnet50").resolved_weights == "imagenet"
     assert TrainConfig(architecture="cnn").resolved_weights == "none"
-    assert TrainConfig(architecture="resnet50", weights="w.h5").to_params()["weights"] == "w.h5"
+    assert TrainConfig(architecture="resnet50", weights="w.h5").to_params()["resolved_weights"] == "w.h5"
 
 
 def test_params_use_field_names():

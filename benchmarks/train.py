@@ -1,0 +1,169 @@
+"""Training benchmarks on the real Sign MNIST training CSV: cache effect, default cnn run, ResNet50 epochs.
+
+    python benchmarks/train.py --train-data ../shared/data/sign_mnist_train.csv.gz
+
+1. cache: preprocessing of the real CSV cold (empty cache) vs warm, per architecture, as a ratio.
+2. cnn: the default `mlflow run . --env-manager local` end to end (wall time, validation accuracy on
+   the stratified 80/20 split, and a throughput / FLOP-rate estimate against the CPU's peak).
+3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
+
+The real test CSV is withheld, so the runs are given the training CSV as `test_data` too: their
+test_* metrics measure nothing and are not reported; validation accuracy is the figure. Prints a
+table and writes benchmarks/results/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def bench_cache(train_data: str) -> dict:
+    """Cold vs warm preprocessing of the whole training CSV, per architecture."""
+    from asl_mlops.data import load_csv
+    from asl_mlops.preprocess import cached_model_input
+
+    images = load_csv(train_data).images
+    out = {}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for architecture in ("cnn", "resnet50"):
+            start = time.perf_counter()
+            cold = cached_model_input(images, architecture, cache_dir)
+            cold_s = time.perf_counter() - start
+            start = time.perf_counter()
+            warm = cached_model_input(images, architecture, cache_dir)
+            warm_s = time.perf_counter() - start
+            assert not cold.hit and warm.hit
+            out[architecture] = {"rows": len(images), "cold_s": cold_s, "warm_s": warm_s,
+                                 "cold_over_warm": cold_s / warm_s, "entry_mb": cold.path.stat().st_size / 2**20}
+    return out
+
+
+def mlflow_run(params: dict[str, object], store: Path) -> dict:
+    """Run `mlflow run . --env-manager local` with `params`; return wall time and the run's data."""
+    import mlflow
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    args = [str(Path(sys.executable).with_name("mlflow")), "run", str(ROOT), "--env-manager", "local",
+            "--experiment-name", "benchmark"]
+    for key, value in params.items():
+        args += ["-P", f"{key}={value}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    start = time.perf_counter()
+    subprocess.run(args, env=env, cwd=store, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    run = mlflow.search_runs(experiment_names=["benchmark"], order_by=["start_time DESC"], output_format="list")[0]
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    return {"wall_s": wall, "run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
+            "val_accuracy_per_epoch": [m.value for m in sorted(history, key=lambda m: m.step)]}
+
+
+def cnn_flops_per_image() -> float:
+    """Forward FLOPs of the cnn for one image (2 x multiply-adds of conv and dense layers)."""
+    import keras
+
+    from asl_mlops.models import build_cnn
+
+    model = build_cnn()
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * c_out * k_h * k_w * c_in
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return flops
+
+
+def cpu_peak_flops() -> float | None:
+    """Rough fp32 peak of this CPU: cores x GHz x FLOPs/cycle (32 with AVX-512 FMA x2, 16 with AVX2 FMA x2)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    if not mhz:
+        return None
+    per_cycle = 32 if "avx512f" in info else 16 if "avx2" in info else 8
+    return os.cpu_count() * (sum(mhz) / len(mhz)) * 1e6 * per_cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
+                        help="real Sign MNIST training CSV")
+    parser.add_argument("--only", choices=("cache", "cnn", "resnet50"), action="append",
+                        help="run only these parts (repeatable); default all")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"), help="JSON output path")
+    args = parser.parse_args()
+    parts = args.only or ["cache", "cnn", "resnet50"]
+    train_data = str(Path(args.train_data).resolve())
+    results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        if "cache" in parts:
+            results["cache"] = cache = bench_cache(train_data)
+            for arch, r in cache.items():
+                rows.append((f"preprocess {arch} cold / warm", f"{r['cold_s']:.2f} s / {r['warm_s']:.2f} s",
+                             f"ratio {r['cold_over_warm']:.1f}x"))
+        common = {"train_data": train_data, "test_data": train_data, "cache_dir": tmp_path / "cache"}
+        if "cnn" in parts:
+            r = mlflow_run(common, tmp_path)
+            epochs = int(r["params"]["epochs"])
+            train_rows = int(r["params"]["train_rows"])
+            fit_s = r["metrics"]["train_seconds"]
+            flops = cnn_flops_per_image() * 3 * train_rows * epochs  # forward + backward ~ 3x forward
+            peak = cpu_peak_flops()
+            results["cnn"] = {**{k: r[k] for k in ("wall_s", "run_id", "val_accuracy_per_epoch")},
+                              "epochs": epochs, "train_seconds": fit_s,
+                              "final_val_accuracy": r["metrics"]["final_val_accuracy"],
+                              "val_errors": round((1 - r["metrics"]["final_val_accuracy"]) * int(r["params"]["val_rows"])),
+                              "val_rows": int(r["params"]["val_rows"]),
+                              "train_images_per_s": train_rows * epochs / fit_s,
+                              "achieved_gflops": flops / fit_s / 1e9,
+                              "cpu_peak_gflops": peak / 1e9 if peak else None}
+            c = results["cnn"]
+            rows.append(("cnn default mlflow run: wall", f"{c['wall_s']:.0f} s", f"fit {fit_s:.0f} s, {epochs} epochs"))
+            rows.append(("cnn validation accuracy", f"{c['final_val_accuracy']:.4%}",
+                         f"{c['val_errors']} errors of {c['val_rows']}"))
+            if peak:
+                rows.append(("cnn training FLOP rate", f"{c['achieved_gflops']:.1f} GFLOP/s",
+                             f"{c['achieved_gflops'] / c['cpu_peak_gflops']:.1%} of ~{c['cpu_peak_gflops']:.0f} peak"))
+        if "resnet50" in parts:
+            params = {**common, "architecture": "resnet50", "weights": "none", "learning_rate": 1e-5,
+                      "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": 2, "batch_size": 256, "flip_horizontal": "true",
+                      "flip_vertical": "true", "rotation": 0, "zoom": 0, "translation": 0, "ema": "false"}
+            r = mlflow_run(params, tmp_path)
+            results["resnet50"] = {**{k: r[k] for k in ("wall_s", "run_id", "val_accuracy_per_epoch")},
+                                   "train_seconds": r["metrics"]["train_seconds"],
+                                   "seconds_per_epoch": r["metrics"]["train_seconds"] / 2,
+                                   "trainable_params": int(r["params"]["trainable_params"]),
+                                   "final_val_accuracy": r["metrics"]["final_val_accuracy"]}
+            c = results["resnet50"]
+            rows.append(("resnet50 (weights=none) 2 epochs", f"{c['seconds_per_epoch']:.0f} s/epoch",
+                         f"val acc {c['final_val_accuracy']:.4f}, wall {c['wall_s']:.0f} s"))
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>18}  {note}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
