@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import keras
 import mlflow
+import mlflow.tensorflow
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, log_loss
 
@@ -87,7 +88,7 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
     from asl_mlops.preprocess import to_model_input
 
     dataset = load_csv(data_path)  # validates before anything is logged
-    model = mlflow.keras.load_model(model_uri)
+    model = mlflow.tensorflow.load_model(model_uri)
     probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)), batch_size)
     evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
     if log:

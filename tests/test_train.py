@@ -90,3 +90,21 @@ def test_error_inside_a_run_marks_it_failed(fast_config, mlflow_store):
         train_and_evaluate(fast_config.replace(epochs=1), callbacks=[Explode()])
     runs = mlflow.search_runs(search_all_experiments=True)
     assert list(runs["status"]) == ["FAILED"]
+
+
+@pytest.mark.slow
+def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_store):
+    from click.testing import CliRunner
+
+    from asl_mlops.cli import main
+
+    result = train_and_evaluate(fast_config.replace(epochs=2))
+    out = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
+                                    "--data", fast_config.test_data])
+    assert out.exit_code == 0, out.output
+    assert f"test_accuracy={result.test.accuracy:.4f}" in out.output
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'evaluate'")
+    assert len(runs) == 1 and runs.loc[0, "metrics.test_accuracy"] == pytest.approx(result.test.accuracy)
+    bad = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
+                                    "--data", "missing.csv"])
+    assert bad.exit_code == 2 and "missing.csv" in bad.output
