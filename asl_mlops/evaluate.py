@@ -82,14 +82,21 @@ def architecture_of(model: keras.Model) -> str:
 
 
 def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True) -> Evaluation:
-    """Evaluate a logged Keras model on a Sign MNIST CSV; with `log`, record it as an MLflow run."""
+    """Evaluate a logged model (a run's Keras `model` or the registered `recognizer` pyfunc) on a Sign
+    MNIST CSV; with `log`, record it as an MLflow run."""
     from asl_mlops.data import load_csv
     from asl_mlops.labels import labels_to_indices
     from asl_mlops.preprocess import to_model_input
 
     dataset = load_csv(data_path)  # validates before anything is logged
-    model = mlflow.tensorflow.load_model(model_uri)
-    probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)), batch_size)
+    if "tensorflow" in mlflow.models.get_model_info(model_uri).flavors:  # a run's Keras model
+        model = mlflow.tensorflow.load_model(model_uri)
+        probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)),
+                                              batch_size)
+    else:  # the registered LetterRecognizer pyfunc: it preprocesses itself
+        recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
+                                        for i in range(0, len(dataset), batch_size)])
     evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
     if log:
         with mlflow.start_run(run_name="evaluate"):

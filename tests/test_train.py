@@ -105,6 +105,10 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_
     assert f"test_accuracy={result.test.accuracy:.4f}" in out.output
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'evaluate'")
     assert len(runs) == 1 and runs.loc[0, "metrics.test_accuracy"] == pytest.approx(result.test.accuracy)
+    registered = CliRunner().invoke(main, ["evaluate", "--model-uri", result.recognizer_uri, "--no-log",
+                                           "--data", fast_config.test_data])
+    assert registered.exit_code == 0, registered.output
+    assert f"test_accuracy={result.test.accuracy:.4f}" in registered.output
     bad = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
                                     "--data", "missing.csv"])
     assert bad.exit_code == 2 and "missing.csv" in bad.output
