@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from asl_mlops.config import TrainConfig
+from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
@@ -121,13 +121,20 @@ def train_command(**options: Any) -> None:
     """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
     from asl_mlops.train import train_and_evaluate
 
-    result = train_and_evaluate(TrainConfig(**options))
+    config = TrainConfig(**options)
+    result = train_and_evaluate(config)
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
+    if config.register:  # only reached when the run finished cleanly
+        from asl_mlops.registry import register_if_better
+
+        registration = register_if_better(result.run_id, result.recognizer_uri, config.model_name,
+                                          tags={"source": "asl-mlops train"})
+        click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
 
 @main.command("evaluate")
-@click.option("--model-uri", required=True, help="MLflow URI of a logged Keras model (runs:/ID/model, models:/NAME@ALIAS, ...).")
+@click.option("--model-uri", required=True, help="MLflow URI of a run's Keras model (runs:/ID/model) or a registered recognizer (models:/asl-recognizer@champion).")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Sign MNIST CSV to evaluate on.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help="Prediction batch size.")
 @click.option("--log/--no-log", default=True, show_default=True,
@@ -140,6 +147,77 @@ def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool
     evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log)
     click.echo(f"test_accuracy={evaluation.accuracy:.4f} test_loss={evaluation.loss:.4f} "
                f"errors={evaluation.errors} of {len(evaluation.y_true)}")
+
+
+@main.command("tune")
+@options_from(TrainConfig, exclude=(*SWEPT_FIELDS, "register", "model_name"))
+@options_from(SweepConfig)
+@user_errors
+def tune_command(**options: Any) -> None:
+    """Optuna sweep of learning_rate, decay_rate and l2: one parent MLflow run, one nested run per trial.
+
+    The study is stored in --storage (default: optuna.db beside the MLflow store) under --study-name;
+    re-running the same study resumes it up to --n-trials in total. The best trial's model is registered
+    (--register) and becomes 'champion' only if it beats the current one on the same data.
+    """
+    from asl_mlops.sweep import run_sweep
+
+    sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
+    sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
+    base = TrainConfig(**{k: v for k, v in options.items() if k not in sweep_fields})
+    click.echo(run_sweep(base, sweep).summary())
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """Show registered recognizer versions and move the 'champion' alias."""
+
+
+MODEL_NAME_OPTION = click.option("--model-name", default="asl-recognizer", show_default=True,
+                                 help="Registered model name.")
+
+
+@registry_group.command("show")
+@MODEL_NAME_OPTION
+@user_errors
+def registry_show(model_name: str) -> None:
+    """Print every version of the model: aliases, val/test accuracy, training data hash, run."""
+    from asl_mlops.registry import list_versions, versions_table
+
+    click.echo(versions_table(list_versions(model_name)))
+
+
+@registry_group.command("promote")
+@click.argument("version")
+@MODEL_NAME_OPTION
+@user_errors
+def registry_promote(version: str, model_name: str) -> None:
+    """Point the 'champion' alias at VERSION by hand (no accuracy rule applied)."""
+    from asl_mlops.registry import promote
+
+    registration = promote(version, model_name)
+    click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
+
+
+@main.command("predict")
+@click.argument("images", nargs=-1, type=str)
+@click.option("--model-uri", default="models:/asl-recognizer@champion", show_default=True,
+              help="MLflow URI of the recognizer pyfunc model, loaded in this process.")
+@click.option("--endpoint", default=None,
+              help="URL of a running `mlflow models serve` (e.g. http://127.0.0.1:5001); used instead of --model-uri.")
+@user_errors
+def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | None) -> None:
+    """Print `path: letter (confidence)` for each image file (PNG/JPEG).
+
+    With no IMAGES, reads one path per line from standard input until a line `x` (or end of input).
+    Unreadable or invalid files print `error: ...` and the rest go on; the exit code is 2 if any failed.
+    """
+    from asl_mlops.predict import endpoint_predictor, local_predictor, paths_from, run
+
+    predictor = endpoint_predictor(endpoint) if endpoint else local_predictor(model_uri)
+    paths = images or paths_from(sys.stdin, prompt=sys.stderr if sys.stdin.isatty() else None)
+    if run(paths, predictor):
+        sys.exit(2)
 
 
 if __name__ == "__main__":

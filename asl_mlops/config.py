@@ -94,7 +94,81 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_params(self) -> dict[str, Any]:
-        """The MLflow params for this config: every field under its own name."""
-        params = dataclasses.asdict(self)
-        params["weights"] = self.resolved_weights
+        """The MLflow params for this config: every field under its own name, plus `resolved_weights`."""
+        # Booleans as MLproject spells them ('true'/'false'), so CLI and `mlflow run` runs log the same.
+        params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in dataclasses.asdict(self).items()}
+        return {**params, "resolved_weights": self.resolved_weights}
+
+
+PRUNERS = ("median", "hyperband", "none")
+SWEPT_FIELDS = ("learning_rate", "decay_rate", "l2")  # TrainConfig fields an Optuna sweep chooses per trial
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How `asl-mlops tune` searches: the study, its storage, the pruner and the search-space bounds.
+
+    Everything else a trial needs is a `TrainConfig`, fixed for the whole sweep (asl_mlops.sweep).
+    """
+
+    # The study: n_trials counts trials of the whole study, so re-running the same name resumes it.
+    n_trials: int = knob(20, "Total complete + pruned trials wanted in the study; a re-run of the same "
+                             "study runs only the missing ones.")
+    study_name: str = knob("asl-sweep", "Optuna study name; re-using it resumes that study.")
+    storage: str = knob("auto", "SQLAlchemy URL of the Optuna storage (e.g. postgresql://user@host/db). 'auto': "
+                                "sqlite:///optuna.db beside the MLflow store (next to MLFLOW_TRACKING_URI's "
+                                "SQLite file or mlruns folder, else in the working directory).")
+    # A dead process's trial is noticed by its missing heartbeat (failed after 2x this, then retried).
+    heartbeat_interval: int = knob(60, "Seconds between a running trial's heartbeats in the storage; a trial "
+                                       "silent for twice as long is failed and retried by the next run.")
+    # Pruning on val_accuracy, reported every epoch.
+    pruner: str = knob("median", "Stop unpromising trials early: 'median', 'hyperband' or 'none'.", choices=PRUNERS)
+    pruner_startup_trials: int = knob(3, "Median pruner: trials that always run to the end before pruning starts.")
+    pruner_warmup_epochs: int = knob(2, "Epochs every trial runs before it can be pruned (hyperband: its "
+                                        "minimum resource, at least 1).")
+    # Search space; learning_rate and l2 are sampled log-uniformly, decay_rate uniformly.
+    learning_rate_min: float = knob(3e-4, "Lower bound of learning_rate (log-uniform).")
+    learning_rate_max: float = knob(1e-2, "Upper bound of learning_rate (log-uniform).")
+    decay_rate_min: float = knob(0.0, "Lower bound of decay_rate (uniform).")
+    decay_rate_max: float = knob(0.5, "Upper bound of decay_rate (uniform).")
+    l2_min: float = knob(1e-6, "Lower bound of l2 (log-uniform).")
+    l2_max: float = knob(1e-3, "Upper bound of l2 (log-uniform).")
+    # The best trial's model goes to the registry under the no-regression rule (asl_mlops.registry).
+    register: bool = knob(True, "Register the best trial's model; the 'champion' alias moves only if it does "
+                                "not regress.")
+    model_name: str = knob("asl-recognizer", "Registered model name for the best trial's model.")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_trials >= 1, "n_trials must be >= 1"),
+            (bool(self.study_name.strip()) and not set("'\"`") & set(self.study_name),
+             "study_name must be non-empty, without quotes"),
+            (self.heartbeat_interval >= 1, "heartbeat_interval must be >= 1 second"),
+            (self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}"),
+            (self.pruner_startup_trials >= 0, "pruner_startup_trials must be >= 0"),
+            (self.pruner_warmup_epochs >= 0, "pruner_warmup_epochs must be >= 0"),
+            (self.learning_rate_min > 0, "learning_rate_min must be > 0 (log scale)"),
+            (self.learning_rate_max > 0, "learning_rate_max must be > 0 (log scale)"),
+            (self.learning_rate_min <= self.learning_rate_max, "learning_rate_min must be <= learning_rate_max"),
+            (self.decay_rate_min >= 0, "decay_rate_min must be >= 0"),
+            (self.decay_rate_max >= 0, "decay_rate_max must be >= 0"),
+            (self.decay_rate_min <= self.decay_rate_max, "decay_rate_min must be <= decay_rate_max"),
+            (self.l2_min > 0, "l2_min must be > 0 (log scale)"),
+            (self.l2_max > 0, "l2_max must be > 0 (log scale)"),
+            (self.l2_min <= self.l2_max, "l2_min must be <= l2_max"),
+            (bool(self.model_name.strip()), "model_name must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"invalid sweep setting: {message}")
+
+    def replace(self, **changes: Any) -> "SweepConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_params(self) -> dict[str, Any]:
+        """The MLflow params of the sweep's parent run (the storage URL without its password)."""
+        # Booleans as MLproject spells them, like TrainConfig.to_params.
+        params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in dataclasses.asdict(self).items()}
+        params.pop("storage")  # logged as a tag, password hidden (asl_mlops.sweep)
         return params

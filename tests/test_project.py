@@ -64,3 +64,7 @@ def test_every_command_has_help():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{path} {param.opts[0]} has no help"
+
+
+def test_tune_entry_point_mirrors_tune_command():
+    check_entry_point_mirrors("tune", main.commands["tune"])

@@ -1,0 +1,309 @@
+"""The Optuna sweep: nested MLflow runs, best-model registration, resume after a kill, pruning, bad options.
+
+Real MLflow (SQLite) and Optuna (SQLite, PostgreSQL if reachable) stores, synthetic data, 1-3 epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from asl_mlops import sweep as sweep_module
+from asl_mlops.cli import main
+from asl_mlops.config import SweepConfig, TrainConfig
+from asl_mlops.errors import InputError
+from asl_mlops.labels import labels_to_indices
+from asl_mlops.registry import CHAMPION, current_champion
+from asl_mlops.sweep import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, run_sweep
+
+pytestmark = pytest.mark.slow
+
+# Tests only: MLflow's pip-requirement inference for the Keras model starts a Python subprocess that
+# imports TensorFlow (~10 s per run on 2 cores); after 1 s MLflow falls back to its default list.
+FAST_REQUIREMENTS = {"MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "1"}
+
+
+def base_config(synthetic_dir: Path, cache_dir: Path, **changes) -> TrainConfig:
+    config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
+                         test_data=str(synthetic_dir / "sign_mnist_test.csv"),
+                         cache_dir=str(cache_dir), epochs=2, batch_size=32, ema=False, seed=0)
+    return config.replace(**changes)
+
+
+def study_runs(study_name: str) -> list:
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`{STUDY_TAG}` = '{study_name}'")
+
+
+# --- a 4-trial sweep, shared by the tests below ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def swept(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 4-trial sweep (no pruner) in a fresh MLflow store, default Optuna storage; yields its result."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for key, value in FAST_REQUIREMENTS.items():
+            mp.setenv(key, value)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        sweep = SweepConfig(n_trials=4, study_name="s1", pruner="none")
+        base = base_config(synthetic_dir, tmp / "cache")
+        result = run_sweep(base, sweep)
+        yield {"result": result, "sweep": sweep, "base": base, "dir": tmp, "uri": uri}
+        while mlflow.active_run():
+            mlflow.end_run()
+
+
+def children_of(parent_run_id: str) -> list:
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def test_sweep_has_one_parent_and_one_nested_run_per_trial(swept):
+    result = swept["result"]
+    parent = mlflow.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags[ROLE_TAG] == "sweep"
+    assert parent.data.params["epochs"] == "2" and parent.data.params["n_trials"] == "4"
+    assert "learning_rate" not in parent.data.params  # swept, so not a fixed setting of the parent
+    children = children_of(result.parent_run_id)
+    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(4)]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags[STATE_TAG] == "COMPLETE" and child.data.tags[STUDY_TAG] == "s1"
+        assert len(MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")) == 2  # per epoch
+        assert "final_val_accuracy" in child.data.metrics and "test_accuracy" in child.data.metrics
+    assert result.states == {"COMPLETE": 4}
+
+
+def test_default_storage_is_beside_the_mlflow_store(swept):
+    assert (swept["dir"] / "optuna.db").exists()
+    assert swept["result"].storage == f"sqlite:///{swept['dir'] / 'optuna.db'}"
+
+
+def test_trial_params_are_within_bounds(swept):
+    sweep = swept["sweep"]
+    for child in children_of(swept["result"].parent_run_id):
+        p = {k: float(child.data.params[k]) for k in ("learning_rate", "decay_rate", "l2")}
+        assert sweep.learning_rate_min <= p["learning_rate"] <= sweep.learning_rate_max
+        assert sweep.decay_rate_min <= p["decay_rate"] <= sweep.decay_rate_max
+        assert sweep.l2_min <= p["l2"] <= sweep.l2_max
+    assert len({child.data.params["learning_rate"] for child in children_of(swept["result"].parent_run_id)}) == 4
+
+
+def test_parent_logs_best_params_of_best_child(swept):
+    result = swept["result"]
+    parent = mlflow.get_run(result.parent_run_id)
+    best_child = max(children_of(result.parent_run_id), key=lambda r: r.data.metrics["final_val_accuracy"])
+    assert parent.data.tags["best_run_id"] == best_child.info.run_id == result.best_run_id
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best_child.data.metrics["final_val_accuracy"])
+    for name in ("learning_rate", "decay_rate", "l2"):
+        assert float(parent.data.params[f"best_{name}"]) == pytest.approx(float(best_child.data.params[name]))
+
+
+def test_parent_logs_trials_csv_and_figures(swept):
+    parent_id = swept["result"].parent_run_id
+    paths = {a.path for a in MlflowClient().list_artifacts(parent_id, "optuna")}
+    assert {"optuna/trials.csv", "optuna/optimization_history.png", "optuna/param_importances.png",
+            "optuna/slice.png", "optuna/parallel_coordinate.png"} <= paths
+    trials = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="optuna/trials.csv"))
+    assert len(trials) == 4 and set(trials["state"]) == {"COMPLETE"}
+
+
+def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir: Path):
+    result = swept["result"]
+    assert result.registration is not None and result.registration.promoted
+    champion = current_champion("asl-recognizer")
+    assert champion.run_id == result.best_run_id
+    assert champion.tags["study_name"] == "s1" and champion.tags["trial_number"] == str(result.best_trial)
+    assert float(champion.tags["val_accuracy"]) == pytest.approx(result.best_value, abs=1e-6)
+    assert "test_accuracy" in champion.tags and champion.tags["train_data_hash"]
+    model = mlflow.pyfunc.load_model(f"models:/asl-recognizer@{CHAMPION}")
+    test = pd.read_csv(synthetic_dir / "sign_mnist_test.csv")
+    predicted = model.predict(test.drop(columns="label"))
+    accuracy = float(np.mean(predicted["label"].to_numpy() == test["label"].to_numpy()))
+    assert accuracy > 0.5, accuracy  # chance is 1/24
+
+
+def test_rerun_of_a_finished_study_runs_no_new_trial(swept):
+    again = run_sweep(swept["base"], swept["sweep"])
+    assert again.states == {"COMPLETE": 4} and again.best_run_id == swept["result"].best_run_id
+    assert children_of(again.parent_run_id) == []
+    assert again.registration.version == swept["result"].registration.version  # not registered twice
+
+
+def test_resuming_with_other_settings_is_refused(swept):
+    with pytest.raises(InputError, match="epochs 2 -> 3"):
+        run_sweep(swept["base"].replace(epochs=3), swept["sweep"])
+
+
+def test_second_sweep_that_cannot_win_keeps_the_champion(swept):
+    client = MlflowClient()
+    champion = current_champion("asl-recognizer")
+    client.set_model_version_tag("asl-recognizer", champion.version, "val_accuracy", "1.0")  # unbeatable
+    result = run_sweep(swept["base"].replace(epochs=1), swept["sweep"].replace(n_trials=1, study_name="s2"))
+    registration = result.registration
+    assert registration is not None and not registration.promoted
+    assert int(registration.version) == int(champion.version) + 1
+    assert current_champion("asl-recognizer").version == champion.version
+    assert "<= its 1.0000" in registration.decision
+    new = client.get_model_version("asl-recognizer", registration.version)
+    assert new.tags["champion_decision"] == registration.decision
+    assert registration.decision in mlflow.get_run(result.best_run_id).data.tags["champion_decision"]
+
+
+# --- kill and resume -------------------------------------------------------------------------------
+
+def test_killed_sweep_resumes_and_leaves_no_running_runs(mlflow_store, synthetic_dir: Path, tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    command = [sys.executable, "-m", "asl_mlops", "tune",
+               "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
+               "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(tmp_path / "cache"),
+               "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0",
+               "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "1",
+               "--pruner", "none", "--register", "false"]
+    env = {**os.environ, **FAST_REQUIREMENTS}
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            killed = wait_for_training_trial(storage, "kr", first, timeout=180)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+    assert [r.info.status for r in study_runs("kr")].count("RUNNING") == 2  # parent and trial left behind
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    study = optuna.load_study(study_name="kr", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 2
+    assert study.trials[killed].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].params == study.trials[killed].params  # same params again
+    runs = study_runs("kr")
+    assert "RUNNING" not in [r.info.status for r in runs]
+    killed_run = next(r for r in runs if r.data.tags.get(TRIAL_TAG) == str(killed))
+    assert killed_run.info.status == "KILLED" and killed_run.data.tags[STATE_TAG] == "FAIL"
+
+
+def wait_for_training_trial(storage: str, study_name: str, process: subprocess.Popen, timeout: float) -> int:
+    """The number of the first trial that is RUNNING with its MLflow run started (i.e. training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:  # not created yet
+            study = None
+        for trial in study.get_trials(states=(TrialState.RUNNING,)) if study else []:
+            if "mlflow_run_id" in trial.user_attrs:
+                return trial.number
+        time.sleep(0.5)
+    raise AssertionError("no trial started training in time")
+
+
+# --- pruning and failing trials --------------------------------------------------------------------
+
+def test_bad_trial_is_pruned_and_failing_trial_does_not_stop_the_sweep(mlflow_store, synthetic_dir: Path,
+                                                                       tmp_path: Path, monkeypatch):
+    for key, value in FAST_REQUIREMENTS.items():
+        monkeypatch.setenv(key, value)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
+    study.enqueue_trial({"learning_rate": 3e-3, "decay_rate": 0.1, "l2": 1e-5})  # good: trains to the end
+    study.enqueue_trial({"learning_rate": 3e-3, "decay_rate": 0.1, "l2": 1e-5})  # raises (NaN loss, faked)
+    study.enqueue_trial({"learning_rate": 1e-5, "decay_rate": 0.5, "l2": 1e-5})  # far too slow: pruned
+
+    real = sweep_module.train_and_evaluate
+
+    def nan_in_trial_1(config, data, *, run_name, nested, tags, callbacks):
+        if tags[TRIAL_TAG] != "1":
+            return real(config, data, run_name=run_name, nested=nested, tags=tags, callbacks=callbacks)
+        with mlflow.start_run(run_name=run_name, nested=nested, tags=tags):  # as train_and_evaluate does
+            next(c for c in callbacks if isinstance(c, TrialRunLink)).on_train_begin()
+            raise FloatingPointError("training diverged: the loss became NaN/inf")
+
+    monkeypatch.setattr(sweep_module, "train_and_evaluate", nan_in_trial_1)
+    sweep = SweepConfig(n_trials=3, study_name="prune", storage=storage, pruner="median", pruner_startup_trials=1,
+                        pruner_warmup_epochs=0, learning_rate_min=1e-5, register=False)
+    result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=2), sweep)
+
+    assert result.states == {"COMPLETE": 1, "FAIL": 1, "PRUNED": 1}
+    trials = optuna.load_study(study_name="prune", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
+    runs = {r.data.tags[TRIAL_TAG]: r for r in study_runs("prune") if TRIAL_TAG in r.data.tags}
+    assert (runs["1"].info.status, runs["1"].data.tags[STATE_TAG]) == ("FAILED", "FAIL")
+    assert (runs["2"].info.status, runs["2"].data.tags[STATE_TAG]) == ("KILLED", "PRUNED")
+    epochs_logged = len(MlflowClient().get_metric_history(runs["2"].info.run_id, "val_accuracy"))
+    assert epochs_logged == 1  # stopped after its first epoch, before its last
+    assert len(MlflowClient().get_metric_history(runs["0"].info.run_id, "val_accuracy")) == 2
+
+
+# --- bad options -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, field", [
+    (["--n-trials", "0"], "n_trials"),
+    (["--learning-rate-min", "-0.1"], "learning_rate_min"),
+    (["--decay-rate-max", "-1"], "decay_rate_max"),
+    (["--l2-min", "0.01", "--l2-max", "0.001"], "l2_min must be <= l2_max"),
+    (["--learning-rate-min", "0.1", "--learning-rate-max", "0.01"], "learning_rate_min must be <= learning_rate_max"),
+    (["--pruner", "sometimes"], "--pruner"),
+    (["--storage", "not a url"], "storage"),
+])
+def test_bad_sweep_options_fail_before_anything_runs(args, field, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["tune", "--train-data", "missing.csv", *args])
+    assert result.exit_code == 2, result.output
+    assert field in result.output and "missing.csv" not in result.output
+    assert not list(tmp_path.iterdir())  # no store, no study, no cache was written
+
+
+# --- PostgreSQL storage ----------------------------------------------------------------------------
+
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def postgres_reachable() -> str | None:
+    """None if the test PostgreSQL server answers, else why not."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "psycopg2 is not installed"
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as err:
+        return f"no PostgreSQL server on 127.0.0.1:5432 ({err})"
+    return None
+
+
+@pytest.mark.skipif(postgres_reachable() is not None, reason=str(postgres_reachable()))
+def test_sweep_with_postgresql_storage(mlflow_store, synthetic_dir: Path, tmp_path: Path, monkeypatch):
+    for key, value in FAST_REQUIREMENTS.items():
+        monkeypatch.setenv(key, value)
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    sweep = SweepConfig(n_trials=1, study_name=name, storage=POSTGRES, pruner="none", register=False)
+    try:
+        result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=1), sweep)
+        assert result.states == {"COMPLETE": 1}
+        assert optuna.load_study(study_name=name, storage=POSTGRES).best_trial.number == 0
+        assert mlflow.get_run(result.parent_run_id).data.tags["optuna.storage"].startswith("postgresql")
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
