@@ -39,7 +39,6 @@ shown by its input example, and `predict` checks them itself.
 import base64
 import binascii
 import tempfile
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ import pandas as pd
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
 from asl_mlops.preprocess import to_model_input
+from asl_mlops.tracking import pinned_requirements
 
 #: Sign MNIST pixel columns, in image order.
 PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, 785))
@@ -306,16 +306,6 @@ def pixel_frame(images: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(images).reshape(len(images), -1).astype(np.int64), columns=list(PIXEL_COLUMNS))
 
 
-def _pinned_requirements() -> list[str]:
-    requirements = []
-    for package in SERVING_PACKAGES:
-        try:
-            requirements.append(f"{package}=={importlib_metadata.version(package)}")
-        except importlib_metadata.PackageNotFoundError:
-            requirements.append(package)
-    return requirements
-
-
 def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "recognizer") -> str:
     """Log `LetterRecognizer` around `keras_model` to the active run; returns its model URI.
 
@@ -330,6 +320,6 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "re
         info = mlflow.pyfunc.log_model(
             name=name, python_model=LetterRecognizer(), artifacts={"keras_model": str(keras_path)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=recognizer_signature(),
-            input_example=pixel_frame(example_images[:2]), pip_requirements=_pinned_requirements(),
+            input_example=pixel_frame(example_images[:2]), pip_requirements=pinned_requirements(SERVING_PACKAGES),
             metadata={"input_forms": INPUT_FORMS})
     return info.model_uri

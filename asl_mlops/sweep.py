@@ -43,7 +43,7 @@ from optuna_integration import KerasPruningCallback
 from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import Registration, register_if_better
-from asl_mlops.tracking import log_figures, same_param
+from asl_mlops.tracking import log_figures, log_new_params
 from asl_mlops.train import PreparedData, prepare_data, train_and_evaluate
 
 logger = logging.getLogger(__name__)
@@ -236,16 +236,6 @@ def close_orphaned_runs(study: optuna.Study, experiment_id: str, keep_run_id: st
     return closed
 
 
-def log_parent_params(params: dict[str, Any]) -> None:
-    """Log the sweep's settings on the active parent run, keeping those `mlflow run` already logged from
-    MLproject when they mean the same value (as `tracking.log_config` does for a training run)."""
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    clashes = {k: (logged[k], v) for k, v in params.items() if k in logged and not same_param(logged[k], v)}
-    if clashes:
-        raise ValueError(f"params already logged with other values: {clashes}")
-    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
-
-
 def fail_stale_trials(study: optuna.Study) -> None:
     """Optuna's heartbeat check: fail (and queue retries of) trials whose process stopped beating."""
     with warnings.catch_warnings():
@@ -322,7 +312,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     fixed = {k: v for k, v in base.to_params().items() if k not in (*SWEPT_FIELDS, "register", "model_name")}
     tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url)}
     with mlflow.start_run(run_name=f"sweep-{sweep.study_name}", tags=tags) as parent:
-        log_parent_params({**fixed, **sweep.to_params(), **data.params})
+        log_new_params({**fixed, **sweep.to_params(), **data.params})
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         if remaining > 0:
             study.optimize(make_objective(base, sweep, data), n_trials=remaining, catch=TRIAL_ERRORS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from importlib import metadata as importlib_metadata
 from typing import Any
 
 import keras
@@ -30,18 +31,31 @@ def same_param(logged: str, value: Any) -> bool:
     return logged == str(value)
 
 
-def log_config(config: TrainConfig, extra: dict[str, Any] | None = None) -> None:
-    """Log every setting of `config` (and `extra` facts such as data hashes) as params of the active run.
-
-    Params that `mlflow run` already logged from MLproject are kept as they are when they mean the
-    same value; a different value is an error (MLflow params are immutable).
-    """
-    params = {**config.to_params(), **(extra or {})}
+def log_new_params(params: dict[str, Any]) -> None:
+    """Log `params` on the active run, keeping those `mlflow run` already logged from MLproject when
+    they mean the same value; a different value is an error (MLflow params are immutable)."""
     logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     clashes = {k: (logged[k], v) for k, v in params.items() if k in logged and not same_param(logged[k], v)}
     if clashes:
         raise ValueError(f"params already logged with other values: {clashes}")
     mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+
+
+def log_config(config: TrainConfig, extra: dict[str, Any] | None = None) -> None:
+    """Log every setting of `config` (and `extra` facts such as data hashes) as params of the active run."""
+    log_new_params({**config.to_params(), **(extra or {})})
+
+
+def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
+    """`package==installed version` for each package: a logged model's pip requirements, given explicitly
+    because MLflow's inference of them imports the model in a subprocess (~14 s per logged model)."""
+    requirements = []
+    for package in packages:
+        try:
+            requirements.append(f"{package}=={importlib_metadata.version(package)}")
+        except importlib_metadata.PackageNotFoundError:
+            requirements.append(package)
+    return requirements
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

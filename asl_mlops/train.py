@@ -27,9 +27,12 @@ from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import build_model, count_params
 from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
-from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures
+from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements
 
 logger = logging.getLogger(__name__)
+
+#: What the logged Keras model needs to load and predict.
+KERAS_MODEL_PACKAGES = ("tensorflow-cpu", "keras", "numpy", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
+    if config.ema:  # validate each epoch with the averaged weights, the ones that will be kept
+        all_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if config.early_stopping:
         all_callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1))
@@ -124,7 +129,8 @@ def log_keras_model(model: keras.Model, x_example: np.ndarray) -> str:
     signature = infer_signature(example, predict_probabilities(model, example))
     # mlflow.tensorflow, not mlflow.keras: MLflow 3.17's keras flavor writes the input example before
     # creating the model folder and fails; the tensorflow flavor saves Keras 3 models as .keras files.
-    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example)
+    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
+                                       pip_requirements=pinned_requirements(KERAS_MODEL_PACKAGES))
     return info.model_uri
 
 

@@ -27,6 +27,23 @@ def tiny_csv(tmp_path: Path) -> Path:
     return write_csv(make_synthetic(30, seed=0), tmp_path / "tiny.csv")
 
 
+def forget_active_experiment() -> None:
+    """Clear MLflow's active experiment (a module global and MLFLOW_EXPERIMENT_ID, both set by
+    mlflow.set_experiment), so the next store is not asked for an experiment it lacks."""
+    import mlflow.tracking.fluent as fluent
+
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_experiment():
+    """Module-scoped fixtures set up before this runs, so clean up after every test as well."""
+    forget_active_experiment()
+    yield
+    forget_active_experiment()
+
+
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh real MLflow tracking store (SQLite + local artifacts) in tmp_path, active for this test.

@@ -107,7 +107,6 @@ def test_registry_show_and_promote_cli(mlflow_store):
 
 @pytest.mark.slow
 def test_train_register_registers_after_the_run(mlflow_store, fast_config, monkeypatch):
-    monkeypatch.setenv("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", "1")  # see tests/test_sweep.py
     args = ["train", "--train-data", fast_config.train_data, "--test-data", fast_config.test_data,
             "--cache-dir", fast_config.cache_dir, "--epochs", "1", "--batch-size", "32", "--ema", "false",
             "--register", "true", "--model-name", "from-train"]

@@ -33,11 +33,6 @@ from asl_mlops.sweep import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunL
 
 pytestmark = pytest.mark.slow
 
-# Tests only: MLflow's pip-requirement inference for the Keras model starts a Python subprocess that
-# imports TensorFlow (~10 s per run on 2 cores); after 1 s MLflow falls back to its default list.
-FAST_REQUIREMENTS = {"MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "1"}
-
-
 def base_config(synthetic_dir: Path, cache_dir: Path, **changes) -> TrainConfig:
     config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                          test_data=str(synthetic_dir / "sign_mnist_test.csv"),
@@ -60,8 +55,6 @@ def swept(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for key, value in FAST_REQUIREMENTS.items():
-            mp.setenv(key, value)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         sweep = SweepConfig(n_trials=4, study_name="s1", pruner="none")
@@ -179,7 +172,7 @@ def test_killed_sweep_resumes_and_leaves_no_running_runs(mlflow_store, synthetic
                "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0",
                "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "1",
                "--pruner", "none", "--register", "false"]
-    env = {**os.environ, **FAST_REQUIREMENTS}
+    env = dict(os.environ)
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -224,8 +217,6 @@ def wait_for_training_trial(storage: str, study_name: str, process: subprocess.P
 
 def test_bad_trial_is_pruned_and_failing_trial_does_not_stop_the_sweep(mlflow_store, synthetic_dir: Path,
                                                                        tmp_path: Path, monkeypatch):
-    for key, value in FAST_REQUIREMENTS.items():
-        monkeypatch.setenv(key, value)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
     study.enqueue_trial({"learning_rate": 3e-3, "decay_rate": 0.1, "l2": 1e-5})  # good: trains to the end
@@ -296,8 +287,6 @@ def postgres_reachable() -> str | None:
 
 @pytest.mark.skipif(postgres_reachable() is not None, reason=str(postgres_reachable()))
 def test_sweep_with_postgresql_storage(mlflow_store, synthetic_dir: Path, tmp_path: Path, monkeypatch):
-    for key, value in FAST_REQUIREMENTS.items():
-        monkeypatch.setenv(key, value)
     name = f"pg-{uuid.uuid4().hex[:8]}"
     sweep = SweepConfig(n_trials=1, study_name=name, storage=POSTGRES, pruner="none", register=False)
     try:
