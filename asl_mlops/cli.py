@@ -119,17 +119,12 @@ def data_validate(files: tuple[Path, ...]) -> None:
 @user_errors
 def train_command(**options: Any) -> None:
     """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
-    from asl_mlops.train import train_and_evaluate
+    from asl_mlops.train import train_and_register
 
-    config = TrainConfig(**options)
-    result = train_and_evaluate(config)
+    result, registration = train_and_register(TrainConfig(**options))
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
-    if config.register:  # only reached when the run finished cleanly
-        from asl_mlops.registry import register_if_better
-
-        registration = register_if_better(result.run_id, result.recognizer_uri, config.model_name,
-                                          tags={"source": "asl-mlops train"})
+    if registration is not None:
         click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
 
@@ -188,14 +183,14 @@ def registry_show(model_name: str) -> None:
 
 
 @registry_group.command("promote")
-@click.argument("version")
+@click.argument("version", type=click.IntRange(min=1))
 @MODEL_NAME_OPTION
 @user_errors
-def registry_promote(version: str, model_name: str) -> None:
+def registry_promote(version: int, model_name: str) -> None:
     """Point the 'champion' alias at VERSION by hand (no accuracy rule applied)."""
     from asl_mlops.registry import promote
 
-    registration = promote(version, model_name)
+    registration = promote(str(version), model_name)
     click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
 

@@ -9,12 +9,15 @@ MLproject declares the same names, so the four cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from asl_mlops.errors import InputError
 
 ARCHITECTURES = ("cnn", "resnet50")
+#: Registered model names we accept: they are quoted into MLflow search filters, so no quotes.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*")
 
 
 def knob(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors click's name
@@ -78,6 +81,8 @@ class TrainConfig:
             (0 <= self.rotation <= 180, "rotation must be in [0, 180] degrees"),
             (0 <= self.zoom < 1, "zoom must be in [0, 1)"),
             (0 <= self.translation < 1, "translation must be in [0, 1)"),
+            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
+             "model_name must be letters, digits, spaces, '.', '_' or '-'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -157,7 +162,8 @@ class SweepConfig:
             (self.l2_min > 0, "l2_min must be > 0 (log scale)"),
             (self.l2_max > 0, "l2_max must be > 0 (log scale)"),
             (self.l2_min <= self.l2_max, "l2_min must be <= l2_max"),
-            (bool(self.model_name.strip()), "model_name must not be empty"),
+            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
+             "model_name must be letters, digits, spaces, '.', '_' or '-'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 import warnings
 import zlib
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import BinaryIO, NoReturn, TextIO
 
 import numpy as np
 import pandas as pd
@@ -301,17 +302,31 @@ def write_csv(data: Dataset | tuple[np.ndarray, np.ndarray], path: str | Path) -
     text = "\n".join([",".join(COLUMNS)] + [",".join([cell[v] for v in row]) for row in table.tolist()]) + "\n"
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw:
+    with atomic_write(path) as raw:  # readers never see a half-written file
         if path.suffix == ".gz":
             # mtime=0 and no file name make the .gz bytes reproducible for the same rows.
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
                 gz.write(text.encode("ascii"))
         else:
             raw.write(text.encode("ascii"))
-    os.replace(tmp, path)  # readers never see a half-written file
     return path
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` only once fully written and synced (temp file + rename);
+    on any error, or a kill, `path` is untouched and the temp file is removed (or never renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ import keras
 import mlflow
 import mlflow.tensorflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import accuracy_score, classification_report, log_loss
 
 from asl_mlops import plots
+from asl_mlops.errors import InputError
 from asl_mlops.labels import LETTERS, NUM_CLASSES
 from asl_mlops.tracking import log_figures
 
@@ -70,31 +72,29 @@ def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "te
     })
 
 
-def architecture_of(model: keras.Model) -> str:
-    """Which preprocessing a loaded Keras model expects, read from its input shape."""
-    from asl_mlops.preprocess import INPUT_SIZE, input_shape
-
-    shape = tuple(model.input_shape[1:])
-    for architecture in INPUT_SIZE:
-        if shape == input_shape(architecture):
-            return architecture
-    raise ValueError(f"model input shape {shape} matches no known architecture")
-
-
 def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True) -> Evaluation:
     """Evaluate a logged model (a run's Keras `model` or the registered `recognizer` pyfunc) on a Sign
     MNIST CSV; with `log`, record it as an MLflow run."""
     from asl_mlops.data import load_csv
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.preprocess import architecture_of, to_model_input
 
     dataset = load_csv(data_path)  # validates before anything is logged
-    if "tensorflow" in mlflow.models.get_model_info(model_uri).flavors:  # a run's Keras model
+    try:
+        flavors = mlflow.models.get_model_info(model_uri).flavors
+    except (MlflowException, OSError) as err:
+        raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
+    if "tensorflow" in flavors:  # a run's Keras model
         model = mlflow.tensorflow.load_model(model_uri)
         probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)),
                                               batch_size)
     else:  # the registered LetterRecognizer pyfunc: it preprocesses itself
-        recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        try:
+            recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        except MlflowException as err:  # a pyfunc that is not a PythonModel
+            raise InputError(f"--model-uri {model_uri}: not an asl-mlops model ({err.message})") from err
+        if not hasattr(recognizer, "probabilities"):
+            raise InputError(f"--model-uri {model_uri}: not an asl-mlops model")
         probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
                                         for i in range(0, len(dataset), batch_size)])
     evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)

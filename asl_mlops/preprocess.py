@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from asl_mlops.data import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ def input_shape(architecture: str) -> tuple[int, int, int]:
     """Shape of one preprocessed image for an architecture."""
     size = INPUT_SIZE[architecture]
     return (size, size, 3 if architecture == "resnet50" else 1)
+
+
+def architecture_of(model) -> str:
+    """Which preprocessing a Keras model expects, read from its input shape."""
+    shape = tuple(model.input_shape[1:])
+    for architecture in INPUT_SIZE:
+        if shape == input_shape(architecture):
+            return architecture
+    raise ValueError(f"model input shape {shape} matches no known architecture")
 
 
 def value_range(architecture: str) -> tuple[float, float]:
@@ -82,17 +91,8 @@ class CachedArray:
 
 def save_npy_atomic(array: np.ndarray, path: Path) -> None:
     """Write `array` to `path` via a temp file + rename, so a crash never leaves a half file there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)
 
 
 def cached_model_input(images: np.ndarray, architecture: str, cache_dir: str | Path) -> CachedArray:

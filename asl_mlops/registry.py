@@ -2,8 +2,8 @@
 does not regress.
 
 The no-regression rule compares the `val_accuracy` tag of the new version with the current champion's,
-and only when both were trained on the same training data (`train_data_hash` tag). Accuracies measured
-on different data are not comparable, so a version trained on other data never takes the alias by
+and only when both were validated on the same rows (`val_data_hash` tag: the training CSV, seed and
+val_fraction together). Accuracies measured on different data are not comparable, so a version trained on other data never takes the alias by
 itself: the decision is logged, and a person moves it with `asl-mlops registry promote VERSION`.
 Every decision, with both numbers, is a log line and a `champion_decision` tag on the version and
 on the run that produced it. Assumes one writer at a time per registered model (no locking).
@@ -29,7 +29,7 @@ CHAMPION = "champion"
 DEFAULT_MODEL_NAME = "asl-recognizer"
 # Run params copied onto each version as tags, so `registry show` and the UI say what produced it.
 PARAM_TAGS = ("architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size", "seed",
-              "train_data_hash", "test_data_hash")
+              "train_data_hash", "val_data_hash", "test_data_hash")
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ class Decision:
 
 
 def champion_decision(val_accuracy: float, data_hash: str, champion: ModelVersion | None) -> Decision:
-    """The no-regression rule: promote only on a strictly higher val_accuracy on the same training data."""
+    """The no-regression rule: promote only on a strictly higher val_accuracy on the same validation rows."""
     if champion is None:
         return Decision(True, f"no champion yet; val_accuracy {val_accuracy:.4f}")
     champ_tags = champion.tags or {}
-    champ_hash = champ_tags.get("train_data_hash", "")
+    champ_hash = champ_tags.get("val_data_hash", "")
     champ_val = champ_tags.get("val_accuracy")
     if champ_val is None:
         return Decision(False, f"kept champion v{champion.version}: it has no val_accuracy tag to compare with "
@@ -87,15 +87,17 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     to it only under the no-regression rule.
 
     Metrics and the data hash are read from the run itself (`final_val_accuracy`, `test_accuracy`,
-    `train_data_hash`), so any finished run can be registered. Only a FINISHED run is accepted, and a
+    `val_data_hash`), so any finished run can be registered. Only a FINISHED run is accepted, and a
     run already registered under `model_name` is not registered twice (a re-run sweep returns its version).
     """
     client = MlflowClient()
     run = client.get_run(run_id)
     if run.info.status != "FINISHED":
-        raise ValueError(f"run {run_id} is {run.info.status}: only a run that finished cleanly is registered")
+        raise InputError(f"run {run_id} is {run.info.status}: only a run that finished cleanly is registered")
+    if "final_val_accuracy" not in run.data.metrics:
+        raise InputError(f"run {run_id} has no final_val_accuracy metric: it was not made by asl-mlops train/tune")
     val_accuracy = run.data.metrics["final_val_accuracy"]
-    data_hash = run.data.params.get("train_data_hash", "")
+    data_hash = run.data.params.get("val_data_hash", "")
 
     existing = [v for v in client.search_model_versions(f"name = '{model_name}'") if v.run_id == run_id]
     if existing:
@@ -163,12 +165,12 @@ def list_versions(model_name: str = DEFAULT_MODEL_NAME) -> list[tuple[ModelVersi
 
 def versions_table(versions: list[tuple[ModelVersion, list[str]]]) -> str:
     """A plain-text table: version, aliases, val/test accuracy, data hash, run, last champion decision."""
-    header = ("version", "aliases", "val_acc", "test_acc", "train_data", "run_id", "champion_decision")
+    header = ("version", "aliases", "val_acc", "test_acc", "val_data", "run_id", "champion_decision")
     rows = [header]
     for v, aliases in versions:
         tags = v.tags or {}
         rows.append((v.version, ",".join(aliases) or "-", _short_float(tags.get("val_accuracy")),
-                     _short_float(tags.get("test_accuracy")), tags.get("train_data_hash", "?")[:12],
+                     _short_float(tags.get("test_accuracy")), tags.get("val_data_hash", "?")[:12],
                      v.run_id or "-", tags.get("champion_decision", "")))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]) for r in rows)

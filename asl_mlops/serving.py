@@ -263,8 +263,7 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
         import keras
         import tensorflow as tf
 
-        from asl_mlops.evaluate import architecture_of
-        from asl_mlops.preprocess import input_shape
+        from asl_mlops.preprocess import architecture_of, input_shape
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.architecture = architecture_of(self.model)

@@ -197,6 +197,7 @@ def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) ->
     search = {k: v for k, v in sweep.to_params().items()
               if k not in ("n_trials", "study_name", "heartbeat_interval", "register", "model_name")}
     return {**params, **search, "train_data_hash": data.params["train_data_hash"],
+            "val_data_hash": data.params["val_data_hash"],
             "test_data_hash": data.params["test_data_hash"]}
 
 

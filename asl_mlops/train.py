@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import keras
 import mlflow
@@ -28,6 +29,9 @@ from asl_mlops.models import build_model, count_params
 from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements
+
+if TYPE_CHECKING:
+    from asl_mlops.registry import Registration
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +89,10 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     seconds = time.perf_counter() - start
     logger.info("preprocessing took %.2f s (%s)", seconds, ", ".join(f"{k}={v}" for k, v in tags.items()))
     params = {
-        "train_data_hash": train_full.content_hash, "test_data_hash": test.content_hash,
+        # val_data_hash identifies the validation split itself (data, seed and val_fraction together):
+        # the registry compares val_accuracy only between models validated on the same rows.
+        "train_data_hash": train_full.content_hash, "val_data_hash": val.content_hash,
+        "test_data_hash": test.content_hash,
         "train_csv_rows": len(train_full), "train_rows": len(train), "val_rows": len(val), "test_rows": len(test),
     }
     return PreparedData(arrays["train"], one_hot(train.labels), arrays["val"], one_hot(val.labels),
@@ -116,8 +123,9 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     all_callbacks += [MlflowEpochLogger(), *callbacks]
     # A live progress bar on a terminal; one line per epoch in logs (mlflow run, CI).
     verbose = 1 if sys.stdout.isatty() else 2
+    # shuffle=False: train_ds shuffles itself (seeded); Keras would only warn that it ignores the flag.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
     return history
@@ -164,3 +172,15 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
                     val.accuracy, test.accuracy, test.errors, len(data.y_test))
     return RunResult(run.info.run_id, model_uri, recognizer_uri, val.accuracy, val.loss, test,
                      {k: [float(v) for v in vs] for k, vs in history.history.items()}, trainable, total)
+
+
+def train_and_register(config: TrainConfig) -> tuple[RunResult, "Registration | None"]:
+    """`train_and_evaluate`, then, with `config.register`, register the run's recognizer under the
+    no-regression rule. Reached only when the run finished cleanly, so a failed run never registers."""
+    result = train_and_evaluate(config)
+    if not config.register:
+        return result, None
+    from asl_mlops.registry import register_if_better
+
+    return result, register_if_better(result.run_id, result.recognizer_uri, config.model_name,
+                                      tags={"source": "asl-mlops train"})

@@ -68,3 +68,15 @@ def test_download_offline_is_a_clear_error(runner, tmp_path, monkeypatch):
     result = runner.invoke(main, ["data", "download", "--dest", str(tmp_path)])
     assert result.exit_code == 2
     assert "kaggle" in result.output.lower()
+
+
+def test_evaluate_with_unknown_model_uri_is_a_clear_error(runner, synthetic_dir, mlflow_store):
+    result = runner.invoke(main, ["evaluate", "--model-uri", "runs:/0123456789abcdef/model",
+                                  "--data", str(synthetic_dir / "sign_mnist_test.csv")])
+    assert result.exit_code == 2, result.output
+    assert "error: --model-uri runs:/0123456789abcdef/model: no model there" in result.output
+
+
+def test_registry_promote_needs_a_version_number(runner, mlflow_store):
+    result = runner.invoke(main, ["registry", "promote", "abc"])
+    assert result.exit_code == 2 and "VERSION" in result.output

@@ -24,7 +24,7 @@ class Echo(mlflow.pyfunc.PythonModel):
 def finished_run(val_accuracy: float, data_hash: str = "hash-a", status: str = "FINISHED") -> tuple[str, str]:
     """A run shaped like train_and_evaluate's (metrics, data hash, a logged model); returns (run_id, model_uri)."""
     with mlflow.start_run() as run:
-        mlflow.log_params({"train_data_hash": data_hash, "architecture": "cnn", "learning_rate": 0.002})
+        mlflow.log_params({"val_data_hash": data_hash, "architecture": "cnn", "learning_rate": 0.002})
         mlflow.log_metrics({"final_val_accuracy": val_accuracy, "test_accuracy": val_accuracy - 0.01})
         info = mlflow.pyfunc.log_model(name="recognizer", python_model=Echo(), pip_requirements=[])
     if status != "FINISHED":
@@ -38,11 +38,11 @@ def version(tags: dict[str, str], number: str = "3") -> ModelVersion:
 
 @pytest.mark.parametrize("champion, val, data_hash, promote, words", [
     (None, 0.5, "a", True, "no champion yet"),
-    (version({"val_accuracy": "0.9", "train_data_hash": "a"}), 0.95, "a", True, "0.9500 > champion v3's 0.9000"),
-    (version({"val_accuracy": "0.9", "train_data_hash": "a"}), 0.9, "a", False, "0.9000 <= its 0.9000"),
-    (version({"val_accuracy": "0.9", "train_data_hash": "a"}), 0.8, "a", False, "0.8000 <= its 0.9000"),
-    (version({"val_accuracy": "0.9", "train_data_hash": "a"}), 0.99, "b", False, "other data"),
-    (version({"train_data_hash": "a"}), 0.99, "a", False, "no val_accuracy tag"),
+    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.95, "a", True, "0.9500 > champion v3's 0.9000"),
+    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.9, "a", False, "0.9000 <= its 0.9000"),
+    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.8, "a", False, "0.8000 <= its 0.9000"),
+    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.99, "b", False, "other data"),
+    (version({"val_data_hash": "a"}), 0.99, "a", False, "no val_accuracy tag"),
 ])
 def test_champion_decision(champion, val, data_hash, promote, words):
     decision = champion_decision(val, data_hash, champion)
@@ -65,7 +65,7 @@ def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
     v2 = client.get_model_version(NAME, "2")
     assert v2.description == "better one" and v2.tags["trial_number"] == "7"
     assert v2.tags["val_accuracy"] == "0.950000" and v2.tags["test_accuracy"] == "0.940000"
-    assert v2.tags["train_data_hash"] == "hash-a" and v2.tags["learning_rate"] == "0.002"
+    assert v2.tags["val_data_hash"] == "hash-a" and v2.tags["learning_rate"] == "0.002"
     # the decision, with both numbers, on the version and on the run that produced it
     assert "0.9300 <= its 0.9500" in client.get_model_version(NAME, "3").tags["champion_decision"]
     assert "0.9300 <= its 0.9500" in mlflow.get_run(worse_run).data.tags["champion_decision"]
@@ -90,7 +90,7 @@ def test_registry_show_and_promote_cli(mlflow_store):
     shown = runner.invoke(main, ["registry", "show"])
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
-    assert lines[0].split()[:5] == ["version", "aliases", "val_acc", "test_acc", "train_data"]
+    assert lines[0].split()[:5] == ["version", "aliases", "val_acc", "test_acc", "val_data"]
     assert lines[1].split()[:4] == ["2", "-", "0.9000", "0.8900"]
     assert lines[2].split()[:4] == ["1", CHAMPION, "0.9500", "0.9400"]
 

@@ -127,7 +127,7 @@ def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir:
     assert champion.run_id == result.best_run_id
     assert champion.tags["study_name"] == "s1" and champion.tags["trial_number"] == str(result.best_trial)
     assert float(champion.tags["val_accuracy"]) == pytest.approx(result.best_value, abs=1e-6)
-    assert "test_accuracy" in champion.tags and champion.tags["train_data_hash"]
+    assert "test_accuracy" in champion.tags and champion.tags["val_data_hash"]
     model = mlflow.pyfunc.load_model(f"models:/asl-recognizer@{CHAMPION}")
     test = pd.read_csv(synthetic_dir / "sign_mnist_test.csv")
     predicted = model.predict(test.drop(columns="label"))
