@@ -18,16 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 
 
+def mlflow_run(args: list[str], store: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`mlflow run <repo> --env-manager local ARGS` against the tracking store `store`."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run([str(bin_dir / "mlflow"), "run", str(ROOT), "--env-manager", "local", *args],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.e2e
 def test_mlflow_run_main_entry_point(synthetic_dir, mlflow_store, tmp_path):
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "--experiment-name", "e2e",
-               "-P", f"train_data={synthetic_dir / 'sign_mnist_train.csv'}",
-               "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
-               "-P", f"cache_dir={tmp_path / 'cache'}", "-P", f"epochs={EPOCHS}", "-P", "batch_size=32",
-               "-P", "augment=false", "-P", "ema=false", "-P", "seed=0"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = mlflow_run(["--experiment-name", "e2e",
+                       "-P", f"train_data={synthetic_dir / 'sign_mnist_train.csv'}",
+                       "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
+                       "-P", f"cache_dir={tmp_path / 'cache'}", "-P", f"epochs={EPOCHS}", "-P", "batch_size=32",
+                       "-P", "augment=false", "-P", "ema=false", "-P", "seed=0"], mlflow_store, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     runs = mlflow.search_runs(experiment_names=["e2e"])
@@ -60,14 +65,36 @@ def test_mlflow_run_main_entry_point(synthetic_dir, mlflow_store, tmp_path):
 def test_mlflow_run_with_bad_data_fails_and_leaves_no_running_run(synthetic_dir, mlflow_store, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("label,pixel1\n3,4\n")
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run([str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "--experiment-name", "bad",
-                           "-P", f"train_data={bad}", "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = mlflow_run(["--experiment-name", "bad", "-P", f"train_data={bad}",
+                       "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}"], mlflow_store, tmp_path, 300)
     assert done.returncode != 0
     assert "bad.csv" in done.stderr and "Traceback (most recent call last)" not in done.stderr.split("ExecutionException")[0]
     runs = mlflow.search_runs(experiment_names=["bad"])
     assert "RUNNING" not in set(runs["status"])
     assert not any(client_artifacts for client_artifacts in
                    (MlflowClient().list_artifacts(r) for r in runs["run_id"]))
+
+
+@pytest.mark.e2e
+def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_store, tmp_path):
+    from asl_mlops.registry import CHAMPION
+    from asl_mlops.sweep import ROLE_TAG, STUDY_TAG
+
+    done = mlflow_run(["-e", "tune", "--experiment-name", "tune",
+                       "-P", f"train_data={synthetic_dir / 'sign_mnist_train.csv'}",
+                       "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
+                       "-P", f"cache_dir={tmp_path / 'cache'}", "-P", "epochs=2", "-P", "batch_size=32",
+                       "-P", "augment=false", "-P", "ema=false", "-P", "n_trials=2", "-P", "study_name=e2e",
+                       "-P", "pruner=none", "-P", "model_name=e2e-recognizer"], mlflow_store, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["tune"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.data.tags[STUDY_TAG] == "e2e" and parent.info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert parent.data.metrics["best_val_accuracy"] == max(c.data.metrics["final_val_accuracy"] for c in children)
+    assert (tmp_path / "optuna.db").exists()  # default storage: beside the SQLite MLflow store
+    champion = MlflowClient().get_model_version_by_alias("e2e-recognizer", CHAMPION)
+    assert champion.run_id in {c.info.run_id for c in children}
