@@ -271,7 +271,8 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
         # on the cnn, 2 cores: 1.4 ms per single image against 10 ms for an eager model(x) call and
         # ~20 ms for model.predict, which builds a tf.data pipeline per call.
         spec = tf.TensorSpec((None, *input_shape(self.architecture)), tf.float32)
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec],
+                                    autograph=False)  # no Python control flow to convert
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))  # trace before the first request
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
+    from asl_mlops.config import SweepConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-data", default="/work/shared/data/sign_mnist_train.csv.gz",
                         help="Sign MNIST training CSV (the sweep validates on a split of it).")
@@ -38,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=12, help="Epochs per trial (and for the default run).")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "sweep-work",
                         help="Where the benchmark's MLflow store, Optuna storage and cache go.")
+    parser.add_argument("--pruner-warmup-epochs", type=int, default=SweepConfig().pruner_warmup_epochs,
+                        help="Epochs each trial runs before the median pruner may stop it (must be < --epochs "
+                             "for pruning to save any work).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep.json",
                         help="JSON results file.")
     return parser.parse_args()
@@ -76,7 +81,7 @@ def main() -> None:
     sweeps = {}
     for pruner in ("median", "none"):
         sweep = SweepConfig(n_trials=args.n_trials, study_name=f"bench-{pruner}-{stamp}", storage=storage,
-                            pruner=pruner, register=False)
+                            pruner=pruner, pruner_warmup_epochs=args.pruner_warmup_epochs, register=False)
         start = time.perf_counter()
         result = run_sweep(base, sweep)
         seconds = time.perf_counter() - start
