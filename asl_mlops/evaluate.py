@@ -54,7 +54,8 @@ def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray) -> Eva
     y_pred = probabilities.argmax(axis=1)
     report = classification_report(y_true, y_pred, labels=np.arange(NUM_CLASSES), target_names=list(LETTERS),
                                    output_dict=True, zero_division=0)
-    loss = log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=np.arange(NUM_CLASSES))
+    clipped = np.clip(probabilities, 1e-7, 1.0)  # float32 softmax rows sum to 1 only within rounding
+    loss = log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=np.arange(NUM_CLASSES))
     return Evaluation(float(accuracy_score(y_true, y_pred)), float(loss), report, y_true, y_pred)
 
 
