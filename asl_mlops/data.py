@@ -1,4 +1,4 @@
-"""Data stage: load and validate Sign MNIST CSVs, split them, and fetch them from Kaggle.
+"""Data stage: load and validate Sign MNIST CSVs, write them, and fetch them from Kaggle (splits: asl_mlops.split).
 
 Every later stage starts from a `Dataset` built here, so a malformed file stops at this boundary
 with an `InputError` that names the file, line and column, instead of failing inside training.
@@ -327,31 +327,6 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Splitting
-
-
-def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Stratified (per-label) train/validation split, deterministic for a seed."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"val_fraction: {val_fraction} must be between 0 and 1 (exclusive)")
-    try:
-        train_idx, val_idx = train_test_split(
-            np.arange(len(dataset)), test_size=val_fraction, stratify=dataset.labels, random_state=seed
-        )
-    except ValueError as err:  # too few rows per label, or fewer validation rows than labels
-        raise InputError(f"val_fraction: cannot split {dataset.source} ({len(dataset)} rows) "
-                         f"stratified by label with val_fraction={val_fraction}: {err}") from None
-
-    def subset(idx: np.ndarray) -> Dataset:
-        idx = np.sort(idx)  # keep file order inside each part; the trainer shuffles
-        return Dataset(images=dataset.images[idx], labels=dataset.labels[idx], source=dataset.source)
-
-    return subset(train_idx), subset(val_idx)
 
 
 # ---------------------------------------------------------------------------------------------

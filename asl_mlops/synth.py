@@ -120,9 +120,36 @@ def _backgrounds(rng: np.random.Generator, n: int) -> np.ndarray:
     return base + u(50, 90) * palm
 
 
-def make_synthetic(n_rows: int, seed: int) -> Dataset:
-    """A balanced synthetic Sign MNIST dataset of n_rows images, deterministic for a seed."""
-    return _generate(n_rows, np.random.default_rng(seed), source=f"synthetic(n_rows={n_rows}, seed={seed})")
+def make_synthetic(n_rows: int, seed: int, variants: int = 1) -> Dataset:
+    """A balanced synthetic Sign MNIST dataset of n_rows images, deterministic for a seed.
+
+    With `variants` > 1 it has the real training CSV's structure: n_rows / variants "photos", each
+    present as `variants` near-identical images (families, see asl_mlops.split), in shuffled order.
+    """
+    source = f"synthetic(n_rows={n_rows}, seed={seed}, variants={variants})"
+    if variants < 1:
+        raise ValueError(f"variants must be >= 1, got {variants}")
+    if variants == 1:
+        return _generate(n_rows, np.random.default_rng(seed), source=source)
+    photos = _generate(-(-n_rows // variants), np.random.default_rng(seed), source=source)
+    return _with_variants(photos, variants, np.random.default_rng([seed, 2]), n_rows)
+
+
+def _with_variants(photos: Dataset, variants: int, rng: np.random.Generator, n_rows: int) -> Dataset:
+    """Each photo as `variants` images shifted by up to 0.1 pixel, brightened by up to 3% and with
+    fresh noise (like Sign MNIST's re-filtered, brightened copies); n_rows of them, shuffled."""
+    n = len(photos) * variants
+    base = np.repeat(photos.images.astype(np.float32), variants, axis=0)
+    labels = np.repeat(photos.labels, variants)
+    images = np.empty_like(base)
+    for k, (dx, dy) in enumerate(rng.uniform(-0.1, 0.1, (n, 2))):
+        matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+        images[k] = cv2.warpAffine(base[k], matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+    images = images * rng.uniform(0.97, 1.03, (n, 1, 1)) + rng.normal(0, 1.0, images.shape)
+    order = rng.permutation(n)[:n_rows]
+    return Dataset(images=np.clip(np.rint(images[order]), 0, 255).astype(np.uint8), labels=labels[order],
+                   source=photos.source)
 
 
 def _generate(n_rows: int, rng: np.random.Generator, source: str) -> Dataset:

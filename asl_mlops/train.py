@@ -22,12 +22,13 @@ from mlflow.models import infer_signature
 from asl_mlops import plots
 from asl_mlops.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
-from asl_mlops.data import load_csv, split_train_val
+from asl_mlops.data import Dataset, load_csv
 from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import build_model, count_params
 from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
+from asl_mlops.split import Split, split_train_val
 from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements
 
 if TYPE_CHECKING:
@@ -77,25 +78,31 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Validate both CSVs (raising InputError before any run starts), split, preprocess with the cache."""
-    train_full = load_csv(config.train_data)
+    train_csv = load_csv(config.train_data)
     test = load_csv(config.test_data)
-    train, val = split_train_val(train_full, config.val_fraction, config.seed)
+    split = split_train_val(train_csv, config.val_split, config.val_fraction, config.split_seed)
+    return preprocess_split(train_csv, split, test, config)
+
+
+def preprocess_split(train_csv: Dataset, split: Split, test: Dataset, config: TrainConfig) -> PreparedData:
+    """Preprocess (with the cache) the training and validation parts of `train_csv` and the test set."""
     start = time.perf_counter()
     arrays, tags = {}, {}
-    for name, part in (("train", train), ("val", val), ("test", test)):
+    for name, part in (("train", split.train), ("val", split.held_out), ("test", test)):
         cached = cached_model_input(part.images, config.architecture, config.cache_dir)
         arrays[name] = cached.array
         tags[f"preprocess_cache_{name}"] = "hit" if cached.hit else "miss"
     seconds = time.perf_counter() - start
     logger.info("preprocessing took %.2f s (%s)", seconds, ", ".join(f"{k}={v}" for k, v in tags.items()))
     params = {
-        # val_data_hash identifies the validation split itself (data, seed and val_fraction together):
-        # the registry compares val_accuracy only between models validated on the same rows.
-        "train_data_hash": train_full.content_hash, "val_data_hash": val.content_hash,
-        "test_data_hash": test.content_hash,
-        "train_csv_rows": len(train_full), "train_rows": len(train), "val_rows": len(val), "test_rows": len(test),
+        # val_data_hash identifies the validation rows themselves (data, val_split, val_fraction and split_seed
+        # together): the registry compares models only when they were validated on the same rows.
+        "train_data_hash": train_csv.content_hash, "val_data_hash": split.held_out.content_hash,
+        "test_data_hash": test.content_hash, "train_csv_rows": len(train_csv), "train_rows": len(split.train),
+        "val_rows": len(split.held_out), "test_rows": len(test), **split.params("val"),
     }
-    return PreparedData(arrays["train"], one_hot(train.labels), arrays["val"], one_hot(val.labels),
+    val = split.held_out
+    return PreparedData(arrays["train"], one_hot(split.train.labels), arrays["val"], one_hot(val.labels),
                         arrays["test"], labels_to_indices(test.labels), test.images, params, tags, seconds)
 
 

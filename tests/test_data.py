@@ -9,7 +9,7 @@ import pytest
 from malformed import MALFORMED_CASES
 
 from asl_mlops import data
-from asl_mlops.data import COLUMNS, Dataset, load_csv, split_train_val, write_csv
+from asl_mlops.data import COLUMNS, Dataset, load_csv, write_csv
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS
 from asl_mlops.synth import make_synthetic
@@ -105,47 +105,6 @@ def test_not_gzip(tmp_path: Path) -> None:
     path.write_text("label,pixel1\n")
     with pytest.raises(InputError, match=r"fake\.csv\.gz: not a readable gzip file"):
         load_csv(path)
-
-
-# --- split ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def balanced() -> Dataset:
-    return make_synthetic(480, seed=4)  # 20 rows per label
-
-
-def _rows(dataset: Dataset) -> list[bytes]:
-    return sorted(bytes([label]) + image.tobytes() for label, image in zip(dataset.labels, dataset.images))
-
-
-def test_split_is_stratified_disjoint_and_complete(balanced: Dataset) -> None:
-    train, val = split_train_val(balanced, val_fraction=0.25, seed=0)
-    assert (len(train), len(val)) == (360, 120)
-    for label in LABELS:
-        assert np.sum(val.labels == label) == 5
-        assert np.sum(train.labels == label) == 15
-    assert not set(_rows(train)) & set(_rows(val))
-    assert sorted(_rows(train) + _rows(val)) == _rows(balanced)
-
-
-def test_split_deterministic_per_seed(balanced: Dataset) -> None:
-    a_train, a_val = split_train_val(balanced, 0.2, seed=7)
-    b_train, b_val = split_train_val(balanced, 0.2, seed=7)
-    c_train, c_val = split_train_val(balanced, 0.2, seed=8)
-    assert (a_train.content_hash, a_val.content_hash) == (b_train.content_hash, b_val.content_hash)
-    assert a_val.content_hash != c_val.content_hash
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
-def test_split_rejects_bad_fraction(balanced: Dataset, fraction: float) -> None:
-    with pytest.raises(InputError, match="val_fraction"):
-        split_train_val(balanced, fraction, seed=0)
-
-
-def test_split_too_small_for_stratification() -> None:
-    with pytest.raises(InputError, match="val_fraction"):
-        split_train_val(make_synthetic(48, seed=0), 0.1, seed=0)  # 4 validation rows < 24 labels
 
 
 # --- download ------------------------------------------------------------------------------
