@@ -1,0 +1,211 @@
+"""Does validation pick the models that do best on new hands? Grouped vs random validation, and the
+default recipe's spread over training seeds, judged on a stand-in test set.
+
+    python benchmarks/selection.py --train-data ../shared/data/sign_mnist_train.csv.gz
+
+The real test CSV is withheld, so a stand-in is carved from the training CSV: a grouped holdout (whole
+families of near-duplicates, asl_mlops.split) of `--standin-fraction`, fixed by `--standin-seed`, never
+used for training or validation. From the rest:
+
+- G, the grouped validation split (`grouped_split`, val_fraction 0.2, split_seed 0, as a default run);
+- R, a random 15% of the remaining rows (`random_split`): their near-twins stay in training, as with
+  `--val-split random`;
+- T, the rest, for training.
+
+Every model is trained once on T with `train_and_evaluate` (a real MLflow run in a temporary store,
+validated on G, tested on the stand-in: the logged model is the one scored) and scored on G, R and the
+stand-in. Models: each recipe in RECIPES over its seeds. The report:
+
+1. selection: for G and R, the spread of validation accuracy over all models, the Spearman rank
+   correlation between validation and stand-in accuracy, and the stand-in regret of picking the best
+   model by validation (ties in validation accuracy broken by validation loss for G; for R, whose
+   accuracies tie at the top, the mean stand-in accuracy over the tied models);
+2. seeds: stand-in errors per recipe, mean +- sd and worst over seeds.
+
+Results are appended to the JSON after every model (`--out`), and a re-run skips models already there,
+so an interrupted benchmark resumes. `--report-only` prints the tables from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Recipes as changes to TrainConfig's defaults, and the training seeds each is run with.
+#: `default` is the recipe of `mlflow run .` before issue 7; the others each change what their name says.
+RECIPES: dict[str, tuple[dict[str, object], tuple[int, ...]]] = {
+    "default": ({"epochs": 12, "rotation": 10.0, "zoom": 0.1, "translation": 0.1}, (0, 1, 2, 3, 4)),
+    "20ep-aug15": ({"epochs": 20, "rotation": 15.0, "zoom": 0.15, "translation": 0.15}, (0, 1, 2, 3, 4)),
+    "20ep": ({"epochs": 20, "rotation": 10.0, "zoom": 0.1, "translation": 0.1}, (0, 1)),
+    "lr3e-4": ({"epochs": 12, "learning_rate": 3e-4}, (0,)),
+    "no-augment": ({"epochs": 12, "augment": False}, (0,)),
+}
+RANDOM_VAL_FRACTION = 0.15
+
+
+def carve(train_data: str, standin_fraction: float, standin_seed: int):
+    """The stand-in test set, and T / G / R from the rest (see the module docstring)."""
+    from asl_mlops.data import load_csv
+    from asl_mlops.split import Split, grouped_split, random_split
+
+    csv = load_csv(train_data)
+    standin = grouped_split(csv, standin_fraction, standin_seed, what="standin_fraction")
+    pool = standin.train
+    grouped = grouped_split(pool, 0.2, 0)
+    random = random_split(grouped.train, RANDOM_VAL_FRACTION, 0)
+    info = {"csv_rows": len(csv), "families": standin.families, "standin_rows": len(standin.held_out),
+            "standin_families": standin.held_out_families, "train_rows": len(random.train),
+            "grouped_val_rows": len(grouped.held_out), "grouped_val_families": grouped.held_out_families,
+            "random_val_rows": len(random.held_out)}
+    return csv, Split(random.train, grouped.held_out), random.held_out, standin.held_out, info
+
+
+def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None = None) -> dict:
+    """Train one model on T (validated on G, tested on the stand-in) and score it on R too."""
+    import keras
+    import mlflow.tensorflow
+    import numpy as np
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.train import preprocess_split, train_and_evaluate
+
+    csv, split, random_val, standin = parts
+    changes = {**RECIPES[recipe][0], **({"epochs": epochs} if epochs else {})}
+    config = TrainConfig(train_data="(benchmark T)", test_data="(benchmark stand-in)", cache_dir=cache_dir,
+                         seed=seed, **changes)
+    keras.backend.clear_session()
+    data = preprocess_split(csv, split, standin, config)
+    start = time.perf_counter()
+    result = train_and_evaluate(config, data, run_name=f"{recipe}-seed{seed}")
+    seconds = time.perf_counter() - start
+    model = mlflow.tensorflow.load_model(result.model_uri)
+    on_random = evaluate_probabilities(labels_to_indices(random_val.labels),
+                                       predict_probabilities(model, to_model_input(random_val.images, "cnn")))
+    return {"recipe": recipe, "seed": seed, "changes": changes, "seconds": seconds,
+            "grouped_val_accuracy": result.val_accuracy, "grouped_val_loss": result.val_loss,
+            "random_val_accuracy": on_random.accuracy, "random_val_loss": on_random.loss,
+            "random_val_errors": on_random.errors,
+            "standin_accuracy": result.test.accuracy, "standin_errors": result.test.errors,
+            "standin_rows": int(len(standin)), "epochs_run": len(result.history.get("loss", [])),
+            "final_train_accuracy": float(np.asarray(result.history["accuracy"])[-1])}
+
+
+def selection_stats(models: list[dict], signal: str) -> dict:
+    """Spread, Spearman rho against the stand-in, and regret of picking by `signal` validation."""
+    from scipy.stats import spearmanr
+
+    val = [m[f"{signal}_val_accuracy"] for m in models]
+    standin = [m["standin_accuracy"] for m in models]
+    rho = float(spearmanr(val, standin).statistic) if len(set(val)) > 1 else float("nan")
+    top = max(val)
+    tied = [m for m in models if m[f"{signal}_val_accuracy"] == top]
+    if signal == "grouped":  # the sweep's and the registry's order: accuracy, then lower loss
+        low = min(m["grouped_val_loss"] for m in tied)
+        tied = [m for m in tied if m["grouped_val_loss"] == low]
+    picked = statistics.fmean(m["standin_accuracy"] for m in tied)
+    return {"models": len(models), "val_min": min(val), "val_max": top,
+            "val_sd": statistics.stdev(val) if len(val) > 1 else 0.0, "distinct_values": len(set(val)),
+            "spearman_rho": rho, "picked": [f"{m['recipe']}/seed{m['seed']}" for m in tied],
+            "picked_standin_accuracy": picked, "best_standin_accuracy": max(standin),
+            "regret": max(standin) - picked}
+
+
+def seed_stats(models: list[dict]) -> dict[str, dict]:
+    """Stand-in errors per recipe over its seeds: mean, sd, best and worst."""
+    out = {}
+    for recipe in RECIPES:
+        errors = [m["standin_errors"] for m in models if m["recipe"] == recipe]
+        if errors:
+            out[recipe] = {"seeds": len(errors), "errors": errors, "mean": statistics.fmean(errors),
+                           "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "best": min(errors),
+                           "worst": max(errors), "rows": models[0]["standin_rows"],
+                           "mean_seconds": statistics.fmean(m["seconds"] for m in models if m["recipe"] == recipe)}
+    return out
+
+
+def report(results: dict) -> str:
+    models = results["models"]
+    lines = [f"data: {json.dumps(results['data'])}", "",
+             f"{'model':<22}{'grouped val':>12}{'random val':>12}{'stand-in':>10}{'errors':>8}{'s':>7}"]
+    for m in models:
+        lines.append(f"{m['recipe'] + '/seed' + str(m['seed']):<22}{m['grouped_val_accuracy']:>12.4f}"
+                     f"{m['random_val_accuracy']:>12.4f}{m['standin_accuracy']:>10.4f}{m['standin_errors']:>8}"
+                     f"{m['seconds']:>7.0f}")
+    if len(models) >= 2:
+        lines += ["", f"{'validation':<10}{'min':>8}{'max':>8}{'sd':>8}{'distinct':>9}{'rho':>7}{'regret':>8}  picked"]
+        for signal in ("grouped", "random"):
+            s = selection_stats(models, signal)
+            lines.append(f"{signal:<10}{s['val_min']:>8.4f}{s['val_max']:>8.4f}{s['val_sd']:>8.4f}"
+                         f"{s['distinct_values']:>9}{s['spearman_rho']:>7.2f}{s['regret']:>8.4f}  "
+                         f"{', '.join(s['picked'])}")
+    lines += ["", f"{'recipe':<12}{'seeds':>6}{'stand-in errors mean +- sd':>28}{'worst':>7}{'of':>7}  errors"]
+    for recipe, s in seed_stats(models).items():
+        lines.append(f"{recipe:<12}{s['seeds']:>6}{s['mean']:>20.1f} +- {s['sd']:<5.1f}{s['worst']:>7}"
+                     f"{s['rows']:>7}  {s['errors']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
+                        help="Sign MNIST training CSV to carve everything from.")
+    parser.add_argument("--standin-fraction", type=float, default=0.2, help="Share of families in the stand-in.")
+    parser.add_argument("--standin-seed", type=int, default=2026, help="Seed of the stand-in holdout.")
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES),
+                        help="Recipes to train (default: all).")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Override every recipe's epochs (a quick smoke run; not for the figures).")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection.json",
+                        help="JSON results file; models already in it are not trained again.")
+    parser.add_argument("--report-only", action="store_true", help="Print the tables of --out and stop.")
+    args = parser.parse_args()
+
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"models": []}
+    if not args.report_only:
+        import mlflow
+
+        from asl_mlops.data import load_csv
+
+        csv, split, random_val, standin, info = carve(args.train_data, args.standin_fraction, args.standin_seed)
+        info.update(train_data=args.train_data, train_data_hash=load_csv(args.train_data).content_hash,
+                    standin_fraction=args.standin_fraction, standin_seed=args.standin_seed)
+        if results.get("data") not in (None, info):
+            sys.exit(f"{args.out} holds results for other data ({results['data']}); use another --out")
+        results["data"] = info
+        done = {(m["recipe"], m["seed"]) for m in results["models"]}
+        with tempfile.TemporaryDirectory() as store:
+            mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+            mlflow.set_experiment("selection")
+            for recipe in args.recipes:
+                for seed in RECIPES[recipe][1]:
+                    if (recipe, seed) in done:
+                        continue
+                    model = train_one(recipe, seed, (csv, split, random_val, standin), f"{store}/cache", args.epochs)
+                    results["models"].append(model)
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(json.dumps(results, indent=2))
+                    print(f"{recipe}/seed{seed}: grouped val {model['grouped_val_accuracy']:.4f}, random val "
+                          f"{model['random_val_accuracy']:.4f}, stand-in {model['standin_accuracy']:.4f} "
+                          f"({model['standin_errors']} errors), {model['seconds']:.0f} s", flush=True)
+    if results["models"]:
+        results["selection"] = {s: selection_stats(results["models"], s) for s in ("grouped", "random")} \
+            if len(results["models"]) >= 2 else {}
+        results["seeds"] = seed_stats(results["models"])
+        args.out.write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
