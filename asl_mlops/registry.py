@@ -1,12 +1,15 @@
 """Registry stage: register a cleanly finished run's model, and move the `champion` alias only if it
 does not regress.
 
-The no-regression rule compares the `val_accuracy` tag of the new version with the current champion's,
-and only when both were validated on the same rows (`val_data_hash` tag: the training CSV, seed and
-val_fraction together). Accuracies measured on different data are not comparable, so a version trained on other data never takes the alias by
-itself: the decision is logged, and a person moves it with `asl-mlops registry promote VERSION`.
-Every decision, with both numbers, is a log line and a `champion_decision` tag on the version and
-on the run that produced it. Assumes one writer at a time per registered model (no locking).
+The no-regression rule compares the new version's `val_accuracy` and `val_loss` tags (stored at full
+precision) with the current champion's by `is_better`, the one ordering of models that the sweep uses
+too: higher validation accuracy wins, an exact accuracy tie goes to the lower validation loss, and a
+full tie keeps the champion. It compares only versions validated on the same rows (`val_data_hash` tag:
+the training CSV, val_split, val_fraction and split_seed together). Scores measured on different data are not comparable,
+so a version trained on other data never takes the alias by itself: the decision is logged, and a
+person moves it with `asl-mlops registry promote VERSION`. Every decision, with the numbers that made
+it, is a log line and a `champion_decision` tag on the version and on the run that produced it.
+Assumes one writer at a time per registered model (no locking).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.errors import InputError
@@ -39,7 +42,7 @@ class Registration:
     model_name: str
     version: str  # as a string, whatever the store returns
     promoted: bool  # the champion alias now points at `version`
-    decision: str  # one line, with both accuracies
+    decision: str  # one line, with the numbers compared
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,36 @@ class Decision:
     reason: str
 
 
-def champion_decision(val_accuracy: float, data_hash: str, champion: ModelVersion | None) -> Decision:
-    """The no-regression rule: promote only on a strictly higher val_accuracy on the same validation rows."""
+def is_better(val_accuracy: float, val_loss: float | None,
+              other_accuracy: float, other_loss: float | None) -> bool:
+    """The one ordering of models, for the champion rule and the sweep's best trial: strictly higher
+    val_accuracy wins; on an exact accuracy tie, strictly lower val_loss wins. A tie on both, or a tie
+    with either loss unknown, is not better, so the incumbent stays. Compared at full precision."""
+    if val_accuracy != other_accuracy:
+        return val_accuracy > other_accuracy
+    return val_loss is not None and other_loss is not None and val_loss < other_loss
+
+
+def _shown(a: float, b: float) -> tuple[str, str]:
+    """`a` and `b` with 4 decimals, or with as many more as it takes to show that they differ."""
+    if a != b:
+        for decimals in range(4, 18):
+            if f"{a:.{decimals}f}" != f"{b:.{decimals}f}":
+                return f"{a:.{decimals}f}", f"{b:.{decimals}f}"
+        return repr(a), repr(b)
+    return f"{a:.4f}", f"{b:.4f}"
+
+
+def _optional_float(value: str | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def champion_decision(val_accuracy: float, val_loss: float | None, data_hash: str,
+                      champion: ModelVersion | None) -> Decision:
+    """The no-regression rule: promote only if `is_better` than the champion, on the same validation rows."""
+    loss_text = f", val_loss {val_loss:.4f}" if val_loss is not None else ""
     if champion is None:
-        return Decision(True, f"no champion yet; val_accuracy {val_accuracy:.4f}")
+        return Decision(True, f"no champion yet; val_accuracy {val_accuracy:.4f}{loss_text}")
     champ_tags = champion.tags or {}
     champ_hash = champ_tags.get("val_data_hash", "")
     champ_val = champ_tags.get("val_accuracy")
@@ -59,15 +88,28 @@ def champion_decision(val_accuracy: float, data_hash: str, champion: ModelVersio
         return Decision(False, f"kept champion v{champion.version}: it has no val_accuracy tag to compare with "
                                f"{val_accuracy:.4f}; promote by hand if wanted")
     champ_val_f = float(champ_val)
+    champ_loss = _optional_float(champ_tags.get("val_loss"))
     if champ_hash != data_hash:
         return Decision(False, f"kept champion v{champion.version}: trained on other data ({champ_hash[:12] or '?'}, "
                                f"val_accuracy {champ_val_f:.4f}) than this version ({data_hash[:12] or '?'}, "
                                f"val_accuracy {val_accuracy:.4f}); not comparable, promote by hand if wanted")
+    promote = is_better(val_accuracy, val_loss, champ_val_f, champ_loss)
+    new_acc, champ_acc = _shown(val_accuracy, champ_val_f)
+    v = champion.version
     if val_accuracy > champ_val_f:
-        return Decision(True, f"val_accuracy {val_accuracy:.4f} > champion v{champion.version}'s {champ_val_f:.4f} "
-                              f"on the same data")
-    return Decision(False, f"kept champion v{champion.version}: val_accuracy {val_accuracy:.4f} <= its "
-                           f"{champ_val_f:.4f} on the same data")
+        return Decision(promote, f"val_accuracy {new_acc} > champion v{v}'s {champ_acc} on the same data")
+    if val_accuracy < champ_val_f:
+        return Decision(promote, f"kept champion v{v}: val_accuracy {new_acc} < its {champ_acc} on the same data")
+    if val_loss is None or champ_loss is None:
+        unknown = "this version" if val_loss is None else "the champion"
+        return Decision(promote, f"kept champion v{v}: val_accuracy {new_acc} = its {champ_acc} on the same data "
+                                 f"and {unknown} has no val_loss to break the tie")
+    new_l, champ_l = _shown(val_loss, champ_loss)
+    if promote:
+        return Decision(promote, f"val_accuracy {new_acc} = champion v{v}'s {champ_acc}, val_loss {new_l} < "
+                                 f"{champ_l} on the same data")
+    return Decision(promote, f"kept champion v{v}: val_accuracy {new_acc} = its {champ_acc}, val_loss {new_l} >= "
+                             f"{champ_l} on the same data")
 
 
 def current_champion(model_name: str, client: MlflowClient | None = None) -> ModelVersion | None:
@@ -76,7 +118,12 @@ def current_champion(model_name: str, client: MlflowClient | None = None) -> Mod
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as err:
-        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):  # no such registered model
+            return None
+        # The model exists but the alias does not: MLflow's stores say INVALID_PARAMETER_VALUE,
+        # "Registered model alias champion not found."
+        if (err.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)
+                and f"alias {CHAMPION} not found" in err.message):
             return None
         raise
 
@@ -86,8 +133,9 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name`; move `champion`
     to it only under the no-regression rule.
 
-    Metrics and the data hash are read from the run itself (`final_val_accuracy`, `test_accuracy`,
-    `val_data_hash`), so any finished run can be registered. Only a FINISHED run is accepted, and a
+    Metrics and the data hash are read from the run itself (`final_val_accuracy`, `final_val_loss`,
+    `test_accuracy`, `val_data_hash`), so any finished run can be registered; they are stored as version
+    tags at full precision, which the rule compares. Only a FINISHED run is accepted, and a
     run already registered under `model_name` is not registered twice (a re-run sweep returns its version).
     """
     client = MlflowClient()
@@ -97,6 +145,7 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     if "final_val_accuracy" not in run.data.metrics:
         raise InputError(f"run {run_id} has no final_val_accuracy metric: it was not made by asl-mlops train/tune")
     val_accuracy = run.data.metrics["final_val_accuracy"]
+    val_loss = run.data.metrics.get("final_val_loss")  # runs from before it was logged have none
     data_hash = run.data.params.get("val_data_hash", "")
 
     existing = [v for v in client.search_model_versions(f"name = '{model_name}'") if v.run_id == run_id]
@@ -108,10 +157,13 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
         logger.info("%s: %s", model_name, decision)
         return Registration(model_name, str(version.version), promoted, decision)
 
-    version_tags = {"val_accuracy": f"{val_accuracy:.6f}", "run_id": run_id,
+    # repr: the shortest text that reads back as the same float, so the rule compares what was measured.
+    version_tags = {"val_accuracy": repr(float(val_accuracy)), "run_id": run_id,
                     **{k: run.data.params[k] for k in PARAM_TAGS if k in run.data.params}}
+    if val_loss is not None:
+        version_tags["val_loss"] = repr(float(val_loss))
     if "test_accuracy" in run.data.metrics:
-        version_tags["test_accuracy"] = f"{run.data.metrics['test_accuracy']:.6f}"
+        version_tags["test_accuracy"] = repr(float(run.data.metrics["test_accuracy"]))
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
     champion = current_champion(model_name, client)  # before registering, so it is never the new version
     model_version = mlflow.register_model(model_uri, model_name, tags=version_tags)
@@ -119,7 +171,7 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     client.update_model_version(model_name, version, description=description or
                                 f"Trained by MLflow run {run_id}; val_accuracy {val_accuracy:.4f}.")
 
-    decision = champion_decision(val_accuracy, data_hash, champion)
+    decision = champion_decision(val_accuracy, val_loss, data_hash, champion)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     verdict = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"

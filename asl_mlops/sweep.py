@@ -5,6 +5,13 @@ setting is a fixed `TrainConfig`. A sweep is configuration over the one training
 prepared once, `trial_config` is the only place the search space is read, and each trial is a plain
 `train_and_evaluate` call under the sweep's parent run.
 
+The trial's value (what Optuna's sampler and pruner see) is its final val_accuracy; its final val_loss
+is kept as the user attr `val_loss`. The sweep's best trial (logged as best_* on the parent run and
+registered) is picked by the registry's ordering, `registry.is_better`: highest val_accuracy, then
+lowest val_loss among exact ties, then the earliest trial; not by `study.best_trial`, which ignores
+the loss. Both numbers of every trial are in the parent's `optuna/trials.csv` (`value`,
+`user_attrs_val_loss`).
+
 Persistence and resume: the study lives in an RDB storage (`SweepConfig.storage`, default
 `optuna.db` beside the MLflow store) with Optuna's heartbeat on. `n_trials` is the study's total of
 complete + pruned trials, so a re-run under the same study name runs only the missing ones. A trial
@@ -42,7 +49,7 @@ from optuna_integration import KerasPruningCallback
 
 from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
-from asl_mlops.registry import Registration, register_if_better
+from asl_mlops.registry import Registration, is_better, register_if_better
 from asl_mlops.tracking import log_figures, log_new_params
 from asl_mlops.train import PreparedData, prepare_data, train_and_evaluate
 
@@ -69,7 +76,8 @@ class SweepResult:
     parent_run_id: str
     states: dict[str, int]  # trial counts by Optuna state
     best_trial: int | None = None
-    best_value: float | None = None
+    best_value: float | None = None  # val_accuracy
+    best_val_loss: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     best_run_id: str | None = None
     registration: Registration | None = None
@@ -79,8 +87,9 @@ class SweepResult:
         if self.best_trial is None:
             return f"study '{self.study_name}' ({counts}): no complete trial; sweep run {self.parent_run_id}"
         params = " ".join(f"{k}={v:.3g}" for k, v in self.best_params.items())
+        loss = f" val_loss={self.best_val_loss:.4f}" if self.best_val_loss is not None else ""
         line = (f"study '{self.study_name}' ({counts}): best trial {self.best_trial} val_accuracy="
-                f"{self.best_value:.4f} {params}; sweep run {self.parent_run_id}, best run {self.best_run_id}")
+                f"{self.best_value:.4f}{loss} {params}; sweep run {self.parent_run_id}, best run {self.best_run_id}")
         if self.registration:
             line += f"\n{self.registration.model_name} v{self.registration.version} {self.registration.decision}"
         return line
@@ -112,7 +121,8 @@ class TrialRunLink(keras.callbacks.Callback):
 
 
 def make_objective(base: TrainConfig, sweep: SweepConfig, data: PreparedData):
-    """The Optuna objective: train one trial's config as a nested run, return its final val_accuracy."""
+    """The Optuna objective: train one trial's config as a nested run, return its final val_accuracy
+    (its final val_loss, the tie-break, goes in the user attr `val_loss`)."""
     client = MlflowClient()
 
     def objective(trial: optuna.Trial) -> float:
@@ -135,6 +145,7 @@ def make_objective(base: TrainConfig, sweep: SweepConfig, data: PreparedData):
             raise
         client.set_tag(result.run_id, STATE_TAG, TrialState.COMPLETE.name)
         trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr("val_loss", float(result.val_loss))
         trial.set_user_attr("recognizer_uri", result.recognizer_uri)
         trial.set_user_attr("test_accuracy", result.test.accuracy)
         trial.set_user_attr("epochs_run", len(result.history.get("loss", [])))
@@ -274,17 +285,31 @@ def study_figures(study: optuna.Study) -> dict[str, Figure]:
     return figures
 
 
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial by the registry's ordering (`is_better` on val_accuracy, then the user attr
+    `val_loss`); the earliest of fully tied trials. None if no trial completed."""
+    best = None
+    for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        if best is None or is_better(trial.value, trial.user_attrs.get("val_loss"),
+                                     best.value, best.user_attrs.get("val_loss")):
+            best = trial
+    return best
+
+
 def log_study_summary(study: optuna.Study) -> FrozenTrial | None:
-    """Log to the active (parent) run: trial counts, all trials as CSV, figures, best value and params."""
+    """Log to the active (parent) run: trial counts, all trials as CSV (val_accuracy is `value`, val_loss
+    `user_attrs_val_loss`), figures, and the best trial (`best_trial`): its value, val_loss and params."""
     states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
     mlflow.log_metrics({f"trials_{s}": float(states.get(s, 0)) for s in ("complete", "pruned", "fail")})
     mlflow.log_text(study.trials_dataframe().to_csv(index=False), "optuna/trials.csv")
     log_figures(study_figures(study), "optuna")
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    best = best_trial(study)
+    if best is None:
         logger.warning("study '%s' has no complete trial: nothing to report as best", study.study_name)
         return None
-    best = study.best_trial
     mlflow.log_metric("best_val_accuracy", best.value)
+    if "val_loss" in best.user_attrs:  # trials run before it was recorded have none
+        mlflow.log_metric("best_val_loss", best.user_attrs["val_loss"])
     mlflow.log_params({"best_trial_number": best.number, **{f"best_{k}": v for k, v in best.params.items()}})
     mlflow.set_tag("best_run_id", best.user_attrs.get("mlflow_run_id", ""))
     return best
@@ -329,12 +354,14 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
                 tags={"study_name": sweep.study_name, "trial_number": best.number,
                       "sweep_run_id": parent.info.run_id},
                 description=(f"Best trial ({best.number}) of Optuna study '{sweep.study_name}', sweep run "
-                             f"{parent.info.run_id}: val_accuracy {best.value:.4f}, params "
+                             f"{parent.info.run_id}: val_accuracy {best.value:.4f}, val_loss "
+                             f"{best.user_attrs.get('val_loss', float('nan')):.4f}, params "
                              + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + "."))
             mlflow.set_tags({"registered_version": registration.version,
                              "champion_decision": registration.decision})
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent.info.run_id, dict(states),
                        best.number if best else None, best.value if best else None,
+                       best.user_attrs.get("val_loss") if best else None,
                        dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
                        registration)

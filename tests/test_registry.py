@@ -6,10 +6,11 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.cli import main
-from asl_mlops.registry import CHAMPION, champion_decision, current_champion, register_if_better
+from asl_mlops.registry import CHAMPION, champion_decision, current_champion, is_better, register_if_better
 
 NAME = "asl-recognizer"
 
@@ -21,11 +22,15 @@ class Echo(mlflow.pyfunc.PythonModel):
         return model_input
 
 
-def finished_run(val_accuracy: float, data_hash: str = "hash-a", status: str = "FINISHED") -> tuple[str, str]:
-    """A run shaped like train_and_evaluate's (metrics, data hash, a logged model); returns (run_id, model_uri)."""
+def finished_run(val_accuracy: float, val_loss: float | None = 0.2, data_hash: str = "hash-a",
+                 status: str = "FINISHED") -> tuple[str, str]:
+    """A run shaped like train_and_evaluate's (metrics, data hash, a logged model); returns (run_id, model_uri).
+    `val_loss=None` leaves out final_val_loss, like a run from before it was logged."""
     with mlflow.start_run() as run:
         mlflow.log_params({"val_data_hash": data_hash, "architecture": "cnn", "learning_rate": 0.002})
         mlflow.log_metrics({"final_val_accuracy": val_accuracy, "test_accuracy": val_accuracy - 0.01})
+        if val_loss is not None:
+            mlflow.log_metric("final_val_loss", val_loss)
         info = mlflow.pyfunc.log_model(name="recognizer", python_model=Echo(), pip_requirements=[])
     if status != "FINISHED":
         MlflowClient().set_terminated(run.info.run_id, status)
@@ -36,17 +41,46 @@ def version(tags: dict[str, str], number: str = "3") -> ModelVersion:
     return ModelVersion(NAME, number, creation_timestamp=0, tags=[ModelVersionTag(k, v) for k, v in tags.items()])
 
 
-@pytest.mark.parametrize("champion, val, data_hash, promote, words", [
-    (None, 0.5, "a", True, "no champion yet"),
-    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.95, "a", True, "0.9500 > champion v3's 0.9000"),
-    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.9, "a", False, "0.9000 <= its 0.9000"),
-    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.8, "a", False, "0.8000 <= its 0.9000"),
-    (version({"val_accuracy": "0.9", "val_data_hash": "a"}), 0.99, "b", False, "other data"),
-    (version({"val_data_hash": "a"}), 0.99, "a", False, "no val_accuracy tag"),
+def champ(val_accuracy: str | None = "0.9", val_loss: str | None = "0.3", data_hash: str = "a") -> ModelVersion:
+    tags = {"val_accuracy": val_accuracy, "val_loss": val_loss, "val_data_hash": data_hash}
+    return version({k: v for k, v in tags.items() if v is not None})
+
+
+@pytest.mark.parametrize("champion, val, loss, data_hash, promote, words", [
+    (None, 0.5, 0.3, "a", True, "no champion yet; val_accuracy 0.5000, val_loss 0.3000"),
+    (champ(), 0.95, 0.9, "a", True, "val_accuracy 0.9500 > champion v3's 0.9000 on the same data"),
+    (champ(), 0.8, 0.1, "a", False, "kept champion v3: val_accuracy 0.8000 < its 0.9000"),
+    # an exact tie on accuracy goes to the lower loss; a tie on both keeps the champion
+    (champ(), 0.9, 0.3, "a", False, "val_accuracy 0.9000 = its 0.9000, val_loss 0.3000 >= 0.3000"),
+    (champ(), 0.9, 0.4, "a", False, "val_accuracy 0.9000 = its 0.9000, val_loss 0.4000 >= 0.3000"),
+    (champ(), 0.9, 0.2, "a", True, "val_accuracy 0.9000 = champion v3's 0.9000, val_loss 0.2000 < 0.3000"),
+    # full precision: differences past the 6th digit decide, and the message shows the digits that do
+    (champ("0.9708"), 0.97080001, 0.9, "a", True, "val_accuracy 0.97080001 > champion v3's 0.97080000"),
+    (champ("0.97080001"), 0.9708, 0.1, "a", False, "val_accuracy 0.97080000 < its 0.97080001"),
+    (champ(val_loss="0.3"), 0.9, 0.29999999, "a", True, "val_loss 0.29999999 < 0.30000000"),
+    # a tie that no loss can break keeps the champion
+    (champ(val_loss=None), 0.9, 0.1, "a", False, "the champion has no val_loss to break the tie"),
+    (champ(), 0.9, None, "a", False, "this version has no val_loss to break the tie"),
+    (champ(), 0.99, 0.1, "b", False, "other data"),
+    (champ(val_accuracy=None), 0.99, 0.1, "a", False, "no val_accuracy tag"),
 ])
-def test_champion_decision(champion, val, data_hash, promote, words):
-    decision = champion_decision(val, data_hash, champion)
-    assert decision.promote is promote and words in decision.reason
+def test_champion_decision(champion, val, loss, data_hash, promote, words):
+    decision = champion_decision(val, loss, data_hash, champion)
+    assert decision.promote is promote and words in decision.reason, decision.reason
+
+
+@pytest.mark.parametrize("new, old, better", [
+    ((0.95, 0.9), (0.9, 0.1), True),  # accuracy first, whatever the loss
+    ((0.9, 0.1), (0.95, 0.9), False),
+    ((0.9, 0.1), (0.9, 0.2), True),  # then the lower loss
+    ((0.9, 0.2), (0.9, 0.1), False),
+    ((0.9, 0.1), (0.9, 0.1), False),  # a full tie keeps the incumbent
+    ((0.9, None), (0.9, 0.1), False),
+    ((0.9, 0.1), (0.9, None), False),
+    ((0.97080001, None), (0.9708, None), True),
+])
+def test_is_better_is_accuracy_then_loss(new, old, better):
+    assert is_better(*new, *old) is better
 
 
 def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
@@ -64,12 +98,54 @@ def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
 
     v2 = client.get_model_version(NAME, "2")
     assert v2.description == "better one" and v2.tags["trial_number"] == "7"
-    assert v2.tags["val_accuracy"] == "0.950000" and v2.tags["test_accuracy"] == "0.940000"
+    assert v2.tags["val_accuracy"] == "0.95" and v2.tags["test_accuracy"] == repr(0.95 - 0.01)
+    assert v2.tags["val_loss"] == "0.2"
     assert v2.tags["val_data_hash"] == "hash-a" and v2.tags["learning_rate"] == "0.002"
     # the decision, with both numbers, on the version and on the run that produced it
-    assert "0.9300 <= its 0.9500" in client.get_model_version(NAME, "3").tags["champion_decision"]
-    assert "0.9300 <= its 0.9500" in mlflow.get_run(worse_run).data.tags["champion_decision"]
+    assert "0.9300 < its 0.9500" in client.get_model_version(NAME, "3").tags["champion_decision"]
+    assert "0.9300 < its 0.9500" in mlflow.get_run(worse_run).data.tags["champion_decision"]
     assert "other data" in other_data.decision and "0.9900" in other_data.decision
+
+
+def test_champion_keeps_its_alias_on_a_tie_and_moves_on_a_strictly_better_model(mlflow_store):
+    client = MlflowClient()
+    first = register_if_better(*finished_run(0.9708, val_loss=0.12), NAME)
+    assert (first.version, first.promoted) == ("1", True)
+    tie = register_if_better(*finished_run(0.9708, val_loss=0.12), NAME)
+    assert (tie.version, tie.promoted) == ("2", False)
+    assert "kept champion v1: val_accuracy 0.9708 = its 0.9708, val_loss 0.1200 >= 0.1200" in tie.decision
+    higher_loss = register_if_better(*finished_run(0.9708, val_loss=0.13), NAME)
+    assert (higher_loss.version, higher_loss.promoted) == ("3", False)
+    assert "val_loss 0.1300 >= 0.1200" in higher_loss.decision
+    no_loss = register_if_better(*finished_run(0.9708, val_loss=None), NAME)
+    assert (no_loss.version, no_loss.promoted) == ("4", False)
+    assert "val_loss" not in client.get_model_version(NAME, "4").tags
+    assert str(current_champion(NAME).version) == "1"
+
+    # 0.97080001 and 0.9708 are the same to 6 digits; the higher one wins even with a higher loss
+    better_acc = register_if_better(*finished_run(0.97080001, val_loss=0.5), NAME)
+    assert (better_acc.version, better_acc.promoted) == ("5", True)
+    assert "val_accuracy 0.97080001 > champion v1's 0.97080000" in better_acc.decision
+    v5 = client.get_model_version(NAME, "5").tags
+    assert (float(v5["val_accuracy"]), float(v5["val_loss"])) == (0.97080001, 0.5)
+    # the same accuracy with a loss lower only past the 6th digit
+    lower_loss = register_if_better(*finished_run(0.97080001, val_loss=0.49999999), NAME)
+    assert (lower_loss.version, lower_loss.promoted) == ("6", True)
+    assert "val_loss 0.49999999 < 0.50000000" in lower_loss.decision
+    assert str(current_champion(NAME).version) == "6"
+    assert lower_loss.decision in client.get_model_version(NAME, "6").tags["champion_decision"]
+
+
+def test_a_model_without_the_champion_alias_has_no_champion(mlflow_store):
+    run_id, model_uri = finished_run(0.9)
+    mlflow.register_model(model_uri, NAME)  # registered, but the alias was never set
+    assert current_champion(NAME) is None
+    assert current_champion("no-such-model") is None
+    registered = register_if_better(*finished_run(0.8), NAME)
+    assert (registered.version, registered.promoted) == ("2", True)
+    assert "no champion yet" in registered.decision
+    with pytest.raises(MlflowException, match="name"):  # other errors are not taken for "no champion"
+        current_champion("")
 
 
 def test_only_cleanly_finished_runs_are_registered(mlflow_store):

@@ -1,4 +1,5 @@
-"""The Optuna sweep: nested MLflow runs, best-model registration, resume after a kill, pruning, bad options.
+"""The Optuna sweep: nested MLflow runs, the best trial (accuracy, then loss) and its registration, resume
+after a kill, pruning, bad options.
 
 Real MLflow (SQLite) and Optuna (SQLite, PostgreSQL if reachable) stores, synthetic data, 1-3 epochs.
 """
@@ -29,7 +30,8 @@ from asl_mlops.config import SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.labels import labels_to_indices
 from asl_mlops.registry import CHAMPION, current_champion
-from asl_mlops.sweep import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, run_sweep
+from asl_mlops.sweep import (ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, best_trial,
+                              log_study_summary, run_sweep)
 
 pytestmark = pytest.mark.slow
 
@@ -104,9 +106,12 @@ def test_trial_params_are_within_bounds(swept):
 def test_parent_logs_best_params_of_best_child(swept):
     result = swept["result"]
     parent = mlflow.get_run(result.parent_run_id)
-    best_child = max(children_of(result.parent_run_id), key=lambda r: r.data.metrics["final_val_accuracy"])
+    children = sorted(children_of(result.parent_run_id), key=lambda r: int(r.data.tags[TRIAL_TAG]))
+    # the registry's ordering: highest accuracy, then lowest loss; max keeps the earliest of full ties
+    best_child = max(children, key=lambda r: (r.data.metrics["final_val_accuracy"], -r.data.metrics["final_val_loss"]))
     assert parent.data.tags["best_run_id"] == best_child.info.run_id == result.best_run_id
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best_child.data.metrics["final_val_accuracy"])
+    assert parent.data.metrics["best_val_accuracy"] == best_child.data.metrics["final_val_accuracy"] == result.best_value
+    assert parent.data.metrics["best_val_loss"] == best_child.data.metrics["final_val_loss"] == result.best_val_loss
     for name in ("learning_rate", "decay_rate", "l2"):
         assert float(parent.data.params[f"best_{name}"]) == pytest.approx(float(best_child.data.params[name]))
 
@@ -118,6 +123,11 @@ def test_parent_logs_trials_csv_and_figures(swept):
             "optuna/slice.png", "optuna/parallel_coordinate.png"} <= paths
     trials = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="optuna/trials.csv"))
     assert len(trials) == 4 and set(trials["state"]) == {"COMPLETE"}
+    # both numbers of the ordering, per trial: value is the final val_accuracy, then the final val_loss
+    for child in children_of(parent_id):
+        row = trials[trials["number"] == int(child.data.tags[TRIAL_TAG])].iloc[0]
+        assert row["value"] == pytest.approx(child.data.metrics["final_val_accuracy"], rel=1e-12)
+        assert row["user_attrs_val_loss"] == pytest.approx(child.data.metrics["final_val_loss"], rel=1e-12)
 
 
 def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir: Path):
@@ -126,7 +136,8 @@ def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir:
     champion = current_champion("asl-recognizer")
     assert champion.run_id == result.best_run_id
     assert champion.tags["study_name"] == "s1" and champion.tags["trial_number"] == str(result.best_trial)
-    assert float(champion.tags["val_accuracy"]) == pytest.approx(result.best_value, abs=1e-6)
+    assert float(champion.tags["val_accuracy"]) == result.best_value  # full precision
+    assert float(champion.tags["val_loss"]) == result.best_val_loss
     assert "test_accuracy" in champion.tags and champion.tags["val_data_hash"]
     model = mlflow.pyfunc.load_model(f"models:/asl-recognizer@{CHAMPION}")
     test = pd.read_csv(synthetic_dir / "sign_mnist_test.csv")
@@ -150,16 +161,59 @@ def test_resuming_with_other_settings_is_refused(swept):
 def test_second_sweep_that_cannot_win_keeps_the_champion(swept):
     client = MlflowClient()
     champion = current_champion("asl-recognizer")
-    client.set_model_version_tag("asl-recognizer", champion.version, "val_accuracy", "1.0")  # unbeatable
+    client.set_model_version_tag("asl-recognizer", champion.version, "val_accuracy", "1.0")  # unbeatable:
+    client.set_model_version_tag("asl-recognizer", champion.version, "val_loss", "0.0")  # a tie keeps it
     result = run_sweep(swept["base"].replace(epochs=1), swept["sweep"].replace(n_trials=1, study_name="s2"))
     registration = result.registration
     assert registration is not None and not registration.promoted
     assert int(registration.version) == int(champion.version) + 1
     assert current_champion("asl-recognizer").version == champion.version
-    assert "<= its 1.0000" in registration.decision
+    assert registration.decision.startswith(f"not promoted: kept champion v{champion.version}")
+    assert "its 1.0000" in registration.decision
     new = client.get_model_version("asl-recognizer", registration.version)
     assert new.tags["champion_decision"] == registration.decision
     assert registration.decision in mlflow.get_run(result.best_run_id).data.tags["champion_decision"]
+
+
+# --- the best trial: accuracy, then loss ----------------------------------------------------------
+
+def finished_trial(val_accuracy: float, val_loss: float | None, learning_rate: float) -> optuna.trial.FrozenTrial:
+    attrs = {"mlflow_run_id": f"run-{learning_rate}"}
+    if val_loss is not None:
+        attrs["val_loss"] = val_loss
+    return optuna.trial.create_trial(
+        value=val_accuracy, params={"learning_rate": learning_rate},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)},
+        user_attrs=attrs)
+
+
+def study_of(*trials: optuna.trial.FrozenTrial) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    return study
+
+
+def test_best_trial_breaks_an_accuracy_tie_by_the_lower_loss(mlflow_store):
+    study = study_of(finished_trial(0.9, 0.3, 1e-3), finished_trial(0.97080001, 0.6, 2e-3),
+                     finished_trial(0.9708, 0.1, 3e-3), finished_trial(0.97080001, 0.5, 4e-3),
+                     finished_trial(0.97080001, 0.5, 5e-3))
+    best = best_trial(study)
+    assert best.number == 3  # highest accuracy (past the 6th digit), then lowest loss, then earliest
+    assert study.best_trial.number == 1  # what Optuna alone picks: the first of the accuracy ties
+
+    with mlflow.start_run() as parent:  # what the sweep logs as best, and so registers
+        assert log_study_summary(study).number == 3
+    logged = mlflow.get_run(parent.info.run_id).data
+    assert logged.params["best_trial_number"] == "3" and logged.tags["best_run_id"] == "run-0.004"
+    assert (logged.metrics["best_val_accuracy"], logged.metrics["best_val_loss"]) == (0.97080001, 0.5)
+
+
+def test_best_trial_keeps_the_earlier_trial_when_a_loss_is_missing():
+    # trials from before val_loss was recorded cannot win a tie, nor lose one
+    assert best_trial(study_of(finished_trial(0.9, None, 1e-3), finished_trial(0.9, 0.1, 2e-3))).number == 0
+    assert best_trial(study_of(finished_trial(0.9, 0.1, 1e-3), finished_trial(0.9, None, 2e-3))).number == 0
+    assert best_trial(study_of(finished_trial(0.9, None, 1e-3), finished_trial(0.91, None, 2e-3))).number == 1
+    assert best_trial(optuna.create_study()) is None
 
 
 # --- kill and resume -------------------------------------------------------------------------------
