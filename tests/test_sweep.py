@@ -88,6 +88,19 @@ def test_sweep_has_one_parent_and_one_nested_run_per_trial(swept):
     assert result.states == {"COMPLETE": 4}
 
 
+def test_objective_is_grouped_validation_accuracy(swept):
+    from asl_mlops.train import prepare_data
+
+    grouped = prepare_data(swept["base"]).params  # the default split: whole families held out
+    assert swept["base"].val_split == "grouped"
+    study = optuna.load_study(study_name="s1", storage=swept["result"].storage)
+    values = {t.user_attrs["mlflow_run_id"]: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    for child in children_of(swept["result"].parent_run_id):
+        assert child.data.params["val_split"] == "grouped"
+        assert child.data.params["val_data_hash"] == grouped["val_data_hash"]
+        assert values[child.info.run_id] == child.data.metrics["final_val_accuracy"]
+
+
 def test_default_storage_is_beside_the_mlflow_store(swept):
     assert (swept["dir"] / "optuna.db").exists()
     assert swept["result"].storage == f"sqlite:///{swept['dir'] / 'optuna.db'}"
