@@ -8,7 +8,7 @@ families and holds out whole families instead, so validation images are new phot
 How families are found (`find_families`): each image is shrunk to 14x14 by 2x2 mean pooling,
 mean-centred and scaled to unit length; two images of the same label whose cosine similarity is at
 least `FAMILY_SIMILARITY` are linked, and a family is a connected component of those links. On the
-real training CSV (27,455 rows) this gives 1,246 families in 0.5 s: median size 21; 93% have 17-21
+real training CSV (27,455 rows) this gives 1,246 families in about 1 s: median size 21; 93% have 17-21
 members, 5% have 39-42 and 1% 61-84 (photos whose variants are near-identical to another photo's), and
 7 are singletons. The count is stable around the threshold (1,188 at 0.97, 1,310 at 0.99): variants of
 one photo are >= 0.997 alike, different photos well below.

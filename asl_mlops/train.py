@@ -26,6 +26,7 @@ from asl_mlops.data import Dataset, load_csv
 from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import build_model, count_params
+from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
@@ -113,9 +114,15 @@ def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
 
 def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
-    """Compile with Adam and fit on the training split, validating each epoch."""
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, use_ema=config.ema),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    """Compile with Adam and fit on the training split, validating each epoch.
+
+    With `config.ema` the model ends with the averaged weights. It is returned compiled with a plain
+    `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
+    """
+    losses_and_metrics = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
+    # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
+    # after a short run (asl_mlops.optimizer).
+    model.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **losses_and_metrics)
     train_ds = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
                             augmentation=build_augmentation(config), shuffle=True)
     val_ds = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
@@ -135,6 +142,9 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
                         verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
+    # The saved .keras file includes the compile config: a class of ours there would make the logged model
+    # fail to load wherever asl_mlops is not imported (mlflow.tensorflow.load_model, the pyfunc flavor).
+    model.compile(optimizer=as_keras_adam(model.optimizer, model.trainable_variables), **losses_and_metrics)
     return history
 
 
