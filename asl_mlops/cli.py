@@ -20,6 +20,7 @@ import click
 
 from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
+from asl_mlops.synth import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -87,17 +88,20 @@ def data_download(dest: Path) -> None:
 @data.command("synth")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write sign_mnist_train.csv and sign_mnist_test.csv to.")
-@click.option("--train-rows", type=click.IntRange(min=24), default=2400, show_default=True,
+@click.option("--train-rows", type=click.IntRange(min=24), default=DEMO_TRAIN_ROWS, show_default=True,
               help="Rows in the synthetic training CSV (balanced over the 24 letters).")
-@click.option("--test-rows", type=click.IntRange(min=24), default=720, show_default=True,
+@click.option("--test-rows", type=click.IntRange(min=24), default=DEMO_TEST_ROWS, show_default=True,
               help="Rows in the synthetic test CSV.")
+@click.option("--variants", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Near-identical images per synthetic photo in the training CSV (the real CSV has ~21); "
+                   "with more than 1, grouped validation holds out whole photos.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed writes the same files.")
 @user_errors
-def data_synth(out: Path, train_rows: int, test_rows: int, seed: int) -> None:
+def data_synth(out: Path, train_rows: int, test_rows: int, variants: int, seed: int) -> None:
     """Write a learnable synthetic dataset in the exact Sign MNIST CSV format (for tests and demos)."""
     from asl_mlops.synth import write_synthetic
 
-    for path in write_synthetic(out, train_rows=train_rows, test_rows=test_rows, seed=seed):
+    for path in write_synthetic(out, train_rows=train_rows, test_rows=test_rows, seed=seed, variants=variants):
         click.echo(str(path))
 
 

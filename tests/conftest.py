@@ -17,6 +17,14 @@ from asl_mlops.synth import make_synthetic, write_synthetic  # noqa: E402
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with synthetic sign_mnist_train.csv (2,400 rows) and sign_mnist_test.csv (720 rows)."""
     out_dir = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(out_dir, train_rows=2400, test_rows=720)  # small, so tests that train many models stay fast
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `asl-mlops data synth` writes with its defaults (9,600 training rows, 720 test rows)."""
+    out_dir = tmp_path_factory.mktemp("demo")
     write_synthetic(out_dir)
     return out_dir
 

@@ -141,7 +141,7 @@ def acquire() -> ServedModel:
     if _served is None:
         workdir = Path(tempfile.mkdtemp(prefix="asl-serving-tests-"))
         synthetic_dir = workdir / "data"
-        write_synthetic(synthetic_dir)
+        write_synthetic(synthetic_dir, train_rows=2400, test_rows=720)  # small: 5 epochs of batch 32 learn it
         test = load_csv(synthetic_dir / "sign_mnist_test.csv")
         tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
         config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),

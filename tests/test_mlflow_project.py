@@ -15,7 +15,7 @@ from asl_mlops.labels import labels_to_indices
 from asl_mlops.preprocess import to_model_input
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 4
+EPOCHS = 3
 
 
 def mlflow_run(args: list[str], store: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -27,12 +27,14 @@ def mlflow_run(args: list[str], store: str, cwd: Path, timeout: int = 600) -> su
 
 
 @pytest.mark.e2e
-def test_mlflow_run_main_entry_point(synthetic_dir, mlflow_store, tmp_path):
+def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
+    """`mlflow run . -P epochs=3` on `asl-mlops data synth`'s set, every other setting at its default
+    (grouped validation, augmentation, weight averaging), learns it."""
+    synthetic_dir = demo_dir
     done = mlflow_run(["--experiment-name", "e2e",
                        "-P", f"train_data={synthetic_dir / 'sign_mnist_train.csv'}",
                        "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
-                       "-P", f"cache_dir={tmp_path / 'cache'}", "-P", f"epochs={EPOCHS}", "-P", "batch_size=32",
-                       "-P", "augment=false", "-P", "ema=false", "-P", "seed=0"], mlflow_store, tmp_path)
+                       "-P", f"cache_dir={tmp_path / 'cache'}", "-P", f"epochs={EPOCHS}"], mlflow_store, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     runs = mlflow.search_runs(experiment_names=["e2e"])
@@ -41,7 +43,8 @@ def test_mlflow_run_main_entry_point(synthetic_dir, mlflow_store, tmp_path):
     client = MlflowClient()
     run = client.get_run(run_id)
     params, metrics = run.data.params, run.data.metrics
-    assert params["epochs"] == str(EPOCHS) and params["architecture"] == "cnn" and params["augment"] == "false"
+    assert params["epochs"] == str(EPOCHS) and params["architecture"] == "cnn" and params["augment"] == "true"
+    assert params["ema"] == "true" and params["val_split"] == "grouped" and params["batch_size"] == "128"
     assert params["train_data_hash"] == load_csv(synthetic_dir / "sign_mnist_train.csv").content_hash
     assert int(params["trainable_params"]) > 0 and int(params["total_params"]) >= int(params["trainable_params"])
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):

@@ -20,6 +20,17 @@ def test_learning_rate_schedule_is_inverse_time_decay(fast_config):
     assert [schedule(e) for e in range(3)] == pytest.approx([1e-3, 1e-3 / 1.5, 1e-3 / 2.0])
 
 
+def test_training_seeds_share_validation_rows_and_split_seed_changes_them(fast_config):
+    from asl_mlops.train import prepare_data
+
+    hashes = {(seed, split_seed): prepare_data(fast_config.replace(seed=seed, split_seed=split_seed)).params
+              for seed, split_seed in ((1, 0), (2, 0), (1, 5))}
+    assert hashes[1, 0]["val_data_hash"] == hashes[2, 0]["val_data_hash"]
+    assert hashes[1, 0]["val_data_hash"] != hashes[1, 5]["val_data_hash"]
+    # grouped by default: the synthetic fixture's images are all distinct photos, families of one
+    assert hashes[1, 0]["families"] == 2400 and hashes[1, 0]["val_families"] == hashes[1, 0]["val_rows"] == 480
+
+
 @pytest.mark.slow
 def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     result = train_and_evaluate(fast_config)
@@ -31,7 +42,8 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert run.info.status == "FINISHED"
     params = run.data.params
     for key in ("learning_rate", "decay_rate", "l2", "epochs", "batch_size", "seed", "architecture", "weights",
-                "train_data", "test_data", "augment", "brightness", "early_stopping"):
+                "train_data", "test_data", "augment", "brightness", "early_stopping", "val_split", "split_seed",
+                "families", "val_families", "val_data_hash"):
         assert key in params, key
     assert params["trainable_params"] == str(result.trainable_params)
     assert params["train_data_hash"] == load_csv(fast_config.train_data).content_hash
@@ -112,3 +124,35 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_
     bad = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
                                     "--data", "missing.csv"])
     assert bad.exit_code == 2 and "missing.csv" in bad.output
+
+
+# Run in a fresh Python process: as where asl_mlops is not installed, importing it fails there.
+LOAD_WITHOUT_ASL_MLOPS = """
+import json, sys
+sys.modules["asl_mlops"] = None
+import mlflow.pyfunc, mlflow.tensorflow, numpy as np
+uri, x = sys.argv[1], np.load(sys.argv[2])
+keras_model = mlflow.tensorflow.load_model(uri)
+print(json.dumps({"optimizer": type(keras_model.optimizer).__name__,
+                  "tensorflow": np.asarray(keras_model.predict(x, verbose=0)).argmax(axis=1).tolist(),
+                  "pyfunc": np.asarray(mlflow.pyfunc.load_model(uri).predict(x)).argmax(axis=1).tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_logged_keras_model_loads_without_asl_mlops(fast_config, mlflow_store, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    result = train_and_evaluate(fast_config.replace(epochs=1, ema=True))  # trained with asl_mlops' optimizer
+    test = load_csv(fast_config.test_data)
+    np.save(tmp_path / "x.npy", to_model_input(test.images, "cnn"))
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_ASL_MLOPS, f"runs:/{result.run_id}/model",
+                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["optimizer"] == "Adam"  # the compile config names keras' own class
+    labels = labels_to_indices(test.labels)
+    for flavor in ("tensorflow", "pyfunc"):
+        assert np.mean(np.array(loaded[flavor]) == labels) == pytest.approx(result.test.accuracy, abs=1e-9), flavor
