@@ -4,7 +4,7 @@
 
 1. cache: preprocessing of the real CSV cold (empty cache) vs warm, per architecture, as a ratio.
 2. cnn: the default `mlflow run . --env-manager local` end to end (wall time, validation accuracy on
-   the stratified 80/20 split, and a throughput / FLOP-rate estimate against the CPU's peak).
+   the default grouped validation split, and a throughput / FLOP-rate estimate against the CPU's peak).
 3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
 
 The real test CSV is withheld, so the runs are given the training CSV as `test_data` too: their
