@@ -18,9 +18,8 @@ from typing import Any
 
 import click
 
-from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
+from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS, SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
-from asl_mlops.synth import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS
 from asl_mlops.data import IMAGE_SIZE, Dataset, write_csv
 from asl_mlops.labels import LABELS, NUM_CLASSES
 
@@ -182,13 +183,6 @@ def _generate(n_rows: int, rng: np.random.Generator, source: str) -> Dataset:
     images += rng.normal(0, 1, images.shape) * rng.uniform(*_NOISE_SIGMA, (n_rows, 1, 1))
     labels = np.asarray(LABELS, np.int64)[indices]
     return Dataset(images=np.clip(np.rint(images), 0, 255).astype(np.uint8), labels=labels, source=source)
-
-
-#: Default size of `asl-mlops data synth`'s training CSV: 9,600 rows give the default batch of 128 enough
-#: steps (60 per epoch) for `mlflow run . -P epochs=3` to learn the set (>= 0.9; 2,400 rows, 15 steps per
-#: epoch, leave BatchNorm's moving statistics unsettled after 3 epochs and score ~0.14).
-DEMO_TRAIN_ROWS = 9600
-DEMO_TEST_ROWS = 720
 
 
 def write_synthetic(out_dir: Path, train_rows: int = DEMO_TRAIN_ROWS, test_rows: int = DEMO_TEST_ROWS,
