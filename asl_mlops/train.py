@@ -102,8 +102,7 @@ def preprocess_split(train_csv: Dataset, split: Split, test: Dataset, config: Tr
         "test_data_hash": test.content_hash, "train_csv_rows": len(train_csv), "train_rows": len(split.train),
         "val_rows": len(split.held_out), "test_rows": len(test), **split.params("val"),
     }
-    val = split.held_out
-    return PreparedData(arrays["train"], one_hot(split.train.labels), arrays["val"], one_hot(val.labels),
+    return PreparedData(arrays["train"], one_hot(split.train.labels), arrays["val"], one_hot(split.held_out.labels),
                         arrays["test"], labels_to_indices(test.labels), test.images, params, tags, seconds)
 
 
