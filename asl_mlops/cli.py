@@ -122,7 +122,10 @@ def data_validate(files: tuple[Path, ...]) -> None:
 @user_errors
 def train_command(**options: Any) -> None:
     """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
+    from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
+
+    check_tracking_server()
 
     result, registration = train_and_register(TrainConfig(**options))
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
@@ -158,12 +161,19 @@ def tune_command(**options: Any) -> None:
     re-running the same study resumes it up to --n-trials in total. The best trial's model is registered
     (--register) and becomes 'champion' only if it beats the current one on the same data.
     """
-    from asl_mlops.sweep import run_sweep
+    from asl_mlops.sweep import WorkerFailed, run_sweep, run_workers
 
     sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
     sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
     base = TrainConfig(**{k: v for k, v in options.items() if k not in sweep_fields})
-    click.echo(run_sweep(base, sweep).summary())
+    if sweep.workers == 1:
+        click.echo(run_sweep(base, sweep).summary())
+        return
+    try:
+        click.echo(run_workers(base, sweep).summary())
+    except WorkerFailed as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
 
 
 @main.group("registry")

@@ -144,6 +144,11 @@ class SweepConfig:
                                 "sqlite:///optuna.db beside the MLflow store (next to MLFLOW_TRACKING_URI's "
                                 "SQLite file or mlruns folder, else in the working directory).")
     # A dead process's trial is noticed by its missing heartbeat (failed after 2x this, then retried).
+    # Parallel workers: any number of `tune` processes may share one study (on one machine or many); --workers N
+    # starts N of them here. Several processes need a storage server (PostgreSQL, MySQL), not SQLite.
+    workers: int = knob(1, "Worker processes to start on this machine for the study (each runs trials until the "
+                           "study has n_trials; needs --storage on a database server when > 1). Workers started "
+                           "elsewhere on the same --storage and --study-name join the same study.")
     heartbeat_interval: int = knob(60, "Seconds between a running trial's heartbeats in the storage; a trial "
                                        "silent for twice as long is failed and retried by the next run.")
     # Pruning on val_accuracy, reported every epoch.
@@ -169,6 +174,7 @@ class SweepConfig:
             (bool(self.study_name.strip()) and not set("'\"`") & set(self.study_name),
              "study_name must be non-empty, without quotes"),
             (self.heartbeat_interval >= 1, "heartbeat_interval must be >= 1 second"),
+            (1 <= self.workers <= 64, "workers must be between 1 and 64"),
             (self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}"),
             (self.pruner_startup_trials >= 0, "pruner_startup_trials must be >= 0"),
             (self.pruner_warmup_epochs >= 0, "pruner_warmup_epochs must be >= 0"),

@@ -9,19 +9,32 @@ the training CSV, val_split, val_fraction and split_seed together). Scores measu
 so a version trained on other data never takes the alias by itself: the decision is logged, and a
 person moves it with `asl-mlops registry promote VERSION`. Every decision, with the numbers that made
 it, is a log line and a `champion_decision` tag on the version and on the run that produced it.
-Assumes one writer at a time per registered model (no locking).
+
+Concurrency: registrations of one model are serialised by `registry_lock`, a lease held as a registered
+model named `<model>.lock` (creating a registered model is an atomic insert in every MLflow store, so
+exactly one writer holds it; it is deleted when the registration ends, and a holder that died is
+overtaken when its lease expires). Under it, the champion is read, the version registered and decided,
+and the alias moved, so two registrations at once cannot leave the worse model champion. A version
+whose decision was interrupted (no `champion_decision` tag) is decided by the next registration.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
+                                         ErrorCode)
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.errors import InputError
@@ -31,6 +44,11 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 DEFAULT_MODEL_NAME = "asl-recognizer"
 # Run params copied onto each version as tags, so `registry show` and the UI say what produced it.
+#: Registration lock: a registered model `<name>.lock`, held at most this long (a registration takes seconds).
+LOCK_SUFFIX = ".lock"
+LOCK_LEASE_SECONDS = 120.0
+LOCK_WAIT_SECONDS = 300.0
+DECISION_TAG = "champion_decision"
 PARAM_TAGS = ("architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size", "seed",
               "train_data_hash", "val_data_hash", "test_data_hash")
 
@@ -128,6 +146,90 @@ def current_champion(model_name: str, client: MlflowClient | None = None) -> Mod
         raise
 
 
+def _error_is(err: MlflowException, *codes: int) -> bool:
+    return err.error_code in {ErrorCode.Name(code) for code in codes}
+
+
+@contextmanager
+def registry_lock(model_name: str, client: MlflowClient | None = None, *, lease: float = LOCK_LEASE_SECONDS,
+                  wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the registration lock of `model_name` (see the module docstring) for the duration of the block."""
+    client = client or MlflowClient()
+    lock = f"{model_name}{LOCK_SUFFIX}"
+    holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": holder, "expires": repr(time.time() + lease)},
+                                           description=f"asl-mlops registration lock of '{model_name}': held while "
+                                                       "a version is registered and decided, then deleted.")
+            break
+        except MlflowException as err:
+            # Taken (or deleted between MLflow's insert and its read-back): wait, or overtake an expired lease.
+            if not _error_is(err, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST):
+                raise
+        try:
+            held = client.get_registered_model(lock)
+            if float(held.tags.get("expires", "0")) < time.time():
+                logger.warning("registration lock of '%s' held by %s expired; taking it over", model_name,
+                               held.tags.get("holder", "?"))
+                client.delete_registered_model(lock)
+                continue
+        except MlflowException as err:
+            if not _error_is(err, RESOURCE_DOES_NOT_EXIST):
+                raise
+            continue
+        if time.monotonic() > deadline:
+            raise InputError(f"registered model '{model_name}': another registration has held its lock ('{lock}') "
+                             f"for over {wait:.0f} s; retry later, or delete '{lock}' if no registration is running")
+        time.sleep(0.1 + 0.2 * random.random())
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as err:
+            if not _error_is(err, RESOURCE_DOES_NOT_EXIST):
+                raise
+
+
+def version_metrics(version: ModelVersion) -> tuple[float, float | None, str]:
+    """(val_accuracy, val_loss, val_data_hash) as stored in a version's tags."""
+    tags = version.tags or {}
+    return float(tags["val_accuracy"]), _optional_float(tags.get("val_loss")), tags.get("val_data_hash", "")
+
+
+def decide(model_name: str, version: ModelVersion, client: MlflowClient) -> Registration:
+    """Apply the no-regression rule to `version` against the current champion; move the alias if it wins and
+    tag the decision on the version and its run. Call under `registry_lock`."""
+    val_accuracy, val_loss, data_hash = version_metrics(version)
+    champion = current_champion(model_name, client)
+    if champion is not None and str(champion.version) == str(version.version):
+        decision = Decision(True, "already champion")
+    else:
+        decision = champion_decision(val_accuracy, val_loss, data_hash, champion)
+        if decision.promote:
+            client.set_registered_model_alias(model_name, CHAMPION, str(version.version))
+    verdict = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"
+    client.set_model_version_tag(model_name, str(version.version), DECISION_TAG, verdict)
+    if version.run_id:
+        client.set_tag(version.run_id, DECISION_TAG, f"{model_name} v{version.version} {verdict}")
+    logger.info("%s version %s: %s", model_name, version.version, verdict)
+    return Registration(model_name, str(version.version), decision.promote, verdict)
+
+
+def decide_pending(model_name: str, client: MlflowClient) -> list[Registration]:
+    """Decide, oldest first, the versions registered by `register_if_better` whose decision was interrupted
+    (no `champion_decision` tag yet). Call under `registry_lock`."""
+    pending = [v for v in client.search_model_versions(f"name = '{model_name}'")
+               if DECISION_TAG not in (v.tags or {}) and "val_accuracy" in (v.tags or {})]
+    decided = []
+    for version in sorted(pending, key=lambda v: int(v.version)):
+        logger.warning("%s version %s was registered but never decided; deciding it now", model_name, version.version)
+        decided.append(decide(model_name, client.get_model_version(model_name, str(version.version)), client))
+    return decided
+
+
 def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, *,
                        tags: dict[str, Any] | None = None, description: str | None = None) -> Registration:
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name`; move `champion`
@@ -146,16 +248,6 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
         raise InputError(f"run {run_id} has no final_val_accuracy metric: it was not made by asl-mlops train/tune")
     val_accuracy = run.data.metrics["final_val_accuracy"]
     val_loss = run.data.metrics.get("final_val_loss")  # runs from before it was logged have none
-    data_hash = run.data.params.get("val_data_hash", "")
-
-    existing = [v for v in client.search_model_versions(f"name = '{model_name}'") if v.run_id == run_id]
-    if existing:
-        version = existing[0]
-        champion = current_champion(model_name, client)
-        promoted = champion is not None and str(champion.version) == str(version.version)
-        decision = f"run {run_id} is already version {version.version}; nothing registered"
-        logger.info("%s: %s", model_name, decision)
-        return Registration(model_name, str(version.version), promoted, decision)
 
     # repr: the shortest text that reads back as the same float, so the rule compares what was measured.
     version_tags = {"val_accuracy": repr(float(val_accuracy)), "run_id": run_id,
@@ -165,20 +257,23 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     if "test_accuracy" in run.data.metrics:
         version_tags["test_accuracy"] = repr(float(run.data.metrics["test_accuracy"]))
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
-    champion = current_champion(model_name, client)  # before registering, so it is never the new version
-    model_version = mlflow.register_model(model_uri, model_name, tags=version_tags)
-    version = str(model_version.version)
-    client.update_model_version(model_name, version, description=description or
-                                f"Trained by MLflow run {run_id}; val_accuracy {val_accuracy:.4f}.")
-
-    decision = champion_decision(val_accuracy, val_loss, data_hash, champion)
-    if decision.promote:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-    verdict = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"
-    client.set_model_version_tag(model_name, version, "champion_decision", verdict)
-    client.set_tag(run_id, "champion_decision", f"{model_name} v{version} {verdict}")
-    logger.info("registered %s version %s; %s", model_name, version, verdict)
-    return Registration(model_name, version, decision.promote, verdict)
+    with registry_lock(model_name, client):
+        decide_pending(model_name, client)
+        existing = [v for v in client.search_model_versions(f"name = '{model_name}'") if v.run_id == run_id]
+        if existing:
+            version = existing[0]
+            champion = current_champion(model_name, client)
+            promoted = champion is not None and str(champion.version) == str(version.version)
+            decision = f"run {run_id} is already version {version.version}; nothing registered"
+            logger.info("%s: %s", model_name, decision)
+            return Registration(model_name, str(version.version), promoted, decision)
+        model_version = mlflow.register_model(model_uri, model_name, tags=version_tags)
+        version = str(model_version.version)
+        client.update_model_version(model_name, version, description=description or
+                                    f"Trained by MLflow run {run_id}; val_accuracy {val_accuracy:.4f}.")
+        registration = decide(model_name, client.get_model_version(model_name, version), client)
+    logger.info("registered %s version %s; %s", model_name, version, registration.decision)
+    return registration
 
 
 def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
@@ -190,10 +285,11 @@ def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise InputError(f"registered model '{model_name}' has no version {version}") from None
         raise
-    before = current_champion(model_name, client)
-    client.set_registered_model_alias(model_name, CHAMPION, str(target.version))
-    verdict = f"promoted by hand (champion was {f'v{before.version}' if before else 'unset'})"
-    client.set_model_version_tag(model_name, target.version, "champion_decision", verdict)
+    with registry_lock(model_name, client):
+        before = current_champion(model_name, client)
+        client.set_registered_model_alias(model_name, CHAMPION, str(target.version))
+        verdict = f"promoted by hand (champion was {f'v{before.version}' if before else 'unset'})"
+        client.set_model_version_tag(model_name, target.version, DECISION_TAG, verdict)
     logger.info("%s version %s: %s", model_name, target.version, verdict)
     return Registration(model_name, str(target.version), True, verdict)
 

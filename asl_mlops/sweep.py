@@ -15,12 +15,22 @@ the loss. Both numbers of every trial are in the parent's `optuna/trials.csv` (`
 Persistence and resume: the study lives in an RDB storage (`SweepConfig.storage`, default
 `optuna.db` beside the MLflow store) with Optuna's heartbeat on. `n_trials` is the study's total of
 complete + pruned trials, so a re-run under the same study name runs only the missing ones. A trial
-of a killed process stops beating; the next run fails it and `RetryHeartbeatStaleTrialCallback`
-queues a retry with the same params. Each invocation of `run_sweep` opens a NEW parent MLflow run
-(tagged `optuna.study_name`), which also works under `mlflow run` (that owns the run); its summary
-(best params, CSV, figures) covers the whole study. MLflow runs a dead process left RUNNING (earlier
-parents, and children whose Optuna trial is no longer RUNNING) are closed as KILLED. One `tune`
-process per study at a time is assumed for that clean-up.
+of a killed process stops beating; it is failed and `RetryHeartbeatStaleTrialCallback` queues a retry
+with the same params, which counts toward the budget. Each invocation of `run_sweep` opens a NEW parent
+MLflow run (tagged `optuna.study_name`), which also works under `mlflow run` (that owns the run); its
+summary (best params, CSV, figures) covers the whole study.
+
+Workers: any number of processes may run `run_sweep` on one study at once (one storage server, one
+tracking server). `run_trials` keeps the budget exact: a worker starts a trial only while complete +
+pruned + running trials are fewer than `n_trials`, and a trial that two workers started together beyond
+the budget is not run (it ends FAIL, user attr `over_budget`). A worker whose remaining budget is held by
+other workers' running trials waits for them, so it can take over if one dies (its retry) or fails; so
+every worker ends only when the study has `n_trials`, with nothing RUNNING left by a dead process. Each
+worker's TPE sampler has its own seed and `constant_liar`, so parallel workers do not propose the same
+parameters. Liveness is a heartbeat: Optuna's for trials, the tag `asl_mlops.heartbeat` (refreshed every
+heartbeat_interval) for sweep runs; `close_orphaned_runs` closes as KILLED only runs whose heartbeat
+stopped. The best trial is registered after the budget is done, under the registry's lock, so the
+workers register it once (asl_mlops.registry).
 
 MLflow status of a trial's run, plus the tag `optuna.trial_state`: COMPLETE -> FINISHED,
 PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -> KILLED.
@@ -28,7 +38,16 @@ PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.parse
 import warnings
 from collections import Counter
@@ -50,7 +69,7 @@ from optuna_integration import KerasPruningCallback
 from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import Registration, is_better, register_if_better
-from asl_mlops.tracking import log_figures, log_new_params
+from asl_mlops.tracking import check_tracking_server, log_figures, log_new_params
 from asl_mlops.train import PreparedData, prepare_data, train_and_evaluate
 
 logger = logging.getLogger(__name__)
@@ -65,6 +84,14 @@ OBJECTIVE = "val_accuracy"  # reported each epoch for pruning; the trial's value
 TRIAL_ERRORS: tuple[type[Exception], ...] = (ArithmeticError, tf.errors.OpError)
 STALE_TRIAL_RETRIES = 2  # a trial killed with its process is retried at most this often
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the space (Optuna's 10 is a whole 10-trial sweep)
+HEARTBEAT_TAG = "asl_mlops.heartbeat"  # a sweep run's last sign of life (Unix seconds)
+HEARTBEAT_INTERVAL_TAG = "asl_mlops.heartbeat_interval"
+STORAGE_CONNECT_TIMEOUT = 10  # seconds to wait for a storage server to answer
+SCHEMA_RETRIES = 5  # workers starting together race to create the storage's tables
+
+
+class BudgetSpent(Exception):
+    """A trial started beyond the study's n_trials because another worker started one at the same moment."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +147,24 @@ class TrialRunLink(keras.callbacks.Callback):
             self.trial.set_user_attr("mlflow_run_id", self.run_id)
 
 
+def claim_trial(trial: optuna.Trial, n_trials: int) -> None:
+    """Raise BudgetSpent if `n_trials` complete, pruned or running trials come before `trial` (the storage
+    numbers trials in creation order, so of two workers that started one at the same moment, the later one
+    yields). Called before any parameter is sampled, so a refused trial has none and TPE ignores it."""
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=counted) if t.number < trial.number)
+    if ahead >= n_trials:
+        trial.set_user_attr("over_budget", True)
+        raise BudgetSpent(f"trial {trial.number} not run: the study's {n_trials} trials were all claimed by workers")
+
+
 def make_objective(base: TrainConfig, sweep: SweepConfig, data: PreparedData):
     """The Optuna objective: train one trial's config as a nested run, return its final val_accuracy
     (its final val_loss, the tie-break, goes in the user attr `val_loss`)."""
     client = MlflowClient()
 
     def objective(trial: optuna.Trial) -> float:
+        claim_trial(trial, sweep.n_trials)
         keras.backend.clear_session()  # free the previous trial's graphs and layer names
         config = trial_config(trial, base, sweep)
         link = TrialRunLink(trial)
@@ -184,21 +223,51 @@ def hide_password(url: str) -> str:
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
 
 
+def _one_line(err: BaseException) -> str:
+    """A database error as one line: the driver's own message, without SQLAlchemy's SQL and links."""
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats: trials of a dead process are failed after 2 missed beats and retried."""
+    """An RDB storage with heartbeats: trials of a dead process are failed after 2 missed beats and retried.
+
+    A bad URL, a missing driver, a refused connection or a missing database is an InputError within about
+    STORAGE_CONNECT_TIMEOUT seconds. Workers that start together on a fresh database race to create Optuna's
+    tables; the losers retry."""
     try:
-        shown = hide_password(url)
+        parsed = sqlalchemy.engine.make_url(url)
+        parsed.get_dialect()  # the dialect and its driver module: an unknown or missing one fails here
     except sqlalchemy.exc.ArgumentError:
         raise InputError(f"invalid sweep setting: storage {url!r} is not a SQLAlchemy database URL") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=STALE_TRIAL_RETRIES))
-    except (sqlalchemy.exc.OperationalError, ModuleNotFoundError) as err:
-        raise InputError(f"invalid sweep setting: cannot open storage {shown}: {err}") from None
+    except ImportError as err:  # the dialect is known, its driver is not installed
+        raise InputError(f"invalid sweep setting: storage {hide_password(url)}: its database driver is not "
+                         f"installed ({err})") from None
+    shown = hide_password(url)
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb"):
+        engine_kwargs["connect_args"] = {"connect_timeout": STORAGE_CONNECT_TIMEOUT}
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=STALE_TRIAL_RETRIES))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            # Another worker created the same table or version row a moment earlier.
+            if attempt == SCHEMA_RETRIES - 1:
+                raise InputError(f"cannot create the Optuna tables in storage {shown}: {_one_line(err)}") from None
+            logger.info("storage %s: another worker is creating the tables; retrying", shown)
+            time.sleep(0.5 + random.random())
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as err:
+            raise InputError(f"cannot open sweep storage {shown}: {_one_line(err)}") from None
+        except ImportError as err:  # Optuna's wrapping of a missing driver module
+            raise InputError(f"invalid sweep setting: storage {shown}: its database driver is not installed "
+                             f"({err.__cause__ or err})") from None
+    raise AssertionError("unreachable")
 
 
 def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) -> dict[str, Any]:
@@ -206,7 +275,7 @@ def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) ->
     params = {k: v for k, v in base.to_params().items()
               if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "register", "model_name")}
     search = {k: v for k, v in sweep.to_params().items()
-              if k not in ("n_trials", "study_name", "heartbeat_interval", "register", "model_name")}
+              if k not in ("n_trials", "study_name", "heartbeat_interval", "workers", "register", "model_name")}
     return {**params, **search, "train_data_hash": data.params["train_data_hash"],
             "val_data_hash": data.params["val_data_hash"],
             "test_data_hash": data.params["test_data_hash"]}
@@ -224,28 +293,98 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")
 
 
+def run_is_alive(run: Any, now: float) -> bool:
+    """Whether a sweep run's process still beats: its heartbeat tag (or start) is within two intervals
+    (plus a margin for clocks and slow stores)."""
+    tags = run.data.tags
+    interval = float(tags.get(HEARTBEAT_INTERVAL_TAG, 60))
+    last = float(tags.get(HEARTBEAT_TAG, run.info.start_time / 1000.0))
+    return now - last <= 2 * interval + 5
+
+
 def close_orphaned_runs(study: optuna.Study, experiment_id: str, keep_run_id: str) -> list[str]:
     """Set KILLED the study's MLflow runs a dead process left RUNNING; returns their ids.
 
-    A trial run is left alone while Optuna still counts its trial as RUNNING (its heartbeat is fresh).
+    A trial run is left alone while Optuna counts its trial as RUNNING (fail_stale_trials fails it once
+    its heartbeat stops); a sweep run while its `asl_mlops.heartbeat` tag is fresh. So live workers' runs
+    are never closed.
     """
     client = MlflowClient()
     running = client.search_runs([experiment_id], filter_string=(
         f"tags.`{STUDY_TAG}` = '{study.study_name}' and attributes.status = 'RUNNING'"))
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    closed = []
+    closed, now = [], time.time()
     for run in running:
         number = run.data.tags.get(TRIAL_TAG)
-        state = states.get(int(number)) if number is not None else None
-        if run.info.run_id == keep_run_id or state == TrialState.RUNNING:
+        if run.info.run_id == keep_run_id:
             continue
-        if state is not None:
-            client.set_tag(run.info.run_id, STATE_TAG, state.name)
+        if number is not None:
+            state = states.get(int(number))
+            if state == TrialState.RUNNING:
+                continue
+            if state is not None:
+                client.set_tag(run.info.run_id, STATE_TAG, state.name)
+        elif run_is_alive(run, now):
+            continue
         client.set_terminated(run.info.run_id, "KILLED")
         closed.append(run.info.run_id)
         logger.warning("closed MLflow run %s (%s) as KILLED: its process died", run.info.run_id,
-                       f"trial {number}" if number is not None else "an earlier sweep run")
+                       f"trial {number}" if number is not None else "the sweep run of a dead worker")
     return closed
+
+
+def settle_other_sweep_runs(study_name: str, experiment_id: str, own_run_id: str) -> None:
+    """After this worker's sweep run ended: wait until every other RUNNING sweep run of the study either
+    ends or stops beating (then close it as KILLED), so no dead worker's run is left RUNNING, even one
+    killed moments before its restart. Live workers end theirs within seconds of this one."""
+    client = MlflowClient()
+    logged = False
+    while True:
+        running = client.search_runs([experiment_id], filter_string=(
+            f"tags.`{STUDY_TAG}` = '{study_name}' and attributes.status = 'RUNNING'"))
+        now, alive = time.time(), []
+        for run in running:
+            if run.info.run_id == own_run_id or TRIAL_TAG in run.data.tags:
+                continue
+            if run_is_alive(run, now):
+                alive.append(run.info.run_id)
+            else:
+                client.set_terminated(run.info.run_id, "KILLED")
+                logger.warning("closed MLflow run %s (the sweep run of a dead worker) as KILLED", run.info.run_id)
+        if not alive:
+            return
+        if not logged:
+            logger.info("waiting for the sweep runs of %d other worker(s) to end: %s", len(alive), ", ".join(alive))
+            logged = True
+        time.sleep(1.0)
+
+
+class RunHeartbeat:
+    """Refreshes the tag `asl_mlops.heartbeat` of a run every `interval` seconds from a daemon thread."""
+
+    def __init__(self, run_id: str, interval: int) -> None:
+        self.run_id, self.interval = run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+
+    def _beat(self) -> None:
+        client = MlflowClient()
+        while not self._stop.wait(self.interval):
+            try:
+                client.set_tag(self.run_id, HEARTBEAT_TAG, repr(time.time()))
+            except Exception as err:  # a missed beat is not fatal; the next one may get through
+                logger.warning("heartbeat of run %s failed: %s", self.run_id, err)
+
+    def __enter__(self) -> "RunHeartbeat":
+        client = MlflowClient()
+        client.set_tag(self.run_id, HEARTBEAT_INTERVAL_TAG, str(self.interval))
+        client.set_tag(self.run_id, HEARTBEAT_TAG, repr(time.time()))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -315,40 +454,103 @@ def log_study_summary(study: optuna.Study) -> FrozenTrial | None:
     return best
 
 
+def worker_seed(seed: int) -> int:
+    """The TPE sampler seed of this worker process: derived from `seed`, the host, the process and the
+    time, so workers started together (or a restarted one) never share a seed."""
+    token = f"{seed}:{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(token.encode()).digest()[:4], "big")
+
+
+def make_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """TPE with its own seed per worker and `constant_liar` (running trials count as bad guesses, so
+    parallel workers spread out)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
+
+
+def run_trials(study: optuna.Study, objective: Any, n_trials: int, poll_seconds: float) -> int:
+    """Run trials until the study has `n_trials` complete + pruned ones; returns how many this worker ran.
+
+    While the rest of the budget is held by other workers' running trials, wait for them: they may end
+    FAIL, or die (their heartbeat stops; the retry Optuna queues is then run here). Failed trials do not
+    count toward the budget, so a worker stops early only after `n_trials` failures of its own (a sweep
+    whose every trial fails is broken, not unlucky)."""
+    ran, failures, waiting_logged = 0, 0, False
+    while True:
+        fail_stale_trials(study)
+        counts = Counter(t.state for t in study.get_trials(deepcopy=False))
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        if finished >= n_trials:
+            return ran
+        if failures >= n_trials:
+            logger.warning("study '%s': stopping this worker after %d failed trials; %d of %d finished",
+                           study.study_name, failures, finished, n_trials)
+            return ran
+        if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= n_trials:
+            if not waiting_logged:
+                logger.info("study '%s': %d of %d trials finished, the other %d running in other workers; waiting",
+                            study.study_name, finished, n_trials, counts[TrialState.RUNNING])
+                waiting_logged = True
+            time.sleep(poll_seconds)
+            continue
+        waiting_logged = False
+        ended: list[FrozenTrial] = []
+        study.optimize(objective, n_trials=1, catch=(*TRIAL_ERRORS, BudgetSpent), gc_after_trial=True,
+                       callbacks=[lambda _, trial: ended.append(trial)])
+        if ended and ended[0].state == TrialState.FAIL and not ended[0].user_attrs.get("over_budget"):
+            failures += 1
+        ran += 1
+
+
+def load_or_create_study(storage: optuna.storages.RDBStorage, sweep: SweepConfig, sampler: Any,
+                         pruner: Any) -> optuna.Study:
+    """The study, created if missing; workers creating it at the same moment all end up with the one study."""
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            return optuna.create_study(study_name=sweep.study_name, storage=storage, direction="maximize",
+                                       sampler=sampler, pruner=pruner, load_if_exists=True)
+        except sqlalchemy.exc.IntegrityError:  # created by another worker between the check and the insert
+            if attempt == SCHEMA_RETRIES - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
 def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
-    """Create or resume the study, run the missing trials under one parent MLflow run, log the summary
-    and register the best trial's model (if `sweep.register`)."""
+    """Create or join the study, run trials until it has `n_trials` under one parent MLflow run (this
+    worker's), log the summary and register the best trial's model (if `sweep.register`).
+
+    Storage and tracking server are checked first: a bad or unreachable one is an InputError before
+    any data is read."""
+    check_tracking_server()
     url = default_storage_url(mlflow.get_tracking_uri()) if sweep.storage == "auto" else sweep.storage
     storage = open_storage(url, sweep.heartbeat_interval)
     data = prepare_data(base)  # once per sweep; raises InputError on bad CSVs before any run starts
-    try:
-        existing = len(optuna.load_study(study_name=sweep.study_name, storage=storage).trials)
-    except KeyError:
-        existing = 0
-    # Seeded, and offset by the trials already run, so a resumed study does not repeat early proposals.
-    sampler = optuna.samplers.TPESampler(seed=base.seed + existing, n_startup_trials=TPE_STARTUP_TRIALS)
-    study = optuna.create_study(study_name=sweep.study_name, storage=storage, direction="maximize",
-                                sampler=sampler, pruner=make_pruner(sweep, base.epochs), load_if_exists=True)
+    seed = worker_seed(base.seed)
+    study = load_or_create_study(storage, sweep, make_sampler(seed), make_pruner(sweep, base.epochs))
     check_same_settings(study, study_settings(base, sweep, data))
     fail_stale_trials(study)
-    remaining = sweep.n_trials - finished_count(study)
-    logger.info("study '%s' in %s: %d of %d trials finished, running %d", sweep.study_name, hide_password(url),
-                sweep.n_trials - max(remaining, 0), sweep.n_trials, max(remaining, 0))
+    logger.info("study '%s' in %s: %d of %d trials finished (sampler seed %d)", sweep.study_name,
+                hide_password(url), finished_count(study), sweep.n_trials, seed)
 
     fixed = {k: v for k, v in base.to_params().items() if k not in (*SWEPT_FIELDS, "register", "model_name")}
-    tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url)}
-    with mlflow.start_run(run_name=f"sweep-{sweep.study_name}", tags=tags) as parent:
+    tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url),
+            "optuna.sampler_seed": str(seed)}
+    with mlflow.start_run(run_name=f"sweep-{sweep.study_name}", tags=tags) as parent, \
+            RunHeartbeat(parent.info.run_id, sweep.heartbeat_interval):
         log_new_params({**fixed, **sweep.to_params(), **data.params})
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
-        if remaining > 0:
-            study.optimize(make_objective(base, sweep, data), n_trials=remaining, catch=TRIAL_ERRORS,
-                           gc_after_trial=True, callbacks=[optuna.study.MaxTrialsCallback(
-                               sweep.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+        poll = min(max(sweep.heartbeat_interval / 2, 0.5), 10.0)
+        ran = run_trials(study, make_objective(base, sweep, data), sweep.n_trials, poll)
+        mlflow.log_metric("trials_run_by_this_worker", float(ran))
         fail_stale_trials(study)
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         best = log_study_summary(study)
         registration = None
         if best is not None and sweep.register:
+            # Every worker gets here only once the budget is done; the registry's lock and its check for an
+            # already registered run make the best trial's model registered once, whoever comes first.
             registration = register_if_better(
                 best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], sweep.model_name,
                 tags={"study_name": sweep.study_name, "trial_number": best.number,
@@ -359,9 +561,65 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
                              + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + "."))
             mlflow.set_tags({"registered_version": registration.version,
                              "champion_decision": registration.decision})
+    settle_other_sweep_runs(sweep.study_name, parent.info.experiment_id, parent.info.run_id)
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent.info.run_id, dict(states),
                        best.number if best else None, best.value if best else None,
                        best.user_attrs.get("val_loss") if best else None,
                        dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
                        registration)
+
+
+def worker_arguments(base: TrainConfig, sweep: SweepConfig) -> list[str]:
+    """`asl-mlops tune` options that reproduce `base` and `sweep` in one worker (with --workers 1)."""
+    def spelled(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    params = {**{k: v for k, v in dataclasses.asdict(base).items() if k not in (*SWEPT_FIELDS, "register",
+                                                                                 "model_name")},
+              **dataclasses.asdict(sweep), "workers": 1}
+    return [arg for k, v in params.items() for arg in ("--" + k.replace("_", "-"), spelled(v))]
+
+
+def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
+    """`tune --workers N`: start N worker processes on the study here, wait for them, and report the study.
+
+    Needs a storage several processes can share (a database server): SQLite is refused. The tables, the
+    study and the preprocessing cache are made once here first, and each worker gets 1/N of the CPU threads
+    (TF_NUM_INTRAOP_THREADS), so N workers do not fight over the cores."""
+    check_tracking_server()
+    url = default_storage_url(mlflow.get_tracking_uri()) if sweep.storage == "auto" else sweep.storage
+    if url.startswith("sqlite"):
+        raise InputError(f"invalid sweep setting: --workers {sweep.workers} needs a storage that several processes "
+                         f"can share: pass --storage postgresql://user@host/db (or mysql://...); the SQLite storage "
+                         f"{url} serves one worker at a time")
+    storage = open_storage(url, sweep.heartbeat_interval)
+    data = prepare_data(base)  # validates the CSVs once and fills the cache the workers read
+    study = load_or_create_study(storage, sweep, make_sampler(worker_seed(base.seed)), make_pruner(sweep, base.epochs))
+    check_same_settings(study, study_settings(base, sweep, data))
+    threads = max(1, (os.cpu_count() or 1) // sweep.workers)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # each worker opens its own sweep run
+    env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=str(threads),
+               MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
+    command = [sys.executable, "-m", "asl_mlops", "tune", *worker_arguments(base, sweep)]
+    logger.info("starting %d workers on study '%s' (%d CPU thread(s) each)", sweep.workers, sweep.study_name, threads)
+    workers = [subprocess.Popen(command, env=env) for _ in range(sweep.workers)]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        raise WorkerFailed(f"{sum(1 for c in codes if c)} of {sweep.workers} workers failed (exit codes {codes})",
+                           max(codes) if max(codes) > 0 else 1)
+    study = optuna.load_study(study_name=sweep.study_name, storage=storage)
+    best = best_trial(study)
+    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return SweepResult(sweep.study_name, hide_password(url), "(one per worker)", dict(states),
+                       best.number if best else None, best.value if best else None,
+                       best.user_attrs.get("val_loss") if best else None, dict(best.params) if best else {},
+                       best.user_attrs.get("mlflow_run_id") if best else None)
+
+
+class WorkerFailed(Exception):
+    """A worker process of `run_workers` exited with an error (its own output says which)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import urllib.parse
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -13,8 +14,33 @@ import mlflow
 from matplotlib.figure import Figure
 
 from asl_mlops.config import TrainConfig
+from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+
+#: Seconds to wait for a tracking server's /health before calling it down.
+TRACKING_CHECK_TIMEOUT = 5.0
+
+
+def check_tracking_server(tracking_uri: str | None = None) -> None:
+    """InputError (one line, within seconds) if the tracking URI is an HTTP server that does not answer its
+    /health endpoint; run before any work, since MLflow's client would retry for minutes at the first call."""
+    import requests
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(health, timeout=TRACKING_CHECK_TIMEOUT)
+    except requests.RequestException as err:
+        reason = type(err).__name__ + (": connection refused" if "refused" in str(err).lower() else "")
+        raise InputError(f"MLflow tracking server {uri} is not reachable ({reason}); start it "
+                         f"(mlflow server ...) or set MLFLOW_TRACKING_URI to a running one") from None
+    if response.status_code != 200:
+        raise InputError(f"MLflow tracking server {uri} is not healthy: GET {health} answered HTTP "
+                         f"{response.status_code}")
 
 
 def same_param(logged: str, value: Any) -> bool:

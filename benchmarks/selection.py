@@ -99,7 +99,8 @@ def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None 
             "random_val_errors": on_random.errors,
             "standin_accuracy": result.test.accuracy, "standin_errors": result.test.errors,
             "standin_rows": int(len(standin)), "epochs_run": len(result.history.get("loss", [])),
-            "final_train_accuracy": float(np.asarray(result.history["accuracy"])[-1])}
+            "final_train_accuracy": float(np.asarray(result.history["accuracy"])[-1]),
+            "model_uri": result.model_uri}
 
 
 def selection_stats(models: list[dict], signal: str) -> dict:
@@ -193,6 +194,7 @@ def main() -> None:
                     if (recipe, seed) in done:
                         continue
                     model = train_one(recipe, seed, (csv, split, random_val, standin), f"{store}/cache", args.epochs)
+                    del model["model_uri"]  # in a temporary store
                     results["models"].append(model)
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     args.out.write_text(json.dumps(results, indent=2))

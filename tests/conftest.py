@@ -81,3 +81,93 @@ def fast_config(synthetic_dir: Path, tmp_path: Path):
                        # 5 epochs of the default augmentation reach only ~0.86 here; tests/test_augment.py
                        # covers augmentation itself.
                        augment=False)
+
+
+# --- PostgreSQL and a real MLflow tracking server --------------------------------------------------
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_unavailable() -> str | None:
+    """None if the local PostgreSQL (127.0.0.1:5432, trust auth) answers, else why not."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as err:
+        return f"no PostgreSQL server on 127.0.0.1:5432 ({err})"
+    return None
+
+
+needs_postgres = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
+
+
+@pytest.fixture
+def postgres_database():
+    """A factory of fresh PostgreSQL databases (postgresql:// URLs, as users type them); all dropped after."""
+    import uuid
+
+    import psycopg
+
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"asl_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+    yield create
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real `mlflow server` on a fresh PostgreSQL database, serving artifacts from tmp_path; made the
+    tracking and registry URI of this test (and of subprocesses, through MLFLOW_TRACKING_URI)."""
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+    import requests
+
+    from served_model import free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "mlflow-server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database(),
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{uri}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield uri
+        while mlflow.active_run():
+            mlflow.end_run()
+    finally:
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

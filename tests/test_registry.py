@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -10,7 +14,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.cli import main
-from asl_mlops.registry import CHAMPION, champion_decision, current_champion, is_better, register_if_better
+from asl_mlops.errors import InputError
+from asl_mlops.registry import (CHAMPION, LOCK_SUFFIX, champion_decision, current_champion, is_better,
+                                register_if_better, registry_lock)
+from conftest import needs_postgres
 
 NAME = "asl-recognizer"
 
@@ -192,3 +199,68 @@ def test_train_register_registers_after_the_run(mlflow_store, fast_config, monke
     assert champion is not None and champion.tags["source"] == "asl-mlops train"
     assert mlflow.get_run(champion.run_id).info.status == "FINISHED"
     assert "from-train v1 promoted: no champion yet" in result.output
+
+
+# --- concurrency: the registration lock, interrupted decisions --------------------------------------
+
+@needs_postgres
+def test_concurrent_registrations_always_leave_the_better_model_champion(mlflow_server):
+    """Two registrations at once on a real tracking server (PostgreSQL), repeated: the better one wins
+    every time, both versions are decided, and the lock is gone."""
+    client = MlflowClient()
+    better = finished_run(0.9708, val_loss=0.1)
+    worse = finished_run(0.9271, val_loss=0.3)
+    better_run = better[0]
+    for attempt in range(6):
+        name = f"race-{attempt}"
+        order = [better, worse][:: 1 if attempt % 2 else -1]
+        barrier = threading.Barrier(2)
+
+        def register(run_id: str, model_uri: str) -> None:
+            barrier.wait()
+            register_if_better(run_id, model_uri, name)
+
+        with ThreadPoolExecutor(2) as pool:
+            for future in [pool.submit(register, *args) for args in order]:
+                future.result()
+        champion = current_champion(name)
+        assert champion is not None and champion.run_id == better_run, f"attempt {attempt}: worse model won"
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == 2 and all("champion_decision" in v.tags for v in versions)
+        assert not client.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")
+
+
+def test_an_interrupted_decision_is_made_by_the_next_registration(mlflow_store):
+    client = MlflowClient()
+    run_id, uri = finished_run(0.95)
+    # registered with its tags, then the process died before the decision (no champion_decision, no alias)
+    mlflow.register_model(uri, NAME, tags={"val_accuracy": "0.95", "val_loss": "0.2", "val_data_hash": "hash-a",
+                                           "run_id": run_id})
+    later = register_if_better(*finished_run(0.93), NAME)
+    assert (later.version, later.promoted) == ("2", False)
+    assert "0.9300 < its 0.9500" in later.decision
+    assert str(current_champion(NAME).version) == "1"
+    assert client.get_model_version(NAME, "1").tags["champion_decision"].startswith("promoted: no champion yet")
+
+
+def test_an_expired_registration_lock_is_taken_over_and_a_live_one_waited_for(mlflow_store):
+    client = MlflowClient()
+    lock = f"{NAME}{LOCK_SUFFIX}"
+    client.create_registered_model(lock, tags={"holder": "dead-host:1", "expires": repr(time.time() - 1)})
+    assert register_if_better(*finished_run(0.9), NAME).promoted  # took over the dead holder's lease
+    assert not client.search_registered_models(f"name = '{lock}'")
+
+    client.create_registered_model(lock, tags={"holder": "busy-host:2", "expires": repr(time.time() + 60)})
+    with pytest.raises(InputError, match="another registration has held its lock"):
+        with registry_lock(NAME, client, wait=0.5):
+            pass
+    client.delete_registered_model(lock)
+
+
+def test_promote_works_when_the_model_has_no_champion_alias(mlflow_store):
+    run_id, model_uri = finished_run(0.9)
+    mlflow.register_model(model_uri, NAME)  # the alias was never set
+    promoted = CliRunner().invoke(main, ["registry", "promote", "1"])
+    assert promoted.exit_code == 0, promoted.output
+    assert "promoted by hand (champion was unset)" in promoted.output
+    assert str(current_champion(NAME).version) == "1"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -32,6 +31,7 @@ from asl_mlops.labels import labels_to_indices
 from asl_mlops.registry import CHAMPION, current_champion
 from asl_mlops.sweep import (ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, best_trial,
                               log_study_summary, run_sweep)
+from conftest import needs_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -231,13 +231,16 @@ def test_best_trial_keeps_the_earlier_trial_when_a_loss_is_missing():
 
 # --- kill and resume -------------------------------------------------------------------------------
 
-def test_killed_sweep_resumes_and_leaves_no_running_runs(mlflow_store, synthetic_dir: Path, tmp_path: Path):
+def test_killed_sweep_restarted_at_once_finishes_and_leaves_no_running_runs(mlflow_store, synthetic_dir: Path,
+                                                                           tmp_path: Path):
+    """SIGKILL mid-trial, then restart within the heartbeat grace period (10 s): the restarted worker waits
+    for the dead trial to go stale, runs its retry, and leaves nothing RUNNING."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     command = [sys.executable, "-m", "asl_mlops", "tune",
                "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
                "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(tmp_path / "cache"),
                "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0",
-               "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "1",
+               "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "5",
                "--pruner", "none", "--register", "false"]
     env = dict(os.environ)
     with open(tmp_path / "first.log", "w") as log:
@@ -262,6 +265,7 @@ def test_killed_sweep_resumes_and_leaves_no_running_runs(mlflow_store, synthetic
     assert "RUNNING" not in [r.info.status for r in runs]
     killed_run = next(r for r in runs if r.data.tags.get(TRIAL_TAG) == str(killed))
     assert killed_run.info.status == "KILLED" and killed_run.data.tags[STATE_TAG] == "FAIL"
+    assert sorted(r.info.status for r in runs if r.data.tags.get(ROLE_TAG) == "sweep") == ["FINISHED", "KILLED"]
 
 
 def wait_for_training_trial(storage: str, study_name: str, process: subprocess.Popen, timeout: float) -> int:
@@ -300,7 +304,8 @@ def test_bad_trial_is_pruned_and_failing_trial_does_not_stop_the_sweep(mlflow_st
             raise FloatingPointError("training diverged: the loss became NaN/inf")
 
     monkeypatch.setattr(sweep_module, "train_and_evaluate", nan_in_trial_1)
-    sweep = SweepConfig(n_trials=3, study_name="prune", storage=storage, pruner="median", pruner_startup_trials=1,
+    # 2 trials to finish: the failed one does not count, so the three enqueued ones are exactly the sweep
+    sweep = SweepConfig(n_trials=2, study_name="prune", storage=storage, pruner="median", pruner_startup_trials=1,
                         pruner_warmup_epochs=0, learning_rate_min=1e-5, register=False)
     result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=2), sweep)
 
@@ -334,32 +339,124 @@ def test_bad_sweep_options_fail_before_anything_runs(args, field, tmp_path: Path
     assert not list(tmp_path.iterdir())  # no store, no study, no cache was written
 
 
-# --- PostgreSQL storage ----------------------------------------------------------------------------
+# --- many workers on one study (PostgreSQL, a real MLflow server) -----------------------------------
 
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
-
-def postgres_reachable() -> str | None:
-    """None if the test PostgreSQL server answers, else why not."""
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        return "psycopg2 is not installed"
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
-    except OSError as err:
-        return f"no PostgreSQL server on 127.0.0.1:5432 ({err})"
-    return None
+def tune_command(synthetic_dir: Path, cache_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "asl_mlops", "tune", "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
+            "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(cache_dir),
+            "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0", *args]
 
 
-@pytest.mark.skipif(postgres_reachable() is not None, reason=str(postgres_reachable()))
-def test_sweep_with_postgresql_storage(mlflow_store, synthetic_dir: Path, tmp_path: Path, monkeypatch):
-    name = f"pg-{uuid.uuid4().hex[:8]}"
-    sweep = SweepConfig(n_trials=1, study_name=name, storage=POSTGRES, pruner="none", register=False)
-    try:
-        result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=1), sweep)
-        assert result.states == {"COMPLETE": 1}
-        assert optuna.load_study(study_name=name, storage=POSTGRES).best_trial.number == 0
-        assert mlflow.get_run(result.parent_run_id).data.tags["optuna.storage"].startswith("postgresql")
-    finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+@needs_postgres
+@pytest.mark.e2e
+def test_two_workers_run_exactly_the_study_budget(mlflow_server, postgres_database, synthetic_dir: Path,
+                                                  tmp_path: Path):
+    storage = postgres_database()  # fresh: the workers create Optuna's tables
+    command = tune_command(synthetic_dir, tmp_path / "cache", "--n-trials", "4", "--study-name", "par",
+                           "--storage", storage, "--heartbeat-interval", "2", "--pruner", "none", "--workers", "2")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "Traceback" not in output and "KILLED" not in output, output[-4000:]
+
+    trials = optuna.load_study(study_name="par", storage=storage).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4  # exactly the budget, never more
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert all(t.user_attrs.get("over_budget") for t in trials if t.state == TrialState.FAIL)
+    params = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(params)) == 4  # no two workers proposed the same parameters
+
+    runs = study_runs("par")
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    assert len(parents) == 2 and len({r.data.tags["optuna.sampler_seed"] for r in parents}) == 2
+    assert {r.info.status for r in runs} == {"FINISHED"}  # no live run closed, nothing left running
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in runs if TRIAL_TAG in r.data.tags) == \
+        sorted(t.number for t in finished)
+
+    best = best_trial(optuna.load_study(study_name="par", storage=storage))
+    versions = MlflowClient().search_model_versions("name = 'asl-recognizer'")
+    assert len(versions) == 1  # registered once, by whichever worker came first
+    assert current_champion("asl-recognizer").run_id == best.user_attrs["mlflow_run_id"]
+
+
+@needs_postgres
+def test_workers_starting_together_on_a_fresh_database_share_one_study(postgres_database):
+    url = postgres_database()
+    sweep = SweepConfig(study_name="together", storage=url, heartbeat_interval=5)
+
+    def start(_: int) -> int:
+        storage = sweep_module.open_storage(url, sweep.heartbeat_interval)
+        return sweep_module.load_or_create_study(storage, sweep, sweep_module.make_sampler(0),
+                                                 optuna.pruners.NopPruner())._study_id
+
+    with ThreadPoolExecutor(4) as pool:
+        study_ids = list(pool.map(start, range(4)))
+    assert len(set(study_ids)) == 1
+    assert len(optuna.get_all_study_names(url)) == 1
+
+
+def test_a_trial_started_beyond_the_budget_is_not_run(tmp_path: Path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    first, second, third = study.ask(), study.ask(), study.ask()  # three workers started a trial together
+    study.tell(first, 0.5)
+    for trial in (first, second):
+        sweep_module.claim_trial(trial, n_trials=2)
+    with pytest.raises(sweep_module.BudgetSpent, match="trial 2 not run"):
+        sweep_module.claim_trial(third, n_trials=2)
+    assert study.trials[2].user_attrs["over_budget"] is True and study.trials[2].params == {}
+
+
+def test_worker_arguments_rebuild_the_same_configs(tmp_path: Path):
+    from asl_mlops import cli
+
+    base = TrainConfig(epochs=3, seed=5, augment=False, val_split="random")
+    sweep = SweepConfig(n_trials=7, storage="postgresql://u@h/db", workers=3, l2_max=0.01)
+    captured = {}
+
+    def capture(base, sweep):
+        captured.update(base=base, sweep=sweep)
+        return sweep_module.SweepResult("s", "x", "r", {})
+
+    with pytest.MonkeyPatch.context() as mp:  # only the CLI parsing is under test here
+        mp.setattr(sweep_module, "run_sweep", capture)
+        result = CliRunner().invoke(cli.main, ["tune", *sweep_module.worker_arguments(base, sweep)])
+    assert result.exit_code == 0, result.output
+    assert captured["base"] == base
+    assert captured["sweep"] == sweep.replace(workers=1)
+
+
+@pytest.mark.parametrize("storage, words", [
+    ("postgresql://postgres@127.0.0.1:5432/asl_no_such_database", "does not exist"),
+    ("postgresql://postgres@127.0.0.1:1/test", "cannot open sweep storage"),
+    ("nosuchdriver://host/db", "not a SQLAlchemy database URL"),
+    ("mysql://root@127.0.0.1/test", "driver is not installed"),
+])
+def test_bad_storage_is_one_line_and_exit_2_before_any_work(storage, words, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = CliRunner().invoke(main, ["tune", "--train-data", "missing.csv", "--storage", storage])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and words in result.output and len(result.output.splitlines()) == 1
+    assert "missing.csv" not in result.output and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", ["tune", "train"])
+def test_a_down_tracking_server_is_one_line_and_exit_2_at_once(command, tmp_path: Path, monkeypatch):
+    from served_model import free_port
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    done = subprocess.run([sys.executable, "-m", "asl_mlops", command, "--train-data", "missing.csv"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().startswith("error: MLflow tracking server http://127.0.0.1:")
+    assert "not reachable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_several_workers_refuse_the_sqlite_storage(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = CliRunner().invoke(main, ["tune", "--train-data", "missing.csv", "--workers", "2"])
+    assert result.exit_code == 2, result.output
+    assert "--workers 2 needs a storage that several processes can share" in result.output

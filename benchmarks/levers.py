@@ -1,0 +1,177 @@
+"""Which cheap levers make the default recipe robust across seeds? Judged on the stand-in test set.
+
+    python benchmarks/levers.py --train-data ../shared/data/sign_mnist_train.csv.gz
+
+Same data as benchmarks/selection.py (its `carve`: a grouped stand-in of 20% of the families, seed 2026,
+grouped validation G and training rows T from the rest). The default recipe is trained once per seed
+with `train_and_evaluate` (a real MLflow run; the logged model is the one kept, in `--models-dir`), then
+each lever is applied to the trained models and scored on the stand-in:
+
+- `base`: the logged model as is.
+- `bn-reestimate`: BatchNorm moving statistics recomputed for the final (EMA-averaged) weights by one
+  pass over T with the training augmentation (Keras' EMA averages only trainable weights, so the
+  statistics belong to the raw weights of the last steps).
+- `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
+- `tta-affine9`: the same plus rotations of +-6 degrees and zooms of +-6%.
+- `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
+
+Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), and the
+training cost relative to one default run. Models already in `--models-dir` are not trained again;
+`--out` holds the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _selection():
+    spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shifted(x, dy: int, dx: int):
+    """Batch (N, H, W, C) shifted by (dy, dx) pixels, edge pixels repeated."""
+    import numpy as np
+
+    pad = max(abs(dy), abs(dx))
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    return padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w, :]
+
+
+def affine(x, degrees: float = 0.0, zoom: float = 1.0):
+    """Batch rotated by `degrees` and zoomed by `zoom` about the centre (nearest fill), via scipy."""
+    import numpy as np
+    from scipy import ndimage
+
+    h, w = x.shape[1:3]
+    theta = np.deg2rad(degrees)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) / zoom
+    centre = np.array([(h - 1) / 2, (w - 1) / 2])
+    offset = centre - rot @ centre
+    return np.stack([ndimage.affine_transform(img[..., 0], rot, offset=offset, order=1, mode="nearest")[..., None]
+                     for img in x]).astype(x.dtype)
+
+
+def tta_views(x, kind: str):
+    views = [x, shifted(x, 1, 0), shifted(x, -1, 0), shifted(x, 0, 1), shifted(x, 0, -1)]
+    if kind == "affine9":
+        views += [affine(x, 6.0), affine(x, -6.0), affine(x, zoom=1.06), affine(x, zoom=0.94)]
+    return views
+
+
+def bn_reestimated(model, x_train, y_train, config):
+    """A copy of `model` whose BatchNorm moving statistics are recomputed over one augmented pass of T."""
+    import keras
+
+    from asl_mlops.augment import build_augmentation, make_dataset
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    bns = [layer for layer in copy.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:  # forget the raw weights' statistics; momentum 0.9 over ~116 steps keeps ~0% of them
+        layer.moving_mean.assign(keras.ops.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(keras.ops.ones_like(layer.moving_variance))
+    ds = make_dataset(x_train, y_train, config.batch_size, seed=config.seed,
+                      augmentation=build_augmentation(config), shuffle=True)
+    for xb, _ in ds:
+        copy(xb, training=True)  # updates BN statistics only: no optimizer step
+    return copy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
+                        help="Sign MNIST training CSV to carve everything from.")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="Training seeds.")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "benchmarks" / "results" / "levers-work",
+                        help="Where the trained models are kept (.keras), so a re-run only scores.")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Override the recipe's epochs (a quick smoke run; not for the figures).")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
+                        help="JSON results file.")
+    args = parser.parse_args()
+
+    import keras
+    import mlflow
+    import mlflow.tensorflow
+    import numpy as np
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.train import preprocess_split
+
+    selection = _selection()
+    csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
+    args.models_dir.mkdir(parents=True, exist_ok=True)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
+    results["data"] = info
+    with tempfile.TemporaryDirectory() as store:
+        mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+        mlflow.set_experiment("levers")
+        for seed in args.seeds:
+            path = args.models_dir / f"default-seed{seed}.keras"
+            if not path.exists():
+                model_info = selection.train_one("default", seed, (csv, split, random_val, standin), f"{store}/cache",
+                                                args.epochs)
+                mlflow.tensorflow.load_model(model_info.pop("model_uri")).save(path)
+                results["trained"][str(seed)] = model_info
+                args.out.write_text(json.dumps(results, indent=2))
+                print(f"seed {seed}: {model_info['standin_errors']} stand-in errors, {model_info['seconds']:.0f} s",
+                      flush=True)
+        config = TrainConfig(cache_dir=f"{store}/cache")
+        data = preprocess_split(csv, split, standin, config)
+
+    y = data.y_test
+    probs: dict[str, dict[int, np.ndarray]] = {"base": {}, "bn-reestimate": {}, "tta-shift5": {}, "tta-affine9": {}}
+    views = {kind: tta_views(data.x_test, kind) for kind in ("shift5", "affine9")}
+    for seed in args.seeds:
+        keras.backend.clear_session()
+        model = keras.models.load_model(args.models_dir / f"default-seed{seed}.keras")
+        per_view = [predict_probabilities(model, v) for v in views["affine9"]]
+        probs["base"][seed] = per_view[0]
+        probs["tta-shift5"][seed] = np.mean(per_view[:5], axis=0)
+        probs["tta-affine9"][seed] = np.mean(per_view, axis=0)
+        config = TrainConfig(seed=seed)
+        probs["bn-reestimate"][seed] = predict_probabilities(
+            bn_reestimated(model, data.x_train, data.y_train, config), data.x_test)
+        print(f"seed {seed}: " + ", ".join(f"{k} {evaluate_probabilities(y, p[seed]).errors}"
+                                           for k, p in probs.items()), flush=True)
+
+    def summary(errors: list[int], cost: int) -> dict:
+        return {"errors": errors, "mean": statistics.fmean(errors),
+                "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
+                "best": min(errors), "training_cost": cost}
+
+    levers = {name: summary([evaluate_probabilities(y, p[s]).errors for s in args.seeds], 1)
+              for name, p in probs.items()}
+    for k in (2, 3):
+        for base in ("base", "tta-shift5"):
+            combos = list(itertools.combinations(args.seeds, k))
+            if not combos:
+                continue
+            levers[f"ensemble-{k}" + ("" if base == "base" else f"+{base}")] = summary(
+                [evaluate_probabilities(y, np.mean([probs[base][s] for s in c], axis=0)).errors for c in combos], k)
+    results["levers"] = levers
+    results["standin_rows"] = int(len(y))
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\n{'lever':<26}{'cost':>5}{'errors mean +- sd':>22}{'worst':>7}  of {len(y)}")
+    for name, s in levers.items():
+        print(f"{name:<26}{s['training_cost']:>5}{s['mean']:>14.1f} +- {s['sd']:<5.1f}{s['worst']:>7}  {s['errors']}")
+
+
+if __name__ == "__main__":
+    main()
