@@ -49,6 +49,12 @@ class TrainConfig:
                              choices=ARCHITECTURES)
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
+    # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
+    trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
+                                   "outputs, and train only the trainable tail on them (same model, ~20x faster "
+                                   "epochs). No effect for cnn.")
+    trunk_views: int = knob(4, "resnet50 with --trunk-cache and augmentation on: augmented views per training image, "
+                               "drawn once with the seed and cached; each epoch uses one per image.")
     # Optimisation: Adam with lr = learning_rate / (1 + decay_rate * epoch), as in the original.
     learning_rate: float = knob(1e-3, "Initial Adam learning rate (lr0). The original ResNet50 design used 1e-5.")
     decay_rate: float = knob(0.1, "Per-epoch inverse-time decay: lr = lr0 / (1 + decay_rate * epoch).")
@@ -87,6 +93,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.patience >= 1, "patience must be >= 1"),
+            (1 <= self.trunk_views <= 64, "trunk_views must be between 1 and 64"),
             (0 <= self.brightness < 1, "brightness must be in [0, 1)"),
             (0 <= self.contrast < 1, "contrast must be in [0, 1)"),
             (0 <= self.rotation <= 180, "rotation must be in [0, 180] degrees"),

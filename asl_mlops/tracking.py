@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import urllib.parse
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -86,10 +87,16 @@ def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every metric Keras reports at the end of an epoch (loss, accuracy, val_*, learning_rate)
-    with step=epoch. Place it after the LearningRateScheduler so `learning_rate` is in the logs."""
+    with step=epoch, and `epoch_seconds` (the epoch's wall time, validation included). Place it after
+    the LearningRateScheduler so `learning_rate` is in the logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        if hasattr(self, "_epoch_start"):
+            metrics["epoch_seconds"] = time.perf_counter() - self._epoch_start
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             # MLflow rejects NaN in some stores; log what is finite and stop training: it diverged.

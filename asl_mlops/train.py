@@ -11,7 +11,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
 import mlflow
@@ -31,6 +32,7 @@ from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
 from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements
+from asl_mlops.trunk import ViewBatches, split_at_trainable, trunk_features, uses_trunk_cache
 
 if TYPE_CHECKING:
     from asl_mlops.registry import Registration
@@ -115,16 +117,31 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
     """Compile with Adam and fit on the training split, validating each epoch.
 
+    With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
+    (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
     With `config.ema` the model ends with the averaged weights. It is returned compiled with a plain
     `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
     """
     losses_and_metrics = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
+    if uses_trunk_cache(config):
+        split = split_at_trainable(model)
+        features = trunk_features(split, data.x_train, data.x_val, config, Path(config.cache_dir) / "trunk")
+        if mlflow.active_run():
+            mlflow.set_tags({"trunk_cache": "hit" if features.misses == 0 else "miss",
+                             "trunk_boundary": ",".join(split.boundary)})
+            mlflow.log_metrics({"trunk_cache_hits": features.hits, "trunk_cache_misses": features.misses,
+                                "trunk_features_seconds": features.seconds})
+        target = split.tail
+        train_input: Any = ViewBatches(features.views, data.y_train, config.batch_size, config.seed)
+        val_input: Any = (tuple(features.val), data.y_val)
+    else:
+        target = model
+        train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
+                                   augmentation=build_augmentation(config), shuffle=True)
+        val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
     # after a short run (asl_mlops.optimizer).
-    model.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **losses_and_metrics)
-    train_ds = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
-                            augmentation=build_augmentation(config), shuffle=True)
-    val_ds = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
+    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **losses_and_metrics)
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
@@ -136,14 +153,15 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     all_callbacks += [MlflowEpochLogger(), *callbacks]
     # A live progress bar on a terminal; one line per epoch in logs (mlflow run, CI).
     verbose = 1 if sys.stdout.isatty() else 2
-    # shuffle=False: train_ds shuffles itself (seeded); Keras would only warn that it ignores the flag.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks,
-                        verbose=verbose, shuffle=False)
+    # shuffle=False: the training input shuffles itself (seeded); Keras would only warn that it ignores the flag.
+    history = target.fit(train_input, validation_data=val_input, epochs=config.epochs, callbacks=all_callbacks,
+                         verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
     # fail to load wherever asl_mlops is not imported (mlflow.tensorflow.load_model, the pyfunc flavor).
-    model.compile(optimizer=as_keras_adam(model.optimizer, model.trainable_variables), **losses_and_metrics)
+    # The tail's trainable variables are the full model's, in the same order.
+    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **losses_and_metrics)
     return history
 
 
