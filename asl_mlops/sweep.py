@@ -147,6 +147,24 @@ class TrialRunLink(keras.callbacks.Callback):
             self.trial.set_user_attr("mlflow_run_id", self.run_id)
 
 
+class _BudgetSpentLog(logging.Filter):
+    """Optuna logs a trial that raised as a failure, with a traceback; a BudgetSpent trial is no error: one
+    info line instead, and its "failed with value None" line dropped."""
+
+    spent: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BudgetSpent):
+            record.exc_info, record.exc_text, record.args = None, None, ()
+            record.msg, record.levelno, record.levelname = str(error), logging.INFO, "INFO"
+            return True
+        return not any(record.getMessage() == f"Trial {n} failed with value None." for n in self.spent)
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_BudgetSpentLog())
+
+
 def claim_trial(trial: optuna.Trial, n_trials: int) -> None:
     """Raise BudgetSpent if `n_trials` complete, pruned or running trials come before `trial` (the storage
     numbers trials in creation order, so of two workers that started one at the same moment, the later one
@@ -155,6 +173,7 @@ def claim_trial(trial: optuna.Trial, n_trials: int) -> None:
     ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=counted) if t.number < trial.number)
     if ahead >= n_trials:
         trial.set_user_attr("over_budget", True)
+        _BudgetSpentLog.spent.add(trial.number)
         raise BudgetSpent(f"trial {trial.number} not run: the study's {n_trials} trials were all claimed by workers")
 
 

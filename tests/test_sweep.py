@@ -407,6 +407,26 @@ def test_a_trial_started_beyond_the_budget_is_not_run(tmp_path: Path):
     assert study.trials[2].user_attrs["over_budget"] is True and study.trials[2].params == {}
 
 
+def test_a_trial_beyond_the_budget_is_logged_as_one_line_not_a_failure(tmp_path: Path, caplog):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    study.ask()  # another worker's running trial holds the budget of 1
+
+    def objective(trial):
+        sweep_module.claim_trial(trial, n_trials=1)
+        return 1.0
+
+    optuna.logging.enable_propagation()  # Optuna's own handler writes to the stderr of its import time
+    try:
+        with caplog.at_level("INFO", logger="optuna"):
+            study.optimize(objective, n_trials=1, catch=(sweep_module.BudgetSpent,))
+    finally:
+        optuna.logging.disable_propagation()
+    records = [r for r in caplog.records if r.name == "optuna.study._optimize"]
+    assert [r.getMessage() for r in records] == ["trial 1 not run: the study's 1 trials were all claimed by workers"]
+    assert records[0].levelname == "INFO" and records[0].exc_info is None
+    assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["over_budget"]
+
+
 def test_worker_arguments_rebuild_the_same_configs(tmp_path: Path):
     from asl_mlops import cli
 
