@@ -73,16 +73,53 @@ def log_config(config: TrainConfig, extra: dict[str, Any] | None = None) -> None
     log_new_params({**config.to_params(), **(extra or {})})
 
 
+#: The distributions that provide the `tensorflow` module; a logged model names the one installed.
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel")
+
+
+def installed_tensorflow() -> str:
+    """The TensorFlow distribution installed here (`tensorflow` if none is found by name)."""
+    for name in TENSORFLOW_DISTRIBUTIONS:
+        try:
+            importlib_metadata.version(name)
+            return name
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return "tensorflow"
+
+
 def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
     """`package==installed version` for each package: a logged model's pip requirements, given explicitly
-    because MLflow's inference of them imports the model in a subprocess (~14 s per logged model)."""
+    because MLflow's inference of them imports the model in a subprocess (~14 s per logged model).
+    `tensorflow` stands for whichever TensorFlow distribution is installed (tensorflow, tensorflow-cpu...)."""
     requirements = []
     for package in packages:
+        package = installed_tensorflow() if package == "tensorflow" else package
         try:
             requirements.append(f"{package}=={importlib_metadata.version(package)}")
         except importlib_metadata.PackageNotFoundError:
             requirements.append(package)
     return requirements
+
+
+def training_device() -> str:
+    """What Keras trains on here: the first GPU's name (TensorFlow uses a visible GPU with no flag), else
+    the CPU's model name."""
+    import platform
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"CPU: {name}"
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

@@ -31,7 +31,7 @@ from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.preprocess import cached_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
-from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements
+from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements, training_device
 from asl_mlops.trunk import ViewBatches, split_at_trainable, trunk_features, uses_trunk_cache
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: What the logged Keras model needs to load and predict.
-KERAS_MODEL_PACKAGES = ("tensorflow-cpu", "keras", "numpy", "mlflow")
+KERAS_MODEL_PACKAGES = ("tensorflow", "keras", "numpy", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     model = build_model(config)  # before the run: a bad --weights must not leave a run behind
     with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
         log_config(config, data.params)
-        mlflow.set_tags(data.tags)
+        mlflow.set_tags({**data.tags, "device": training_device()})
         mlflow.log_metric("preprocess_seconds", data.preprocess_seconds)
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})

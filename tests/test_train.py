@@ -1,6 +1,7 @@
 """Training: a short run on synthetic data learns, and logs everything a user looks for in MLflow."""
 
 import math
+import re
 
 import mlflow
 import numpy as np
@@ -50,7 +51,8 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert int(params["train_rows"]) + int(params["val_rows"]) == int(params["train_csv_rows"]) == 2400
     assert int(params["test_rows"]) == 720
 
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+    assert re.fullmatch(r"(CPU|GPU): .+", run.data.tags["device"])
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
     lrs = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
