@@ -85,7 +85,9 @@ def load_csv(path: str | Path) -> Dataset:
     path = Path(path)
     name = str(path)
     if not path.exists():
-        raise InputError(f"{name}: file not found")
+        raise InputError(f"{name}: file not found. Get the Sign MNIST CSVs with `asl-mlops data download` "
+                         f"(needs a Kaggle account), or write a synthetic set with `asl-mlops data synth --out "
+                         f"data/synthetic` and pass its files (--train-data/--test-data, -P train_data=...)")
     if not path.is_file():
         raise InputError(f"{name}: is not a file")
     if path.stat().st_size == 0:
@@ -323,6 +325,11 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), so a
+        # shared cache or data folder stays readable to others.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from asl_mlops.data import atomic_write
+from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -110,5 +111,9 @@ def cached_model_input(images: np.ndarray, architecture: str, cache_dir: str | P
             logger.warning("preprocess cache: %s has shape %s; recomputing", path, array.shape)
     logger.info("preprocess cache miss: writing %s", path)
     array = to_model_input(images, architecture)
-    save_npy_atomic(array, path)
+    try:
+        save_npy_atomic(array, path)
+    except OSError as err:
+        raise InputError(f"cache_dir {cache_dir}: cannot write the preprocessing cache there ({err.strerror or err}); "
+                         "pass a writable --cache-dir (MLproject: -P cache_dir=...)") from None
     return CachedArray(array, path, hit=False)

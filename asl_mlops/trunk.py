@@ -41,6 +41,7 @@ import numpy as np
 from asl_mlops.augment import build_augmentation
 from asl_mlops.config import TrainConfig
 from asl_mlops.data import atomic_write
+from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,11 @@ def trunk_features(split: TrunkSplit, x_train: np.ndarray, x_val: np.ndarray, co
                 augmentation = build_augmentation(config.replace(seed=config.seed * 1000 + view))
             logger.info("trunk cache miss: extracting %s (%d images)", "validation" if x is x_val else
                         f"training view {view}" if view is not None else "training images", len(x))
-            arrays = _extract(split.trunk, x, augmentation, cache_dir, key, shapes)
+            try:
+                arrays = _extract(split.trunk, x, augmentation, cache_dir, key, shapes)
+            except OSError as err:
+                raise InputError(f"cache_dir {cache_dir}: cannot write the trunk-feature cache there "
+                                 f"({err.strerror or err}); pass a writable --cache-dir") from None
         else:
             hits += 1
         results.append(arrays)

@@ -27,8 +27,33 @@ def test_malformed_file_raises_input_error_naming_the_place(case: str, tmp_path:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"nope\.csv: file not found"):
+    with pytest.raises(InputError, match=r"nope\.csv: file not found") as info:
         load_csv(tmp_path / "nope.csv")
+    assert "asl-mlops data download" in str(info.value) and "asl-mlops data synth" in str(info.value)
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    import os
+
+    from asl_mlops.preprocess import cached_model_input
+
+    old = os.umask(0o022)
+    try:
+        csv = write_csv(make_synthetic(8, seed=0), tmp_path / "train.csv")
+        cached = cached_model_input(make_synthetic(8, seed=0).images, "cnn", tmp_path / "cache")
+    finally:
+        os.umask(old)
+    assert csv.stat().st_mode & 0o777 == 0o644
+    assert cached.path.stat().st_mode & 0o777 == 0o644
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    from asl_mlops.preprocess import cached_model_input
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match=r"cache_dir .*a-file/cache: cannot write the preprocessing cache"):
+        cached_model_input(make_synthetic(8, seed=0).images, "cnn", blocker / "cache")
 
 
 def test_valid_file_round_trips(tmp_path: Path) -> None:
