@@ -44,6 +44,17 @@ def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+#: The MLflow experiment of `asl-mlops` runs when none is chosen (MLFLOW_EXPERIMENT_NAME/ID, `mlflow run`).
+DEFAULT_EXPERIMENT = "asl-mlops"
+
+
+def use_default_experiment() -> None:
+    """Put this command's runs in the 'asl-mlops' experiment unless the user or `mlflow run` chose one.
+    Through MLFLOW_EXPERIMENT_NAME, so nothing is written before a run starts (and worker processes inherit it)."""
+    if not any(os.environ.get(k) for k in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")):
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = DEFAULT_EXPERIMENT
+
+
 def user_errors(command: Callable) -> Callable:
     """Turn InputError into `error: <message>` on stderr and exit code 2."""
     @functools.wraps(command)
@@ -166,6 +177,10 @@ def tune_command(**options: Any) -> None:
     sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
     sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
     base = TrainConfig(**{k: v for k, v in options.items() if k not in sweep_fields})
+    from asl_mlops.tracking import check_tracking_server
+
+    check_tracking_server()
+    use_default_experiment()
     if sweep.workers == 1:
         click.echo(run_sweep(base, sweep).summary())
         return

@@ -69,7 +69,7 @@ from optuna_integration import KerasPruningCallback
 from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import Registration, is_better, register_if_better
-from asl_mlops.tracking import check_tracking_server, log_figures, log_new_params
+from asl_mlops.tracking import check_tracking_server, ensure_experiment, log_figures, log_new_params
 from asl_mlops.train import PreparedData, prepare_data, train_and_evaluate
 
 logger = logging.getLogger(__name__)
@@ -550,6 +550,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     study = load_or_create_study(storage, sweep, make_sampler(seed), make_pruner(sweep, base.epochs))
     check_same_settings(study, study_settings(base, sweep, data))
     fail_stale_trials(study)
+    ensure_experiment()
     logger.info("study '%s' in %s: %d of %d trials finished (sampler seed %d)", sweep.study_name,
                 hide_password(url), finished_count(study), sweep.n_trials, seed)
 
@@ -616,6 +617,7 @@ def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     data = prepare_data(base)  # validates the CSVs once and fills the cache the workers read
     study = load_or_create_study(storage, sweep, make_sampler(worker_seed(base.seed)), make_pruner(sweep, base.epochs))
     check_same_settings(study, study_settings(base, sweep, data))
+    ensure_experiment()
     threads = max(1, (os.cpu_count() or 1) // sweep.workers)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # each worker opens its own sweep run
     env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=str(threads),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import urllib.parse
 from importlib import metadata as importlib_metadata
@@ -42,6 +43,24 @@ def check_tracking_server(tracking_uri: str | None = None) -> None:
     if response.status_code != 200:
         raise InputError(f"MLflow tracking server {uri} is not healthy: GET {health} answered HTTP "
                          f"{response.status_code}")
+
+
+def ensure_experiment() -> None:
+    """Create the experiment MLFLOW_EXPERIMENT_NAME names, if missing, tolerating another process creating it at
+    the same moment (MLflow would create it at the first run, and one of two racing workers would crash)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if not name or os.environ.get("MLFLOW_RUN_ID"):
+        return
+    client = MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name)
+        except MlflowException as err:
+            if client.get_experiment_by_name(name) is None:  # not the race: a real error
+                raise err
 
 
 def same_param(logged: str, value: Any) -> bool:

@@ -6,7 +6,9 @@ entry point and every Optuna trial (asl_mlops.sweep) call it with a `TrainConfig
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -165,15 +167,58 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     return history
 
 
-def log_keras_model(model: keras.Model, x_example: np.ndarray) -> str:
-    """Log the Keras model with a signature and input example; returns its model URI."""
+def log_keras_model(model: keras.Model, x_example: np.ndarray) -> mlflow.models.model.ModelInfo:
+    """Log the Keras model with a signature and input example; returns its ModelInfo."""
     example = x_example[:5]
     signature = infer_signature(example, predict_probabilities(model, example))
     # mlflow.tensorflow, not mlflow.keras: MLflow 3.17's keras flavor writes the input example before
     # creating the model folder and fails; the tensorflow flavor saves Keras 3 models as .keras files.
-    info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
+    return mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
                                        pip_requirements=pinned_requirements(KERAS_MODEL_PACKAGES))
-    return info.model_uri
+
+
+def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflow.data.dataset.Dataset"]:
+    """The run's training, validation and test data as MLflow datasets (preprocessed inputs, class indices),
+    with the data's content hash as digest and its CSV as source, so the UI lists them under "Datasets"."""
+    import mlflow.data
+
+    def dataset(x: np.ndarray, y: np.ndarray, csv: str, part: str, digest: str) -> "mlflow.data.dataset.Dataset":
+        source = str(Path(csv).resolve()) if Path(csv).is_file() else None
+        return mlflow.data.from_numpy(x, targets=y, source=source, name=f"{Path(csv).name.split('.')[0]}-{part}",
+                                      digest=str(digest)[:16])
+
+    return {"training": dataset(data.x_train, data.y_train.argmax(axis=1), config.train_data, "train",
+                                data.params["train_data_hash"]),
+            "validation": dataset(data.x_val, data.y_val.argmax(axis=1), config.train_data, "val",
+                                  data.params["val_data_hash"]),
+            "test": dataset(data.x_test, data.y_test, config.test_data, "test", data.params["test_data_hash"])}
+
+
+def run_description(config: TrainConfig, data: PreparedData) -> str:
+    """The run's description (the UI's "Description"): what was trained, on what, validated how."""
+    return (f"{config.architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
+            f"{config.decay_rate:g}, batch {config.batch_size}, seed {config.seed}) on {data.params['train_rows']} "
+            f"rows of {config.train_data}, validated on {data.params['val_rows']} rows held out "
+            f"{'as whole families of near-duplicates' if config.val_split == 'grouped' else 'at random'} "
+            f"(split_seed {config.split_seed}), tested on {config.test_data}. Logged models: `model` (Keras, "
+            f"preprocessed input) and `recognizer` (pyfunc, raw pixels or images; what is registered and served).")
+
+
+#: Python random numbers that the training seed never touches (seeded from OS entropy at import).
+_UNSEEDED = random.Random()
+
+
+@contextlib.contextmanager
+def unseeded_python_random():
+    """Run the block with Python's `random` drawing from `_UNSEEDED`, so MLflow's random run names differ
+    between runs with the same training seed; the seeded state is back after the block."""
+    seeded = random.getstate()
+    random.setstate(_UNSEEDED.getstate())
+    try:
+        yield
+    finally:
+        _UNSEEDED.setstate(random.getstate())
+        random.setstate(seeded)
 
 
 def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *, run_name: str | None = None,
@@ -186,9 +231,15 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     data = data if data is not None else prepare_data(config)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)  # before the run: a bad --weights must not leave a run behind
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
+    with unseeded_python_random():
+        run_context = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+    with run_context as run:
         log_config(config, data.params)
-        mlflow.set_tags({**data.tags, "device": training_device()})
+        mlflow.set_tags({**data.tags, "device": training_device(),
+                         "mlflow.note.content": run_description(config, data)})
+        datasets = mlflow_datasets(data, config)
+        for context, dataset in datasets.items():
+            mlflow.log_input(dataset, context=context)
         mlflow.log_metric("preprocess_seconds", data.preprocess_seconds)
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})
@@ -196,12 +247,20 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         history = fit(model, data, config, callbacks)
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         val = evaluate_probabilities(data.y_val.argmax(axis=1), predict_probabilities(model, data.x_val))
-        mlflow.log_metrics({"final_val_accuracy": val.accuracy, "final_val_loss": val.loss})
+        final_val = {"final_val_accuracy": val.accuracy, "final_val_loss": val.loss}
+        mlflow.log_metrics(final_val)
         test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test))
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
-        model_uri = log_keras_model(model, data.x_test)
+        keras_info = log_keras_model(model, data.x_test)
         recognizer_uri = log_recognizer(model, data.test_images)  # what gets registered and served
+        # The final metrics, linked to both logged models (their pages in the UI show these, per dataset).
+        final_test = {k: v for k, v in test.metrics("test").items()
+                      if k in ("test_accuracy", "test_loss", "test_errors")}
+        for model_id in (keras_info.model_id, mlflow.models.get_model_info(recognizer_uri).model_id):
+            mlflow.log_metrics(final_val, model_id=model_id, dataset=datasets["validation"])
+            mlflow.log_metrics(final_test, model_id=model_id, dataset=datasets["test"])
+        model_uri = keras_info.model_uri
         logger.info("run %s: val_accuracy %.4f, test_accuracy %.4f (%d errors of %d)", run.info.run_id,
                     val.accuracy, test.accuracy, test.errors, len(data.y_test))
     return RunResult(run.info.run_id, model_uri, recognizer_uri, val.accuracy, val.loss, test,

@@ -42,6 +42,7 @@ def forget_active_experiment() -> None:
 
     fluent._active_experiment_id = None
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)  # the CLI sets it (asl_mlops.cli.use_default_experiment)
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,19 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert int(params["test_rows"]) == 720
 
     assert re.fullmatch(r"(CPU|GPU): .+", run.data.tags["device"])
+    assert "validated on" in run.data.tags["mlflow.note.content"]  # the run's description in the UI
+    # MLflow datasets: training / validation / test, the content hash as digest
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert inputs["training"].digest == params["train_data_hash"][:16]
+    assert inputs["validation"].digest == params["val_data_hash"][:16]
+    assert inputs["test"].digest == params["test_data_hash"][:16]
+    # the final metrics are linked to the logged models, per dataset (the model pages show them)
+    for uri in (result.model_uri, result.recognizer_uri):
+        linked = mlflow.get_logged_model(mlflow.models.get_model_info(uri).model_id).metrics
+        by_key = {(m.key, m.dataset_digest): m.value for m in linked}
+        assert by_key[("final_val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
+        assert by_key[("test_accuracy", params["test_data_hash"][:16])] == pytest.approx(result.test.accuracy)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
@@ -73,6 +86,21 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     probabilities = np.asarray(model.predict(to_model_input(test.images, "cnn")))
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels_to_indices(test.labels)))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+def test_runs_with_the_same_seed_get_different_names(mlflow_store):
+    import keras
+
+    from asl_mlops.train import unseeded_python_random
+
+    names = []
+    for _ in range(3):
+        keras.utils.set_random_seed(42)  # as train_and_evaluate does before its run starts
+        with unseeded_python_random():
+            run = mlflow.start_run()
+        with run:
+            names.append(run.info.run_name)
+    assert len(set(names)) == 3
 
 
 @pytest.mark.parametrize("case", ["label_9", "truncated_row", "non_numeric"])
