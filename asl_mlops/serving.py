@@ -49,7 +49,6 @@ import pandas as pd
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
 from asl_mlops.preprocess import to_model_input
-from asl_mlops.tracking import pinned_requirements
 
 #: Sign MNIST pixel columns, in image order.
 PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, 785))
@@ -313,6 +312,7 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "re
     even where asl_mlops is not installed. Writes the .keras file to a temporary folder first.
     """
     import asl_mlops
+    from asl_mlops.tracking import pinned_requirements  # here: tracking imports Keras, which predict --endpoint avoids
 
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = Path(tmp) / "model.keras"

@@ -83,3 +83,13 @@ def test_evaluate_with_unknown_model_uri_is_a_clear_error(runner, synthetic_dir,
 def test_registry_promote_needs_a_version_number(runner, mlflow_store):
     result = runner.invoke(main, ["registry", "promote", "abc"])
     assert result.exit_code == 2 and "VERSION" in result.output
+
+
+def test_predict_and_serving_request_parsing_do_not_import_tensorflow():
+    """`predict --endpoint` and bad-input errors should not wait for TensorFlow's import (6-10 s)."""
+    import subprocess
+    import sys
+
+    code = "import sys, asl_mlops.predict, asl_mlops.cli; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
