@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -29,13 +30,40 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+class FiniteFloat(click.ParamType):
+    """A float that must be finite: '1e309' or 'nan' are refused as what they are."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is {'not a number' if math.isnan(number) else 'infinite'}; give a finite number",
+                      param, ctx)
+        return number
+
+
+class WholeNumber(click.ParamType):
+    """An integer, also written as a float with no fraction ('12.0', as `mlflow run` passes -P values)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        number = FiniteFloat().convert(value, param, ctx)
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return int(number)
+
+
 def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     """Decorator adding one click option per dataclass field (type, default and help from the field)."""
     def decorate(command: Callable) -> Callable:
         for f in reversed(dataclasses.fields(config_cls)):
             if f.name in exclude:
                 continue
-            kind: Any = {"bool": click.BOOL, "int": int, "float": float}.get(str(f.type), str)
+            kind: Any = {"bool": click.BOOL, "int": WholeNumber(), "float": FiniteFloat()}.get(str(f.type), str)
             if "choices" in f.metadata:
                 kind = click.Choice(f.metadata["choices"])
             command = click.option(flag_name(f.name), f.name, type=kind, default=f.default, show_default=True,

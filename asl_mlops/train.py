@@ -204,6 +204,13 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
             f"preprocessed input) and `recognizer` (pyfunc, raw pixels or images; what is registered and served).")
 
 
+def generate_run_name() -> str:
+    """MLflow's own random run name (adjective-animal-number)."""
+    from mlflow.utils.name_utils import _generate_random_name
+
+    return _generate_random_name()
+
+
 #: Python random numbers that the training seed never touches (seeded from OS entropy at import).
 _UNSEEDED = random.Random()
 
@@ -232,8 +239,12 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)  # before the run: a bad --weights must not leave a run behind
     with unseeded_python_random():
-        run_context = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+        # Names say what ran and differ between runs: cnn-seed42-<MLflow's random words>.
+        name = run_name or f"{config.architecture}-seed{config.seed}-{generate_run_name()}"
+        run_context = mlflow.start_run(run_name=name, nested=nested, tags=tags)
     with run_context as run:
+        if run.info.run_name != name:  # a run `mlflow run` created (and named) for us
+            mlflow.set_tag("mlflow.runName", name)
         log_config(config, data.params)
         mlflow.set_tags({**data.tags, "device": training_device(),
                          "mlflow.note.content": run_description(config, data)})

@@ -93,3 +93,24 @@ def test_predict_and_serving_request_parsing_do_not_import_tensorflow():
     code = "import sys, asl_mlops.predict, asl_mlops.cli; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "1e309"], "'1e309' is infinite"),
+    (["--learning-rate", "inf"], "'inf' is infinite"),
+    (["--l2", "nan"], "'nan' is not a number"),
+    (["--epochs", "2.5"], "'2.5' is not a whole number"),
+])
+def test_non_finite_and_fractional_numbers_are_named_as_such(args, words):
+    from click.testing import CliRunner
+
+    from asl_mlops.cli import main
+
+    result = CliRunner().invoke(main, ["train", *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_whole_floats_are_accepted_as_integers():
+    from asl_mlops.cli import WholeNumber
+
+    assert WholeNumber().convert("12.0", None, None) == 12 and WholeNumber().convert("7", None, None) == 7

@@ -53,6 +53,7 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
 
     assert re.fullmatch(r"(CPU|GPU): .+", run.data.tags["device"])
     assert "validated on" in run.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert run.info.run_name.startswith("cnn-seed0-")
     # MLflow datasets: training / validation / test, the content hash as digest
     inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "validation", "test"}
