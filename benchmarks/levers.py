@@ -12,7 +12,8 @@ each lever is applied to the trained models and scored on the stand-in:
   pass over T with the training augmentation (Keras' EMA averages only trainable weights, so the
   statistics belong to the raw weights of the last steps).
 - `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
-- `tta-affine9`: the same plus rotations of +-6 degrees and zooms of +-6%.
+- `tta-zero5`: the same with zeros shifted in (what Keras' ZeroPadding2D + Cropping2D do in a model).
+- `tta-affine9`: the shift5 views plus rotations of +-6 degrees and zooms of +-6%.
 - `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
 
 Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), and the
@@ -42,12 +43,12 @@ def _selection():
     return module
 
 
-def shifted(x, dy: int, dx: int):
-    """Batch (N, H, W, C) shifted by (dy, dx) pixels, edge pixels repeated."""
+def shifted(x, dy: int, dx: int, mode: str = "edge"):
+    """Batch (N, H, W, C) shifted by (dy, dx) pixels, edge pixels repeated (or zeros, mode='constant')."""
     import numpy as np
 
     pad = max(abs(dy), abs(dx))
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
     h, w = x.shape[1:3]
     return padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w, :]
 
@@ -67,6 +68,8 @@ def affine(x, degrees: float = 0.0, zoom: float = 1.0):
 
 
 def tta_views(x, kind: str):
+    if kind == "zero5":  # what built-in Keras layers (ZeroPadding2D + Cropping2D) can do inside a model
+        return [x] + [shifted(x, dy, dx, "constant") for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     views = [x, shifted(x, 1, 0), shifted(x, -1, 0), shifted(x, 0, 1), shifted(x, 0, -1)]
     if kind == "affine9":
         views += [affine(x, 6.0), affine(x, -6.0), affine(x, zoom=1.06), affine(x, zoom=0.94)]
@@ -136,8 +139,9 @@ def main() -> None:
         data = preprocess_split(csv, split, standin, config)
 
     y = data.y_test
-    probs: dict[str, dict[int, np.ndarray]] = {"base": {}, "bn-reestimate": {}, "tta-shift5": {}, "tta-affine9": {}}
-    views = {kind: tta_views(data.x_test, kind) for kind in ("shift5", "affine9")}
+    probs: dict[str, dict[int, np.ndarray]] = {"base": {}, "bn-reestimate": {}, "tta-shift5": {}, "tta-zero5": {},
+                                               "tta-affine9": {}}
+    views = {kind: tta_views(data.x_test, kind) for kind in ("shift5", "zero5", "affine9")}
     for seed in args.seeds:
         keras.backend.clear_session()
         model = keras.models.load_model(args.models_dir / f"default-seed{seed}.keras")
@@ -145,6 +149,8 @@ def main() -> None:
         probs["base"][seed] = per_view[0]
         probs["tta-shift5"][seed] = np.mean(per_view[:5], axis=0)
         probs["tta-affine9"][seed] = np.mean(per_view, axis=0)
+        probs["tta-zero5"][seed] = np.mean([per_view[0]] + [predict_probabilities(model, v)
+                                                            for v in views["zero5"][1:]], axis=0)
         config = TrainConfig(seed=seed)
         probs["bn-reestimate"][seed] = predict_probabilities(
             bn_reestimated(model, data.x_train, data.y_train, config), data.x_test)
