@@ -44,9 +44,18 @@ class Evaluation:
         return out
 
 
-def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Softmax outputs (N, 24) for preprocessed inputs."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
+    """Softmax outputs (N, 24) for preprocessed inputs; with `tta`, averaged over asl_mlops.tta's views."""
+    if not tta:
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    from asl_mlops.tta import mean_over_views, views_of
+
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        probabilities = model.predict(views_of(batch), batch_size=batch_size, verbose=0)
+        out.append(np.asarray(mean_over_views(probabilities, len(batch))))
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
 def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray) -> Evaluation:

@@ -266,12 +266,21 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.architecture = architecture_of(self.model)
+        # Test-time augmentation (asl_mlops.tta), as the run measured it; recognizers logged before it have none.
+        self.tta = bool((context.model_config or {}).get("tta", False))
         # One traced graph for every batch size (batches are at most MAX_ROWS, so no chunking). Measured
         # on the cnn, 2 cores: 1.4 ms per single image against 10 ms for an eager model(x) call and
         # ~20 ms for model.predict, which builds a tf.data pipeline per call.
         spec = tf.TensorSpec((None, *input_shape(self.architecture)), tf.float32)
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec],
-                                    autograph=False)  # no Python control flow to convert
+
+        def forward(x):
+            if not self.tta:
+                return self.model(x, training=False)
+            from asl_mlops.tta import mean_over_views, views_of
+
+            return mean_over_views(self.model(views_of(x), training=False), tf.shape(x)[0])
+
+        self._forward = tf.function(forward, input_signature=[spec], autograph=False)
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))  # trace before the first request
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -305,8 +314,9 @@ def pixel_frame(images: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(images).reshape(len(images), -1).astype(np.int64), columns=list(PIXEL_COLUMNS))
 
 
-def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "recognizer") -> str:
-    """Log `LetterRecognizer` around `keras_model` to the active run; returns its model URI.
+def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "recognizer", tta: bool = False) -> str:
+    """Log `LetterRecognizer` around `keras_model` to the active run; returns its model URI. With `tta`, it
+    averages each prediction over asl_mlops.tta's views (model_config {"tta": true}).
 
     Bundles the asl_mlops package as code_paths, so the served model runs this exact preprocessing
     even where asl_mlops is not installed. Writes the .keras file to a temporary folder first.
@@ -321,5 +331,5 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "re
             name=name, python_model=LetterRecognizer(), artifacts={"keras_model": str(keras_path)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=recognizer_signature(),
             input_example=pixel_frame(example_images[:2]), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            metadata={"input_forms": INPUT_FORMS})
+            metadata={"input_forms": INPUT_FORMS}, model_config={"tta": tta})
     return info.model_uri

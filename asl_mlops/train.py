@@ -257,14 +257,16 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         start = time.perf_counter()
         history = fit(model, data, config, callbacks)
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
-        val = evaluate_probabilities(data.y_val.argmax(axis=1), predict_probabilities(model, data.x_val))
+        # Final figures with test-time augmentation when on: what the registered recognizer will answer.
+        val = evaluate_probabilities(data.y_val.argmax(axis=1),
+                                     predict_probabilities(model, data.x_val, tta=config.tta))
         final_val = {"final_val_accuracy": val.accuracy, "final_val_loss": val.loss}
         mlflow.log_metrics(final_val)
-        test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test))
+        test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test, tta=config.tta))
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         keras_info = log_keras_model(model, data.x_test)
-        recognizer_uri = log_recognizer(model, data.test_images)  # what gets registered and served
+        recognizer_uri = log_recognizer(model, data.test_images, tta=config.tta)  # registered and served
         # The final metrics, linked to both logged models (their pages in the UI show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()
                       if k in ("test_accuracy", "test_loss", "test_errors")}

@@ -14,6 +14,8 @@ each lever is applied to the trained models and scored on the stand-in:
 - `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
 - `tta-zero5`: the same with zeros shifted in (what Keras' ZeroPadding2D + Cropping2D do in a model).
 - `tta-affine9`: the shift5 views plus rotations of +-6 degrees and zooms of +-6%.
+- `tta`: asl_mlops.tta as shipped (the recognizer's and the run's final metrics' path): the affine9 views
+  through `keras.ops.image.affine_transform`.
 - `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
 
 Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), and the
@@ -140,7 +142,7 @@ def main() -> None:
 
     y = data.y_test
     probs: dict[str, dict[int, np.ndarray]] = {"base": {}, "bn-reestimate": {}, "tta-shift5": {}, "tta-zero5": {},
-                                               "tta-affine9": {}}
+                                               "tta-affine9": {}, "tta": {}}
     views = {kind: tta_views(data.x_test, kind) for kind in ("shift5", "zero5", "affine9")}
     for seed in args.seeds:
         keras.backend.clear_session()
@@ -151,6 +153,7 @@ def main() -> None:
         probs["tta-affine9"][seed] = np.mean(per_view, axis=0)
         probs["tta-zero5"][seed] = np.mean([per_view[0]] + [predict_probabilities(model, v)
                                                             for v in views["zero5"][1:]], axis=0)
+        probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.tta, as shipped
         config = TrainConfig(seed=seed)
         probs["bn-reestimate"][seed] = predict_probabilities(
             bn_reestimated(model, data.x_train, data.y_train, config), data.x_test)
@@ -165,7 +168,7 @@ def main() -> None:
     levers = {name: summary([evaluate_probabilities(y, p[s]).errors for s in args.seeds], 1)
               for name, p in probs.items()}
     for k in (2, 3):
-        for base in ("base", "tta-shift5"):
+        for base in ("base", "tta-shift5", "tta"):
             combos = list(itertools.combinations(args.seeds, k))
             if not combos:
                 continue
