@@ -85,7 +85,8 @@ def split_at_trainable(model: keras.Model) -> TrunkSplit:
             for tensor in node.input_tensors:
                 if id(_producer(tensor)) not in tail and all(tensor is not b for b in boundary):
                     boundary.append(tensor)
-    trunk = keras.Model(model.inputs, boundary, name=f"{model.name}_trunk")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a single tensor in, as callers pass it
+    trunk = keras.Model(inputs, boundary, name=f"{model.name}_trunk")
     if trunk.trainable_weights:
         raise ValueError(f"{model.name}: layers before the split are trainable "
                          f"({[w.path for w in trunk.trainable_weights][:3]}...): cannot cache the trunk")
