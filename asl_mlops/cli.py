@@ -72,6 +72,23 @@ def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (fd 2) closed off. The `tensorflow` wheel logs "Could not find
+    cuda drivers" through absl before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide it, on every
+    machine without a GPU. An import error still raises, and is shown, after stderr is back."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 #: The MLflow experiment of `asl-mlops` runs when none is chosen (MLFLOW_EXPERIMENT_NAME/ID, `mlflow run`).
 DEFAULT_EXPERIMENT = "asl-mlops"
 
@@ -161,6 +178,7 @@ def data_validate(files: tuple[Path, ...]) -> None:
 @user_errors
 def train_command(**options: Any) -> None:
     """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
+    import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
 
@@ -182,6 +200,7 @@ def train_command(**options: Any) -> None:
 @user_errors
 def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool) -> None:
     """Evaluate a logged model on a labelled CSV: accuracy, loss, per-letter report."""
+    import_tensorflow_quietly()
     from asl_mlops.evaluate import evaluate_model_uri
 
     evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log)
@@ -200,6 +219,7 @@ def tune_command(**options: Any) -> None:
     re-running the same study resumes it up to --n-trials in total. The best trial's model is registered
     (--register) and becomes 'champion' only if it beats the current one on the same data.
     """
+    import_tensorflow_quietly()
     from asl_mlops.sweep import WorkerFailed, run_sweep, run_workers
 
     sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
