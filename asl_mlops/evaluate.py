@@ -94,10 +94,12 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
         flavors = mlflow.models.get_model_info(model_uri).flavors
     except (MlflowException, OSError) as err:
         raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
-    if "tensorflow" in flavors:  # a run's Keras model
+    if "tensorflow" in flavors:  # a run's Keras model, with test-time augmentation if its run used it
         model = mlflow.tensorflow.load_model(model_uri)
+        run_id = mlflow.models.get_model_info(model_uri).run_id
+        tta = bool(run_id) and mlflow.MlflowClient().get_run(run_id).data.params.get("tta") == "true"
         probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)),
-                                              batch_size)
+                                              batch_size, tta=tta)
     else:  # the registered LetterRecognizer pyfunc: it preprocesses itself
         try:
             recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

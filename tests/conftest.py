@@ -140,6 +140,7 @@ def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     log = open(tmp_path / "mlflow-server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database(),
@@ -165,6 +166,8 @@ def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyP
     finally:
         import signal
 
+        mlflow.set_tracking_uri(previous[0])  # later tests must not talk to this stopped server
+        mlflow.set_registry_uri(previous[1])
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=20)

@@ -427,7 +427,7 @@ def test_a_trial_beyond_the_budget_is_logged_as_one_line_not_a_failure(tmp_path:
     assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["over_budget"]
 
 
-def test_worker_arguments_rebuild_the_same_configs(tmp_path: Path):
+def test_worker_arguments_rebuild_the_same_configs(mlflow_store, tmp_path: Path):
     from asl_mlops import cli
 
     base = TrainConfig(epochs=3, seed=5, augment=False, val_split="random")
@@ -440,6 +440,7 @@ def test_worker_arguments_rebuild_the_same_configs(tmp_path: Path):
 
     with pytest.MonkeyPatch.context() as mp:  # only the CLI parsing is under test here
         mp.setattr(sweep_module, "run_sweep", capture)
+        mp.setattr("asl_mlops.tracking.check_tracking_server", lambda *a: None)
         result = CliRunner().invoke(cli.main, ["tune", *sweep_module.worker_arguments(base, sweep)])
     assert result.exit_code == 0, result.output
     assert captured["base"] == base
@@ -452,9 +453,7 @@ def test_worker_arguments_rebuild_the_same_configs(tmp_path: Path):
     ("nosuchdriver://host/db", "not a SQLAlchemy database URL"),
     ("mysql://root@127.0.0.1/test", "driver is not installed"),
 ])
-def test_bad_storage_is_one_line_and_exit_2_before_any_work(storage, words, tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_bad_storage_is_one_line_and_exit_2_before_any_work(storage, words, mlflow_store, tmp_path: Path):
     result = CliRunner().invoke(main, ["tune", "--train-data", "missing.csv", "--storage", storage])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and words in result.output and len(result.output.splitlines()) == 1
@@ -474,9 +473,7 @@ def test_a_down_tracking_server_is_one_line_and_exit_2_at_once(command, tmp_path
     assert "not reachable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_several_workers_refuse_the_sqlite_storage(tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_several_workers_refuse_the_sqlite_storage(mlflow_store, tmp_path: Path):
     result = CliRunner().invoke(main, ["tune", "--train-data", "missing.csv", "--workers", "2"])
     assert result.exit_code == 2, result.output
     assert "--workers 2 needs a storage that several processes can share" in result.output
