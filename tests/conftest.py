@@ -59,10 +59,15 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
     Also chdirs to tmp_path, so anything written relative to the working directory stays there.
     """
+    monkeypatch.chdir(tmp_path)
+    yield from tracking_at(f"sqlite:///{tmp_path / 'mlflow.db'}", monkeypatch)
+
+
+def tracking_at(uri: str, monkeypatch: pytest.MonkeyPatch):
+    """Make `uri` the tracking and registry URI of this test (and of its subprocesses); yields it, then
+    ends any run left active."""
     import mlflow
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -136,7 +141,7 @@ def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyP
     import mlflow
     import requests
 
-    from served_model import free_port
+    from served_model import free_port, stop_server
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -157,21 +162,9 @@ def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyP
                 pass
             assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
             time.sleep(0.5)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        yield uri
-        while mlflow.active_run():
-            mlflow.end_run()
+        yield from tracking_at(uri, monkeypatch)
     finally:
-        import signal
-
         mlflow.set_tracking_uri(previous[0])  # later tests must not talk to this stopped server
         mlflow.set_registry_uri(previous[1])
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
         log.close()
