@@ -225,10 +225,7 @@ def tune_command(**options: Any) -> None:
     sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
     sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
     base = TrainConfig(**{k: v for k, v in options.items() if k not in sweep_fields})
-    from asl_mlops.tracking import check_tracking_server
-
-    check_tracking_server()
-    use_default_experiment()
+    use_default_experiment()  # run_sweep / run_workers check the tracking server first
     if sweep.workers == 1:
         click.echo(run_sweep(base, sweep).summary())
         return

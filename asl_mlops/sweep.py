@@ -536,21 +536,34 @@ def load_or_create_study(storage: optuna.storages.RDBStorage, sweep: SweepConfig
     raise AssertionError("unreachable")
 
 
+def open_study(base: TrainConfig, sweep: SweepConfig, sampler_seed: int,
+               shared: bool = False) -> tuple[str, optuna.storages.RDBStorage, PreparedData, optuna.Study]:
+    """Check the tracking server, open the storage, prepare the data (InputError on any of them, before
+    anything is written), then create or load the study, check its settings and make the MLflow experiment.
+    `shared`: several processes will use the storage, so SQLite is refused. Returns (url, storage, data, study)."""
+    check_tracking_server()
+    url = default_storage_url(mlflow.get_tracking_uri()) if sweep.storage == "auto" else sweep.storage
+    if shared and url.startswith("sqlite"):
+        raise InputError(f"invalid sweep setting: --workers {sweep.workers} needs a storage that several processes "
+                         f"can share: pass --storage postgresql://user@host/db (or mysql://...); the SQLite storage "
+                         f"{url} serves one worker at a time")
+    storage = open_storage(url, sweep.heartbeat_interval)
+    data = prepare_data(base)  # once per sweep; raises InputError on bad CSVs before any run starts
+    study = load_or_create_study(storage, sweep, make_sampler(sampler_seed), make_pruner(sweep, base.epochs))
+    check_same_settings(study, study_settings(base, sweep, data))
+    ensure_experiment()
+    return url, storage, data, study
+
+
 def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     """Create or join the study, run trials until it has `n_trials` under one parent MLflow run (this
     worker's), log the summary and register the best trial's model (if `sweep.register`).
 
     Storage and tracking server are checked first: a bad or unreachable one is an InputError before
     any data is read."""
-    check_tracking_server()
-    url = default_storage_url(mlflow.get_tracking_uri()) if sweep.storage == "auto" else sweep.storage
-    storage = open_storage(url, sweep.heartbeat_interval)
-    data = prepare_data(base)  # once per sweep; raises InputError on bad CSVs before any run starts
     seed = worker_seed(base.seed)
-    study = load_or_create_study(storage, sweep, make_sampler(seed), make_pruner(sweep, base.epochs))
-    check_same_settings(study, study_settings(base, sweep, data))
+    url, storage, data, study = open_study(base, sweep, seed)
     fail_stale_trials(study)
-    ensure_experiment()
     logger.info("study '%s' in %s: %d of %d trials finished (sampler seed %d)", sweep.study_name,
                 hide_password(url), finished_count(study), sweep.n_trials, seed)
 
@@ -607,17 +620,8 @@ def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     Needs a storage several processes can share (a database server): SQLite is refused. The tables, the
     study and the preprocessing cache are made once here first, and each worker gets 1/N of the CPU threads
     (TF_NUM_INTRAOP_THREADS), so N workers do not fight over the cores."""
-    check_tracking_server()
-    url = default_storage_url(mlflow.get_tracking_uri()) if sweep.storage == "auto" else sweep.storage
-    if url.startswith("sqlite"):
-        raise InputError(f"invalid sweep setting: --workers {sweep.workers} needs a storage that several processes "
-                         f"can share: pass --storage postgresql://user@host/db (or mysql://...); the SQLite storage "
-                         f"{url} serves one worker at a time")
-    storage = open_storage(url, sweep.heartbeat_interval)
-    data = prepare_data(base)  # validates the CSVs once and fills the cache the workers read
-    study = load_or_create_study(storage, sweep, make_sampler(worker_seed(base.seed)), make_pruner(sweep, base.epochs))
-    check_same_settings(study, study_settings(base, sweep, data))
-    ensure_experiment()
+    # The tables, the study, the experiment and the preprocessing cache the workers read, made once here.
+    url, storage, _, study = open_study(base, sweep, worker_seed(base.seed), shared=True)
     threads = max(1, (os.cpu_count() or 1) // sweep.workers)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # each worker opens its own sweep run
     env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=str(threads),
