@@ -1,7 +1,8 @@
 """Training-time augmentation: Keras preprocessing layers mapped over tf.data batches.
 
-Augmentation runs on preprocessed batches inside the input pipeline (never in the saved model),
-so the served model is exactly the trained network and validation/test data are never touched.
+Augmentation runs on raw pixel batches (0-255, the models' input; asl_mlops.models) inside the input
+pipeline, never in the saved model, so the served model is exactly the trained network and
+validation/test data are never touched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from asl_mlops.config import TrainConfig
-from asl_mlops.preprocess import value_range
+
+#: Values of the raw pixels augmentation works on, which brightness and contrast changes stay within.
+PIXEL_RANGE = (0.0, 255.0)
 
 
 def build_augmentation(config: TrainConfig) -> keras.Sequential | None:
@@ -19,7 +22,7 @@ def build_augmentation(config: TrainConfig) -> keras.Sequential | None:
     if not config.augment:
         return None
     seed = config.seed
-    low, high = value_range(config.architecture)
+    low, high = PIXEL_RANGE
     layers: list[keras.layers.Layer] = []
     flip_mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
                  (False, True): "vertical"}.get((config.flip_horizontal, config.flip_vertical))

@@ -177,7 +177,7 @@ def data_validate(files: tuple[Path, ...]) -> None:
 @options_from(TrainConfig)
 @user_errors
 def train_command(**options: Any) -> None:
-    """Preprocess, train, evaluate and log one model to MLflow (what `mlflow run .` runs)."""
+    """Train, evaluate and log one model (the recognizer) to MLflow (what `mlflow run .` runs)."""
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
@@ -192,7 +192,8 @@ def train_command(**options: Any) -> None:
 
 
 @main.command("evaluate")
-@click.option("--model-uri", required=True, help="MLflow URI of a run's Keras model (runs:/ID/model) or a registered recognizer (models:/asl-recognizer@champion).")
+@click.option("--model-uri", required=True, help="MLflow URI of a run's recognizer (runs:/RUN_ID/recognizer, or models:/m-ID) or a registered version "
+                   "(models:/asl-recognizer@champion).")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Sign MNIST CSV to evaluate on.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help="Prediction batch size.")
 @click.option("--log/--no-log", default=True, show_default=True,

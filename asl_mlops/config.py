@@ -43,7 +43,8 @@ class TrainConfig:
     # registry's champion rule can compare them.
     split_seed: int = knob(0, "Seed of the train/validation split only (fixed, so runs with other training seeds "
                               "share their validation rows).")
-    cache_dir: str = knob("data/cache", "Where preprocessed arrays are cached as .npy (keyed by data + settings).")
+    cache_dir: str = knob("data/cache", "Cache folder: resnet50's frozen-trunk features go to <cache_dir>/trunk/ "
+                                       "(keyed by data + settings). Unused by cnn.")
     # Model
     architecture: str = knob("cnn", "Model to train: 'cnn' (compact, default) or 'resnet50' (the original design).",
                              choices=ARCHITECTURES)

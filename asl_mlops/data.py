@@ -314,6 +314,14 @@ def write_csv(data: Dataset | tuple[np.ndarray, np.ndarray], path: str | Path) -
     return path
 
 
+def give_umask_mode(path: str | Path) -> None:
+    """Give a `tempfile.mkstemp` file (mode 0600) the mode a plain open() would (0666 less the umask), so a
+    shared cache or data folder stays readable to others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextmanager
 def atomic_write(path: Path) -> Iterator[BinaryIO]:
     """A binary file that appears at `path` only once fully written and synced (temp file + rename);
@@ -325,11 +333,7 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), so a
-        # shared cache or data folder stays readable to others.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        give_umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import keras
 import mlflow
-import mlflow.tensorflow
+import mlflow.pyfunc
 import numpy as np
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import accuracy_score, classification_report, log_loss
@@ -45,7 +45,8 @@ class Evaluation:
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
-    """Softmax outputs (N, 24) for preprocessed inputs; with `tta`, averaged over asl_mlops.tta's views."""
+    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.preprocess.to_model_input); with `tta`,
+    averaged over asl_mlops.tta's views."""
     if not tta:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     from asl_mlops.tta import mean_over_views, views_of
@@ -83,32 +84,25 @@ def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "te
 
 
 def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True) -> Evaluation:
-    """Evaluate a logged model (a run's Keras `model` or the registered `recognizer` pyfunc) on a Sign
-    MNIST CSV; with `log`, record it as an MLflow run."""
+    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV, as
+    it would answer when served (test-time augmentation included if its run used it); with `log`, record
+    it as an MLflow run."""
     from asl_mlops.data import load_csv
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.preprocess import architecture_of, to_model_input
 
     dataset = load_csv(data_path)  # validates before anything is logged
     try:
-        flavors = mlflow.models.get_model_info(model_uri).flavors
+        mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as err:
         raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
-    if "tensorflow" in flavors:  # a run's Keras model, with test-time augmentation if its run used it
-        model = mlflow.tensorflow.load_model(model_uri)
-        run_id = mlflow.models.get_model_info(model_uri).run_id
-        tta = bool(run_id) and mlflow.MlflowClient().get_run(run_id).data.params.get("tta") == "true"
-        probabilities = predict_probabilities(model, to_model_input(dataset.images, architecture_of(model)),
-                                              batch_size, tta=tta)
-    else:  # the registered LetterRecognizer pyfunc: it preprocesses itself
-        try:
-            recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-        except MlflowException as err:  # a pyfunc that is not a PythonModel
-            raise InputError(f"--model-uri {model_uri}: not an asl-mlops model ({err.message})") from err
-        if not hasattr(recognizer, "probabilities"):
-            raise InputError(f"--model-uri {model_uri}: not an asl-mlops model")
-        probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
-                                        for i in range(0, len(dataset), batch_size)])
+    try:
+        recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except MlflowException as err:  # a pyfunc that is not a PythonModel
+        raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer ({err.message})") from err
+    if not hasattr(recognizer, "probabilities"):
+        raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer")
+    probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
+                                    for i in range(0, len(dataset), batch_size)])
     evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
     if log:
         with mlflow.start_run(run_name="evaluate"):

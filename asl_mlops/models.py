@@ -2,6 +2,11 @@
 
 - `build_resnet50`: the original design (ImageNet ResNet50 fine-tuned from conv5_block3_3_conv).
 - `build_cnn`: a compact CNN for 28x28 grayscale hands, far cheaper on a CPU.
+
+The model owns its input contract: every network takes raw Sign MNIST pixels, float32 (N, 28, 28, 1)
+with values 0-255 (`asl_mlops.preprocess.to_model_input`), and its first layers do the preprocessing
+its architecture needs (`preprocessing_layers`). Training, augmentation, evaluation, the trunk cache and
+the served recognizer all feed it the same raw pixels, so no caller can prepare inputs another way.
 """
 
 from __future__ import annotations
@@ -14,10 +19,33 @@ from keras import layers, regularizers
 from asl_mlops.config import TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.labels import NUM_CLASSES
-from asl_mlops.preprocess import input_shape
+from asl_mlops.preprocess import RAW_SHAPE
 
 #: First ResNet50 layer that is fine-tuned; everything before it stays frozen (the original spec).
 RESNET50_FIRST_TRAINABLE = "conv5_block3_3_conv"
+#: ResNet50's input side (its minimum): Sign MNIST's 28 px are resized to it.
+RESNET50_SIZE = 32
+RESNET50_SHAPE = (RESNET50_SIZE, RESNET50_SIZE, 3)
+#: Per-channel means that `keras.applications.resnet50.preprocess_input` ('caffe' mode) subtracts, in its
+#: BGR order. The RGB -> BGR swap it also does is a no-op on gray replicated to three channels.
+RESNET50_MEANS_BGR = (103.939, 116.779, 123.68)
+
+
+def preprocessing_layers(architecture: str, inputs):
+    """Raw pixels (N, 28, 28, 1), 0-255 -> what `architecture` was designed for, as Keras layers.
+
+    - cnn: scale to [0, 1].
+    - resnet50: resize 28 -> 32 px (bilinear), gray -> RGB, subtract the ImageNet channel means: exactly
+      `preprocess_input(grayscale_to_rgb(resize(x)))` of the original design.
+    """
+    if architecture == "cnn":
+        return layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    if architecture == "resnet50":
+        x = layers.Resizing(RESNET50_SIZE, RESNET50_SIZE, interpolation="bilinear", name="resize")(inputs)
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        return layers.Normalization(mean=list(RESNET50_MEANS_BGR), variance=[1.0, 1.0, 1.0],
+                                    name="imagenet_mean")(x)
+    raise ValueError(f"unknown architecture {architecture!r}")
 
 
 def resnet50_base(weights: str, shape: tuple[int, int, int]) -> keras.Model:
@@ -48,10 +76,23 @@ def resnet50_base(weights: str, shape: tuple[int, int, int]) -> keras.Model:
 
 
 def build_resnet50(weights: str = "imagenet", l2: float = 1e-3) -> keras.Model:
-    """The original transfer model: ResNet50 base (trainable from conv5_block3_3_conv),
-    GlobalMaxPool, Dense 1024 and 512 ReLU with L2, softmax over 24 letters (3,690,008 trainable)."""
-    shape = input_shape("resnet50")
-    base = resnet50_base(weights, shape)
+    """The original transfer model on raw pixels: preprocessing layers, the ResNet50 base (trainable from
+    conv5_block3_3_conv), GlobalMaxPool, Dense 1024 and 512 ReLU with L2, softmax over 24 letters
+    (3,690,008 trainable).
+
+    The base is built on the preprocessing layers' output (`input_tensor`), so the network is one flat
+    graph that `asl_mlops.trunk` can split. Its weights come from a stand-alone base loaded exactly as
+    `resnet50_base` loads them (an ImageNet or local weights file fits that network, not ours), copied
+    layer by layer."""
+    from keras.applications import ResNet50
+
+    inputs = keras.Input(RAW_SHAPE, name="image")
+    base = ResNet50(include_top=False, weights=None, input_tensor=preprocessing_layers("resnet50", inputs))
+    if weights != "none":
+        loaded = resnet50_base(weights, RESNET50_SHAPE)
+        for layer in loaded.layers:
+            if layer.weights:
+                base.get_layer(layer.name).set_weights(layer.get_weights())
     trainable = False
     for layer in base.layers:
         trainable = trainable or layer.name == RESNET50_FIRST_TRAINABLE
@@ -60,7 +101,7 @@ def build_resnet50(weights: str = "imagenet", l2: float = 1e-3) -> keras.Model:
     x = layers.Dense(1024, activation="relu", kernel_regularizer=regularizers.l2(l2), name="dense_1024")(x)
     x = layers.Dense(512, activation="relu", kernel_regularizer=regularizers.l2(l2), name="dense_512")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="letter")(x)
-    return keras.Model(base.input, outputs, name="resnet50_asl")
+    return keras.Model(inputs, outputs, name="resnet50_asl")
 
 
 def conv_block(x, filters: int, l2: float, name: str, dropout: float = 0.0):
@@ -77,9 +118,9 @@ def conv_block(x, filters: int, l2: float, name: str, dropout: float = 0.0):
 
 
 def build_cnn(l2: float = 1e-4) -> keras.Model:
-    """Compact CNN for 28x28x1 inputs: three conv blocks, a 512-unit dense layer, softmax over 24."""
-    inputs = keras.Input(input_shape("cnn"), name="image")
-    x = conv_block(inputs, 75, l2, "block1")
+    """Compact CNN on raw 28x28x1 pixels: rescaling, three conv blocks, a 512-unit dense layer, softmax over 24."""
+    inputs = keras.Input(RAW_SHAPE, name="image")
+    x = conv_block(preprocessing_layers("cnn", inputs), 75, l2, "block1")
     x = conv_block(x, 50, l2, "block2", dropout=0.2)
     x = conv_block(x, 25, l2, "block3")
     x = layers.Flatten(name="flatten")(x)

@@ -7,8 +7,8 @@ does, so the average follows the weights early on and smooths them later.
 
 It is for training only. `as_keras_adam` hands its settings and state to a plain `keras.optimizers.Adam`
 before a model is saved, so a saved .keras file (with its compile config) names only Keras classes and
-loads where asl_mlops is not installed, e.g. the logged tensorflow-flavor model. For the same reason the
-class is deliberately not `keras.saving.register_keras_serializable`: mlflow.tensorflow.log_model pickles
+loads where asl_mlops is not installed, e.g. the .keras file inside a logged recognizer. For the same reason
+the class is deliberately not `keras.saving.register_keras_serializable`: MLflow's Keras flavors pickle
 every registered custom object into each logged model (global_custom_objects.cloudpickle), by reference
 to its module, so loading would then need asl_mlops even though the model does not use the class.
 """

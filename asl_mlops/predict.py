@@ -7,7 +7,6 @@ so the CLI gets exactly what an HTTP client of `mlflow models serve` gets.
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, TextIO
 
 from asl_mlops.errors import InputError

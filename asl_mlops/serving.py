@@ -1,7 +1,10 @@
 """Serving stage: the MLflow pyfunc model that `mlflow models serve` runs and `asl-mlops predict` calls.
 
-The registered model (`LetterRecognizer`) carries the Keras model, our preprocessing and the label map,
-so a client sends raw data and gets letters back. A request is a DataFrame in one of two forms:
+Each training run logs ONE model, the recognizer (`LetterRecognizer`): the trained Keras network, which
+takes raw 28x28 pixels and preprocesses them itself (asl_mlops.models), the request decoding below and
+the label map, so a client sends raw data and gets letters back. Its `model_config` names the
+architecture and whether test-time augmentation is on; `probabilities` gives the softmax outputs that
+`asl-mlops evaluate` scores. A request is a DataFrame in one of two forms:
 
 - **pixels**: columns `pixel1` .. `pixel784` (the Sign MNIST CSV layout; a `label` column, if sent, is
   ignored), one 28x28 image per row, row-major, integer values 0-255;
@@ -21,7 +24,7 @@ An encoded image becomes a 28x28 uint8 image by these steps (`decode_image`):
    the hand keeps its aspect ratio and no black or white bars that Sign MNIST never shows appear.
 6. `cv2.resize` to 28x28 with `INTER_AREA` (averages pixel areas: the right filter for shrinking).
 
-Both forms then go through `asl_mlops.preprocess.to_model_input`, the function training used.
+Both forms then go through `asl_mlops.preprocess.to_model_input` into the network, as in training.
 Each row of the answer has `letter`, `label` (Sign MNIST label 0-24), `confidence` (softmax probability
 of that letter) and `top3` (the three most likely letters with probabilities).
 
@@ -48,7 +51,7 @@ import pandas as pd
 
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
-from asl_mlops.preprocess import to_model_input
+from asl_mlops.preprocess import IMAGE_SIZE, to_model_input
 
 #: Sign MNIST pixel columns, in image order.
 PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, 785))
@@ -60,7 +63,6 @@ MAX_ROWS = 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
 #: Most bytes of one encoded image after base64 decoding.
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
-IMAGE_SIZE = 28  # Sign MNIST side length
 
 #: What the model accepts, stored in the MLmodel metadata (see the module docstring for why not a schema).
 INPUT_FORMS = {
@@ -256,22 +258,23 @@ def predictions_frame(probabilities: np.ndarray) -> pd.DataFrame:
 
 
 class LetterRecognizer(mlflow.pyfunc.PythonModel):
-    """Raw pixels or encoded images in, letters out: Keras model + preprocessing + label map."""
+    """Raw pixels or encoded images in, letters out: the Keras network (raw pixels in) + label map."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import keras
         import tensorflow as tf
 
-        from asl_mlops.preprocess import architecture_of, input_shape
+        from asl_mlops.preprocess import RAW_SHAPE
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
-        self.architecture = architecture_of(self.model)
-        # Test-time augmentation (asl_mlops.tta), as the run measured it; recognizers logged before it have none.
-        self.tta = bool((context.model_config or {}).get("tta", False))
+        config = context.model_config or {}
+        self.architecture = config.get("architecture")
+        # Test-time augmentation (asl_mlops.tta), as the run measured it.
+        self.tta = str(config.get("tta", False)).lower() == "true"
         # One traced graph for every batch size (batches are at most MAX_ROWS, so no chunking). Measured
         # on the cnn, 2 cores: 1.4 ms per single image against 10 ms for an eager model(x) call and
         # ~20 ms for model.predict, which builds a tf.data pipeline per call.
-        spec = tf.TensorSpec((None, *input_shape(self.architecture)), tf.float32)
+        spec = tf.TensorSpec((None, *RAW_SHAPE), tf.float32)
 
         def forward(x):
             if not self.tta:
@@ -284,8 +287,8 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))  # trace before the first request
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax outputs (N, 24) for uint8 images (N, 28, 28), through training's preprocessing."""
-        return np.asarray(self._forward(to_model_input(images, self.architecture)), dtype=np.float64)
+        """Softmax outputs (N, 24) for uint8 images (N, 28, 28), as the network saw inputs in training."""
+        return np.asarray(self._forward(to_model_input(images)), dtype=np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
@@ -314,9 +317,11 @@ def pixel_frame(images: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(images).reshape(len(images), -1).astype(np.int64), columns=list(PIXEL_COLUMNS))
 
 
-def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "recognizer", tta: bool = False) -> str:
-    """Log `LetterRecognizer` around `keras_model` to the active run; returns its model URI. With `tta`, it
-    averages each prediction over asl_mlops.tta's views (model_config {"tta": true}).
+def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture: str, tta: bool = False,
+                   name: str = "recognizer") -> "mlflow.models.model.ModelInfo":
+    """Log `LetterRecognizer` around `keras_model` (raw pixels in) to the active run; returns its ModelInfo.
+    `model_config` records the architecture and `tta`: with it, the recognizer averages each prediction over
+    asl_mlops.tta's views.
 
     Bundles the asl_mlops package as code_paths, so the served model runs this exact preprocessing
     even where asl_mlops is not installed. Writes the .keras file to a temporary folder first.
@@ -331,5 +336,7 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, name: str = "re
             name=name, python_model=LetterRecognizer(), artifacts={"keras_model": str(keras_path)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=recognizer_signature(),
             input_example=pixel_frame(example_images[:2]), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            metadata={"input_forms": INPUT_FORMS}, model_config={"tta": tta})
-    return info.model_uri
+            # tta as the run's params spell it: MLflow also logs model_config as run params, which must agree.
+            metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": architecture,
+                                                                 "tta": "true" if tta else "false"})
+    return info

@@ -204,7 +204,7 @@ def make_objective(base: TrainConfig, sweep: SweepConfig, data: PreparedData):
         client.set_tag(result.run_id, STATE_TAG, TrialState.COMPLETE.name)
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("val_loss", float(result.val_loss))
-        trial.set_user_attr("recognizer_uri", result.recognizer_uri)
+        trial.set_user_attr("recognizer_uri", result.model_uri)
         trial.set_user_attr("test_accuracy", result.test.accuracy)
         trial.set_user_attr("epochs_run", len(result.history.get("loss", [])))
         return result.val_accuracy
@@ -618,9 +618,9 @@ def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     """`tune --workers N`: start N worker processes on the study here, wait for them, and report the study.
 
     Needs a storage several processes can share (a database server): SQLite is refused. The tables, the
-    study and the preprocessing cache are made once here first, and each worker gets 1/N of the CPU threads
-    (TF_NUM_INTRAOP_THREADS), so N workers do not fight over the cores."""
-    # The tables, the study, the experiment and the preprocessing cache the workers read, made once here.
+    study and the experiment are made once here first (and the data checked), and each worker gets 1/N of
+    the CPU threads (TF_NUM_INTRAOP_THREADS), so N workers do not fight over the cores."""
+    # The tables, the study and the experiment the workers share, made once here (and the data checked).
     url, storage, _, study = open_study(base, sweep, worker_seed(base.seed), shared=True)
     threads = max(1, (os.cpu_count() or 1) // sweep.workers)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # each worker opens its own sweep run

@@ -1,4 +1,4 @@
-"""Training stage: load and preprocess data once, fit, evaluate and log one MLflow run.
+"""Training stage: load and split data once, fit, evaluate and log one MLflow run and its one model.
 
 `train_and_evaluate` is the single training function: `asl-mlops train`, the MLproject `main`
 entry point and every Optuna trial (asl_mlops.sweep) call it with a `TrainConfig`.
@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import mlflow
-import mlflow.tensorflow
 import numpy as np
-from mlflow.models import infer_signature
 
 from asl_mlops import plots
 from asl_mlops.augment import build_augmentation, make_dataset
@@ -30,10 +28,10 @@ from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluatio
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import build_model, count_params
 from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
-from asl_mlops.preprocess import cached_model_input
+from asl_mlops.preprocess import to_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
-from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, pinned_requirements, training_device
+from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, training_device
 from asl_mlops.trunk import ViewBatches, split_at_trainable, trunk_features, uses_trunk_cache
 
 if TYPE_CHECKING:
@@ -41,13 +39,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: What the logged Keras model needs to load and predict.
-KERAS_MODEL_PACKAGES = ("tensorflow", "keras", "numpy", "mlflow")
-
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Preprocessed train/validation/test arrays plus the facts about them that a run logs."""
+    """Train/validation/test model inputs (raw pixels, float32 (N, 28, 28, 1)) plus the facts about them that a
+    run logs."""
 
     x_train: np.ndarray
     y_train: np.ndarray  # one-hot (N, 24)
@@ -57,8 +53,6 @@ class PreparedData:
     y_test: np.ndarray  # class indices (N,)
     test_images: np.ndarray  # raw uint8 (N, 28, 28), for the misclassified grid
     params: dict[str, object] = field(default_factory=dict)  # data hashes and row counts
-    tags: dict[str, str] = field(default_factory=dict)  # preprocess cache hit/miss
-    preprocess_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +60,7 @@ class RunResult:
     """What one training run produced."""
 
     run_id: str
-    model_uri: str  # the Keras model (tensorflow flavor)
-    recognizer_uri: str  # what gets registered and served (see asl_mlops.serving)
+    model_uri: str  # the run's one model, the recognizer: what is registered and served (asl_mlops.serving)
     val_accuracy: float  # of the final (EMA / restored) weights on the validation split
     val_loss: float
     test: Evaluation
@@ -82,23 +75,16 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
-    """Validate both CSVs (raising InputError before any run starts), split, preprocess with the cache."""
+    """Validate both CSVs (raising InputError before any run starts), split, shape the model inputs."""
     train_csv = load_csv(config.train_data)
     test = load_csv(config.test_data)
     split = split_train_val(train_csv, config.val_split, config.val_fraction, config.split_seed)
-    return preprocess_split(train_csv, split, test, config)
+    return split_data(train_csv, split, test)
 
 
-def preprocess_split(train_csv: Dataset, split: Split, test: Dataset, config: TrainConfig) -> PreparedData:
-    """Preprocess (with the cache) the training and validation parts of `train_csv` and the test set."""
-    start = time.perf_counter()
-    arrays, tags = {}, {}
-    for name, part in (("train", split.train), ("val", split.held_out), ("test", test)):
-        cached = cached_model_input(part.images, config.architecture, config.cache_dir)
-        arrays[name] = cached.array
-        tags[f"preprocess_cache_{name}"] = "hit" if cached.hit else "miss"
-    seconds = time.perf_counter() - start
-    logger.info("preprocessing took %.2f s (%s)", seconds, ", ".join(f"{k}={v}" for k, v in tags.items()))
+def split_data(train_csv: Dataset, split: Split, test: Dataset) -> PreparedData:
+    """Model inputs (raw pixels; the model preprocesses them itself) of the training and validation parts of
+    `train_csv` and of the test set, with the hashes and row counts a run logs."""
     params = {
         # val_data_hash identifies the validation rows themselves (data, val_split, val_fraction and split_seed
         # together): the registry compares models only when they were validated on the same rows.
@@ -106,8 +92,9 @@ def preprocess_split(train_csv: Dataset, split: Split, test: Dataset, config: Tr
         "test_data_hash": test.content_hash, "train_csv_rows": len(train_csv), "train_rows": len(split.train),
         "val_rows": len(split.held_out), "test_rows": len(test), **split.params("val"),
     }
-    return PreparedData(arrays["train"], one_hot(split.train.labels), arrays["val"], one_hot(split.held_out.labels),
-                        arrays["test"], labels_to_indices(test.labels), test.images, params, tags, seconds)
+    return PreparedData(to_model_input(split.train.images), one_hot(split.train.labels),
+                        to_model_input(split.held_out.images), one_hot(split.held_out.labels),
+                        to_model_input(test.images), labels_to_indices(test.labels), test.images, params)
 
 
 def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -161,24 +148,14 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
-    # fail to load wherever asl_mlops is not imported (mlflow.tensorflow.load_model, the pyfunc flavor).
+    # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
     # The tail's trainable variables are the full model's, in the same order.
     model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **losses_and_metrics)
     return history
 
 
-def log_keras_model(model: keras.Model, x_example: np.ndarray) -> mlflow.models.model.ModelInfo:
-    """Log the Keras model with a signature and input example; returns its ModelInfo."""
-    example = x_example[:5]
-    signature = infer_signature(example, predict_probabilities(model, example))
-    # mlflow.tensorflow, not mlflow.keras: MLflow 3.17's keras flavor writes the input example before
-    # creating the model folder and fails; the tensorflow flavor saves Keras 3 models as .keras files.
-    return mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                       pip_requirements=pinned_requirements(KERAS_MODEL_PACKAGES))
-
-
 def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflow.data.dataset.Dataset"]:
-    """The run's training, validation and test data as MLflow datasets (preprocessed inputs, class indices),
+    """The run's training, validation and test data as MLflow datasets (model inputs, class indices),
     with the data's content hash as digest and its CSV as source, so the UI lists them under "Datasets"."""
     import mlflow.data
 
@@ -200,8 +177,9 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
             f"{config.decay_rate:g}, batch {config.batch_size}, seed {config.seed}) on {data.params['train_rows']} "
             f"rows of {config.train_data}, validated on {data.params['val_rows']} rows held out "
             f"{'as whole families of near-duplicates' if config.val_split == 'grouped' else 'at random'} "
-            f"(split_seed {config.split_seed}), tested on {config.test_data}. Logged models: `model` (Keras, "
-            f"preprocessed input) and `recognizer` (pyfunc, raw pixels or images; what is registered and served).")
+            f"(split_seed {config.split_seed}), tested on {config.test_data}. Logged model: `recognizer` (pyfunc "
+            f"around the Keras network, which preprocesses raw pixels itself; takes pixel rows or images; what is "
+            f"registered and served).")
 
 
 def generate_run_name() -> str:
@@ -246,12 +224,11 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         if run.info.run_name != name:  # a run `mlflow run` created (and named) for us
             mlflow.set_tag("mlflow.runName", name)
         log_config(config, data.params)
-        mlflow.set_tags({**data.tags, "device": training_device(),
+        mlflow.set_tags({"device": training_device(),
                          "mlflow.note.content": run_description(config, data)})
         datasets = mlflow_datasets(data, config)
         for context, dataset in datasets.items():
             mlflow.log_input(dataset, context=context)
-        mlflow.log_metric("preprocess_seconds", data.preprocess_seconds)
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})
         start = time.perf_counter()
@@ -265,18 +242,17 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test, tta=config.tta))
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
-        keras_info = log_keras_model(model, data.x_test)
-        recognizer_uri = log_recognizer(model, data.test_images, tta=config.tta)  # registered and served
-        # The final metrics, linked to both logged models (their pages in the UI show these, per dataset).
+        # The run's one model, registered and served as it was measured above.
+        model_info = log_recognizer(model, data.test_images, architecture=config.architecture, tta=config.tta)
+        # The final metrics, linked to the logged model (its page in the UI, and every registered version of
+        # it, show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()
                       if k in ("test_accuracy", "test_loss", "test_errors")}
-        for model_id in (keras_info.model_id, mlflow.models.get_model_info(recognizer_uri).model_id):
-            mlflow.log_metrics(final_val, model_id=model_id, dataset=datasets["validation"])
-            mlflow.log_metrics(final_test, model_id=model_id, dataset=datasets["test"])
-        model_uri = keras_info.model_uri
+        mlflow.log_metrics(final_val, model_id=model_info.model_id, dataset=datasets["validation"])
+        mlflow.log_metrics(final_test, model_id=model_info.model_id, dataset=datasets["test"])
         logger.info("run %s: val_accuracy %.4f, test_accuracy %.4f (%d errors of %d)", run.info.run_id,
                     val.accuracy, test.accuracy, test.errors, len(data.y_test))
-    return RunResult(run.info.run_id, model_uri, recognizer_uri, val.accuracy, val.loss, test,
+    return RunResult(run.info.run_id, model_info.model_uri, val.accuracy, val.loss, test,
                      {k: [float(v) for v in vs] for k, vs in history.history.items()}, trainable, total)
 
 
@@ -288,5 +264,5 @@ def train_and_register(config: TrainConfig) -> tuple[RunResult, "Registration | 
         return result, None
     from asl_mlops.registry import register_if_better
 
-    return result, register_if_better(result.run_id, result.recognizer_uri, config.model_name,
+    return result, register_if_better(result.run_id, result.model_uri, config.model_name,
                                       tags={"source": "asl-mlops train"})

@@ -7,7 +7,8 @@ split from the graph: the tail is every layer with trainable weights plus everyt
 the trunk is the rest, and the boundary is the set of trunk outputs the tail consumes (at 32x32 input:
 `conv5_block3_2_relu`, 1x1x512, and the residual `conv5_block2_out`, 1x1x2048). The tail model shares
 its layers, hence its weights, with the full network: training it trains the full network, which is what
-is logged, registered and served. tail(trunk(x)) is the full network's function exactly.
+is logged, registered and served. tail(trunk(x)) is the full network's function exactly. The trunk starts at
+the network's input, raw pixels, so it includes the preprocessing layers (resize, gray -> RGB, mean).
 
 Augmentation acts on the input, before the trunk, so it cannot be applied to cached features. Instead
 each training image gets `trunk_views` augmented views, drawn once with the run's seed by the same
@@ -40,13 +41,13 @@ import numpy as np
 
 from asl_mlops.augment import build_augmentation
 from asl_mlops.config import TrainConfig
-from asl_mlops.data import atomic_write
+from asl_mlops.data import atomic_write, give_umask_mode
 from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the features or their layout change, so old cache entries miss.
-TRUNK_CACHE_VERSION = 1
+TRUNK_CACHE_VERSION = 2  # 2: the trunk starts at raw pixels (preprocessing inside the model)
 EXTRACT_BATCH = 256
 
 
@@ -172,6 +173,7 @@ def _extract(trunk: keras.Model, x: np.ndarray, augmentation: keras.Sequential |
         for out, temp, final in zip(outputs, temps, files):
             out.flush()
             del out
+            give_umask_mode(temp)
             os.replace(temp, final)
     except BaseException:
         for temp in temps:

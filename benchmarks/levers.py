@@ -112,12 +112,12 @@ def main() -> None:
 
     import keras
     import mlflow
-    import mlflow.tensorflow
+    import mlflow.pyfunc
     import numpy as np
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
-    from asl_mlops.train import preprocess_split
+    from asl_mlops.train import split_data
 
     selection = _selection()
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
@@ -132,13 +132,13 @@ def main() -> None:
             if not path.exists():
                 model_info = selection.train_one("default", seed, (csv, split, random_val, standin), f"{store}/cache",
                                                 args.epochs)
-                mlflow.tensorflow.load_model(model_info.pop("model_uri")).save(path)
+                mlflow.pyfunc.load_model(model_info.pop("model_uri")).unwrap_python_model().model.save(path)
                 results["trained"][str(seed)] = model_info
                 args.out.write_text(json.dumps(results, indent=2))
                 print(f"seed {seed}: {model_info['standin_errors']} stand-in errors, {model_info['seconds']:.0f} s",
                       flush=True)
         config = TrainConfig(cache_dir=f"{store}/cache")
-        data = preprocess_split(csv, split, standin, config)
+        data = split_data(csv, split, standin)
 
     y = data.y_test
     probs: dict[str, dict[int, np.ndarray]] = {"base": {}, "bn-reestimate": {}, "tta-shift5": {}, "tta-zero5": {},

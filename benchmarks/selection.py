@@ -72,27 +72,27 @@ def carve(train_data: str, standin_fraction: float, standin_seed: int):
 def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None = None) -> dict:
     """Train one model on T (validated on G, tested on the stand-in) and score it on R too."""
     import keras
-    import mlflow.tensorflow
+    import mlflow.pyfunc
     import numpy as np
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
     from asl_mlops.labels import labels_to_indices
     from asl_mlops.preprocess import to_model_input
-    from asl_mlops.train import preprocess_split, train_and_evaluate
+    from asl_mlops.train import split_data, train_and_evaluate
 
     csv, split, random_val, standin = parts
     changes = {**RECIPES[recipe][0], **({"epochs": epochs} if epochs else {})}
     config = TrainConfig(train_data="(benchmark T)", test_data="(benchmark stand-in)", cache_dir=cache_dir,
                          seed=seed, **changes)
     keras.backend.clear_session()
-    data = preprocess_split(csv, split, standin, config)
+    data = split_data(csv, split, standin)
     start = time.perf_counter()
     result = train_and_evaluate(config, data, run_name=f"{recipe}-seed{seed}")
     seconds = time.perf_counter() - start
-    model = mlflow.tensorflow.load_model(result.model_uri)
+    model = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().model  # raw pixels in
     on_random = evaluate_probabilities(labels_to_indices(random_val.labels),
-                                       predict_probabilities(model, to_model_input(random_val.images, "cnn")))
+                                       predict_probabilities(model, to_model_input(random_val.images)))
     return {"recipe": recipe, "seed": seed, "changes": changes, "seconds": seconds,
             "grouped_val_accuracy": result.val_accuracy, "grouped_val_loss": result.val_loss,
             "random_val_accuracy": on_random.accuracy, "random_val_loss": on_random.loss,

@@ -51,7 +51,7 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.train import preprocess_split, train_and_evaluate
+    from asl_mlops.train import split_data, train_and_evaluate
 
     spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
     selection = importlib.util.module_from_spec(spec)
@@ -69,7 +69,7 @@ def main() -> None:
             config = TrainConfig(train_data="(benchmark T)", test_data="(benchmark stand-in)",
                                  cache_dir=f"{store}/cache", seed=0, **ORIGINAL, **changes)
             keras.backend.clear_session()
-            data = preprocess_split(csv, split, standin, config)
+            data = split_data(csv, split, standin)
             start = time.perf_counter()
             result = train_and_evaluate(config, data, run_name=name)
             wall = time.perf_counter() - start

@@ -153,7 +153,7 @@ def acquire() -> ServedModel:
             with using_store(tracking_uri):
                 mlflow.set_experiment("serving-tests")
                 result = train_and_evaluate(config)
-                version = mlflow.register_model(result.recognizer_uri, MODEL_NAME)
+                version = mlflow.register_model(result.model_uri, MODEL_NAME)
                 mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
         finally:
             os.chdir(cwd)

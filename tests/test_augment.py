@@ -5,13 +5,14 @@ import pytest
 
 from asl_mlops.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
-from asl_mlops.preprocess import to_model_input, value_range
+from asl_mlops.augment import PIXEL_RANGE
+from asl_mlops.preprocess import to_model_input
 
 
 @pytest.fixture
 def batch():
     images = np.random.default_rng(1).integers(0, 256, size=(16, 28, 28), dtype=np.uint8)
-    return to_model_input(images, "cnn")
+    return to_model_input(images)
 
 
 def test_master_switch_and_all_zero_mean_no_augmentation():
@@ -28,8 +29,8 @@ def test_each_switch_alone_changes_images_and_stays_in_range(batch, setting):
     out = np.asarray(augmentation(batch, training=True))
     assert out.shape == batch.shape
     assert not np.allclose(out, batch)
-    low, high = value_range("cnn")
-    assert out.min() >= low - 1e-6 and out.max() <= high + 1e-6
+    low, high = PIXEL_RANGE  # raw pixels, what every model takes
+    assert out.min() >= low - 1e-4 and out.max() <= high + 1e-4
 
 
 def test_flip_is_exact_mirror(batch):
@@ -38,17 +39,6 @@ def test_flip_is_exact_mirror(batch):
     out = np.asarray(augmentation(batch, training=True))
     for original, flipped in zip(batch, out):
         assert np.array_equal(flipped, original) or np.array_equal(flipped, original[:, ::-1])
-
-
-def test_resnet50_brightness_respects_its_value_range():
-    images = np.random.default_rng(2).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
-    x = to_model_input(images, "resnet50")
-    augmentation = build_augmentation(TrainConfig(architecture="resnet50", rotation=0, zoom=0, translation=0,
-                                                  contrast=0))
-    out = np.asarray(augmentation(x, training=True))
-    low, high = value_range("resnet50")
-    assert out.min() >= low - 1e-3 and out.max() <= high + 1e-3
-    assert not np.allclose(out, x)
 
 
 def test_dataset_augments_training_batches_only(batch):

@@ -24,7 +24,8 @@ def test_resnet50_is_frozen_before_conv5_block3_3_conv(resnet50):
     first = names.index("conv5_block3_3_conv")
     assert not any(layer.trainable and layer.weights for layer in resnet50.layers[:first])
     assert all(layer.trainable for layer in resnet50.layers[first:])
-    assert resnet50.input_shape == (None, 32, 32, 3)
+    assert resnet50.input_shape == (None, 28, 28, 1)  # raw pixels: the model resizes, makes RGB, subtracts means
+    assert resnet50.get_layer("imagenet_mean").output.shape[1:] == (32, 32, 3)
     assert resnet50.output_shape == (None, 24)
 
 

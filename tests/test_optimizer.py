@@ -45,7 +45,7 @@ def test_average_follows_the_warmup_formula_step_by_step(cap):
 
 def test_fit_keeps_the_warmed_up_average_and_returns_a_plain_keras_adam(mlflow_store):
     images = make_synthetic(64, seed=0)
-    x, y = to_model_input(images.images, "cnn"), one_hot(images.labels)
+    x, y = to_model_input(images.images), one_hot(images.labels)
     data = PreparedData(x, y, x[:32], y[:32], x[:32], y[:32].argmax(axis=1), images.images[:32])
     config = TrainConfig(epochs=3, batch_size=32, augment=False, ema=True, seed=0)  # 2 steps per epoch
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import mlflow
 import pytest
 from click.testing import CliRunner
 

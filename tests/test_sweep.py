@@ -27,7 +27,6 @@ from asl_mlops import sweep as sweep_module
 from asl_mlops.cli import main
 from asl_mlops.config import SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
-from asl_mlops.labels import labels_to_indices
 from asl_mlops.registry import CHAMPION, current_champion
 from asl_mlops.sweep import (ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, best_trial,
                               log_study_summary, run_sweep)

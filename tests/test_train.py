@@ -2,6 +2,7 @@
 
 import math
 import re
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -61,12 +62,19 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert inputs["training"].digest == params["train_data_hash"][:16]
     assert inputs["validation"].digest == params["val_data_hash"][:16]
     assert inputs["test"].digest == params["test_data_hash"][:16]
-    # the final metrics are linked to the logged models, per dataset (the model pages show them)
-    for uri in (result.model_uri, result.recognizer_uri):
-        linked = mlflow.get_logged_model(mlflow.models.get_model_info(uri).model_id).metrics
-        by_key = {(m.key, m.dataset_digest): m.value for m in linked}
-        assert by_key[("final_val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
-        assert by_key[("test_accuracy", params["test_data_hash"][:16])] == pytest.approx(result.test.accuracy)
+    # ONE logged model per run, the recognizer; its model_config names the architecture
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{result.run_id}'", output_format="list")
+    assert [m.name for m in logged] == ["recognizer"]
+    assert mlflow.models.get_model_info(result.model_uri).model_id == logged[0].model_id
+    # the final metrics are linked to it, per dataset (its page shows them), and a registered version of it
+    # points at it, so the version's page shows the same
+    registered = mlflow.register_model(result.model_uri, "linked")
+    model_id = logged[0].model_id
+    assert client.get_model_version("linked", registered.version).source == f"models:/{model_id}"
+    assert '"name": "linked"' in mlflow.get_logged_model(model_id).tags["mlflow.modelVersions"]
+    by_key = {(m.key, m.dataset_digest): m.value for m in mlflow.get_logged_model(model_id).metrics}
+    assert by_key[("final_val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
+    assert by_key[("test_accuracy", params["test_data_hash"][:16])] == pytest.approx(result.test.accuracy)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
@@ -82,12 +90,16 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert {"plots/training_curves.png", "plots/test_confusion_matrix.png", "plots/test_misclassified.png",
             "reports/test_classification_report.txt"} <= artifacts
 
-    # The logged Keras model loads and, with test-time augmentation, reproduces the logged test accuracy.
+    # The network inside the recognizer takes raw pixels; with test-time augmentation it reproduces the
+    # logged test accuracy, and the recognizer's probabilities are its probabilities.
     test = load_csv(fast_config.test_data)
-    model = mlflow.tensorflow.load_model(result.model_uri)
-    probabilities = predict_probabilities(model, to_model_input(test.images, "cnn"), tta=True)
+    recognizer = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model()
+    assert recognizer.architecture == "cnn" and recognizer.tta
+    assert recognizer.model.input_shape == (None, 28, 28, 1)
+    probabilities = predict_probabilities(recognizer.model, to_model_input(test.images), tta=True)
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels_to_indices(test.labels)))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    np.testing.assert_allclose(recognizer.probabilities(test.images), probabilities, atol=1e-5)
 
 
 def test_runs_with_the_same_seed_get_different_names(mlflow_store):
@@ -143,18 +155,17 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_
     from asl_mlops.cli import main
 
     result = train_and_evaluate(fast_config.replace(epochs=2))
-    out = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
+    out = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/recognizer",
                                     "--data", fast_config.test_data])
     assert out.exit_code == 0, out.output
     assert f"test_accuracy={result.test.accuracy:.4f}" in out.output
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'evaluate'")
     assert len(runs) == 1 and runs.loc[0, "metrics.test_accuracy"] == pytest.approx(result.test.accuracy)
-    registered = CliRunner().invoke(main, ["evaluate", "--model-uri", result.recognizer_uri, "--no-log",
+    registered = CliRunner().invoke(main, ["evaluate", "--model-uri", result.model_uri, "--no-log",
                                            "--data", fast_config.test_data])
     assert registered.exit_code == 0, registered.output
     assert f"test_accuracy={result.test.accuracy:.4f}" in registered.output
-    bad = CliRunner().invoke(main, ["evaluate", "--model-uri", f"runs:/{result.run_id}/model",
-                                    "--data", "missing.csv"])
+    bad = CliRunner().invoke(main, ["evaluate", "--model-uri", result.model_uri, "--data", "missing.csv"])
     assert bad.exit_code == 2 and "missing.csv" in bad.output
 
 
@@ -162,17 +173,16 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_
 LOAD_WITHOUT_ASL_MLOPS = """
 import json, sys
 sys.modules["asl_mlops"] = None
-import mlflow.pyfunc, mlflow.tensorflow, numpy as np
-uri, x = sys.argv[1], np.load(sys.argv[2])
-keras_model = mlflow.tensorflow.load_model(uri)
-print(json.dumps({"optimizer": type(keras_model.optimizer).__name__,
-                  "tensorflow": np.asarray(keras_model.predict(x, verbose=0)).argmax(axis=1).tolist(),
-                  "pyfunc": np.asarray(mlflow.pyfunc.load_model(uri).predict(x)).argmax(axis=1).tolist()}))
+import keras, numpy as np
+path, x = sys.argv[1], np.load(sys.argv[2])
+model = keras.models.load_model(path)
+print(json.dumps({"optimizer": type(model.optimizer).__name__,
+                  "predicted": np.asarray(model.predict(x, verbose=0)).argmax(axis=1).tolist()}))
 """
 
 
 @pytest.mark.slow
-def test_logged_keras_model_loads_without_asl_mlops(fast_config, mlflow_store, tmp_path):
+def test_the_recognizers_keras_network_loads_without_asl_mlops(fast_config, mlflow_store, tmp_path):
     import json
     import subprocess
     import sys
@@ -180,12 +190,13 @@ def test_logged_keras_model_loads_without_asl_mlops(fast_config, mlflow_store, t
     # trained with asl_mlops' optimizer; without TTA, so the plain network's accuracy is the logged one
     result = train_and_evaluate(fast_config.replace(epochs=1, ema=True, tta=False))
     test = load_csv(fast_config.test_data)
-    np.save(tmp_path / "x.npy", to_model_input(test.images, "cnn"))
-    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_ASL_MLOPS, f"runs:/{result.run_id}/model",
-                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=600)
+    np.save(tmp_path / "x.npy", to_model_input(test.images))  # raw pixels: the network preprocesses itself
+    folder = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model")))
+    [keras_file] = folder.rglob("*.keras")
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_ASL_MLOPS, str(keras_file), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["optimizer"] == "Adam"  # the compile config names keras' own class
     labels = labels_to_indices(test.labels)
-    for flavor in ("tensorflow", "pyfunc"):
-        assert np.mean(np.array(loaded[flavor]) == labels) == pytest.approx(result.test.accuracy, abs=1e-9), flavor
+    assert np.mean(np.array(loaded["predicted"]) == labels) == pytest.approx(result.test.accuracy, abs=1e-9)

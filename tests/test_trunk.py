@@ -4,6 +4,7 @@ the one trained. ResNet50 with weights=none, synthetic data."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -13,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.config import TrainConfig
+from asl_mlops.errors import InputError
 from asl_mlops.models import build_resnet50
 from asl_mlops.preprocess import to_model_input
 from asl_mlops.synth import make_synthetic
@@ -29,7 +31,7 @@ def resnet():
 
 def random_inputs(n: int = 6, seed: int = 0) -> np.ndarray:
     images = np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    return to_model_input(images, "resnet50")
+    return to_model_input(images)  # raw pixels: the trunk starts with the model's preprocessing layers
 
 
 def test_split_is_found_from_the_graph_at_the_first_trainable_layer(resnet):
@@ -83,8 +85,13 @@ def test_features_are_cached_reused_and_never_trusted_half_written(resnet, tmp_p
     x_train, x_val = random_inputs(10, seed=2), random_inputs(4, seed=3)
     config = config_for(tmp_path, augment=True, flip_horizontal=True, rotation=0.0, zoom=0.0, translation=0.0)
     cache = tmp_path / "trunk"
-    first = trunk_features(split, x_train, x_val, config, cache)
+    old_umask = os.umask(0o022)
+    try:
+        first = trunk_features(split, x_train, x_val, config, cache)
+    finally:
+        os.umask(old_umask)
     assert (first.hits, first.misses) == (0, 3) and len(first.views) == 2
+    assert {f.stat().st_mode & 0o777 for f in cache.iterdir()} == {0o644}  # a shared cache stays readable
     assert not np.allclose(first.views[0][1], first.views[1][1])  # two different augmented views
     val_expected = split.trunk.predict(x_val, verbose=0)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(first.val, val_expected))
@@ -105,6 +112,14 @@ def test_features_are_cached_reused_and_never_trusted_half_written(resnet, tmp_p
     plain = trunk_features(split, x_train, x_val, config.replace(augment=False), cache)
     assert len(plain.views) == 1
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(plain.views[0], split.trunk.predict(x_train, verbose=0)))
+
+
+def test_unwritable_cache_dir_is_a_clear_error(resnet, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match=r"cache_dir .*a-file/trunk: cannot write the trunk-feature cache"):
+        trunk_features(split_at_trainable(resnet), random_inputs(2), random_inputs(2, seed=1),
+                       config_for(tmp_path, augment=False), blocker / "trunk")
 
 
 def test_view_batches_use_one_view_per_image_each_epoch():
@@ -137,10 +152,11 @@ def test_cached_training_trains_and_exports_the_full_network(mlflow_store, tmp_p
     assert run.data.tags["trunk_cache"] == "miss" and run.data.metrics["trunk_cache_misses"] == 3
     assert len(MlflowClient().get_metric_history(result.run_id, "epoch_seconds")) == 8
     assert result.trainable_params == 3_690_008
-    model = mlflow.tensorflow.load_model(result.model_uri)  # the full network, input 32x32x3
-    assert tuple(model.input_shape[1:]) == (32, 32, 3)
+    recognizer = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model()  # the run's one model
+    model = recognizer.model  # the full network, raw 28x28x1 pixels in
+    assert tuple(model.input_shape[1:]) == (28, 28, 1) and recognizer.architecture == "resnet50"
     split = split_at_trainable(model)
-    x = to_model_input(make_synthetic(16, seed=5).images, "resnet50")
+    x = to_model_input(make_synthetic(16, seed=5).images)
     features = split.trunk.predict(x, verbose=0)
     assert np.abs(model.predict(x, verbose=0) - split.tail.predict(features, verbose=0)).max() < 1e-5
     assert result.history["accuracy"][-1] > 0.25  # it learns (chance is 1/24)

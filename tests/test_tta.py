@@ -31,7 +31,7 @@ def test_views_are_the_image_its_shifts_rotations_and_zooms():
 def test_tta_probabilities_are_the_mean_over_the_views():
     keras.utils.set_random_seed(0)
     model = build_cnn()
-    x = to_model_input(make_synthetic(10, seed=1).images, "cnn")
+    x = to_model_input(make_synthetic(10, seed=1).images)
     plain = predict_probabilities(model, x)
     tta = predict_probabilities(model, x, tta=True, batch_size=4)  # batches that split the images
     by_view = [predict_probabilities(model, np.asarray(v)) for v in np.split(np.asarray(views_of(x)), len(VIEWS))]
@@ -48,9 +48,9 @@ def test_recognizer_answers_what_the_run_measured(mlflow_store):
     model = build_cnn()
     images = make_synthetic(12, seed=2).images
     with mlflow.start_run():
-        with_tta = log_recognizer(model, images, tta=True)
-        without = log_recognizer(model, images, name="plain", tta=False)
-    x = to_model_input(images, "cnn")
+        with_tta = log_recognizer(model, images, architecture="cnn", tta=True).model_uri
+        without = log_recognizer(model, images, architecture="cnn", name="plain", tta=False).model_uri
+    x = to_model_input(images)
     served = mlflow.pyfunc.load_model(with_tta).unwrap_python_model().probabilities(images)
     assert np.allclose(served, predict_probabilities(model, x, tta=True), atol=1e-5)
     plain = mlflow.pyfunc.load_model(without).unwrap_python_model().probabilities(images)
