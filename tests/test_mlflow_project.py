@@ -53,9 +53,9 @@ def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {"plots/training_curves.png", "plots/test_confusion_matrix.png", "plots/test_misclassified.png"} <= plots
 
-    # The logged model has its signature and input example; the recognizer (what is registered and served,
-    # with test-time augmentation) predicts the test set with the logged accuracy.
-    logged = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    # The run's one model, the recognizer, has its signature and input example, and (what is registered and
+    # served, with test-time augmentation) predicts the test set with the logged accuracy.
+    logged = mlflow.models.get_model_info(f"runs:/{run_id}/recognizer")
     assert logged.signature is not None and logged.saved_input_example_info is not None
     test = load_csv(synthetic_dir / "sign_mnist_test.csv")
     recognizer = mlflow.pyfunc.load_model(f"runs:/{run_id}/recognizer").unwrap_python_model()
