@@ -200,11 +200,15 @@ def train_command(**options: Any) -> None:
               help="Record the evaluation (metrics, report, plots) as an MLflow run named 'evaluate'.")
 @user_errors
 def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool) -> None:
-    """Evaluate a logged model on a labelled CSV: accuracy, loss, per-letter report."""
-    import_tensorflow_quietly()
-    from asl_mlops.evaluate import evaluate_model_uri
+    """Evaluate a logged recognizer on a labelled CSV: accuracy, loss, per-letter report."""
+    from asl_mlops.data import load_csv
 
-    evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log)
+    dataset = load_csv(data_path)  # bad input fails here, before MLflow and TensorFlow are imported
+    from asl_mlops.evaluate import check_model_uri, evaluate_model_uri
+
+    check_model_uri(model_uri)
+    import_tensorflow_quietly()
+    evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log, dataset=dataset)
     click.echo(f"test_accuracy={evaluation.accuracy:.4f} test_loss={evaluation.loss:.4f} "
                f"errors={evaluation.errors} of {len(evaluation.y_true)}")
 

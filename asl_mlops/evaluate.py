@@ -1,11 +1,14 @@
-"""Evaluation on held-out data: accuracy, loss, per-class precision/recall/F1, plots."""
+"""Evaluation on held-out data: accuracy, loss, per-class precision/recall/F1, plots.
+
+Importing this module does not import TensorFlow, so `asl-mlops evaluate` checks its data and model URI
+first and fails on bad input in about a second."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import mlflow
 import mlflow.pyfunc
 import numpy as np
@@ -15,7 +18,10 @@ from sklearn.metrics import accuracy_score, classification_report, log_loss
 from asl_mlops import plots
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LETTERS, NUM_CLASSES
-from asl_mlops.tracking import log_figures
+from asl_mlops.data import Dataset
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Evaluation:
         return out
 
 
-def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
+def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
     """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.preprocess.to_model_input); with `tta`,
     averaged over asl_mlops.tta's views."""
     if not tta:
@@ -71,6 +77,8 @@ def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray) -> Eva
 
 def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "test") -> None:
     """Log metrics, the classification report (text + JSON) and the evaluation plots to the active run."""
+    from asl_mlops.tracking import log_figures
+
     mlflow.log_metrics(evaluation.metrics(prefix))
     text = classification_report(evaluation.y_true, evaluation.y_pred, labels=np.arange(NUM_CLASSES),
                                  target_names=list(LETTERS), digits=4, zero_division=0)
@@ -83,18 +91,24 @@ def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "te
     })
 
 
-def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True) -> Evaluation:
-    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV, as
-    it would answer when served (test-time augmentation included if its run used it); with `log`, record
-    it as an MLflow run."""
-    from asl_mlops.data import load_csv
-    from asl_mlops.labels import labels_to_indices
-
-    dataset = load_csv(data_path)  # validates before anything is logged
+def check_model_uri(model_uri: str) -> None:
+    """Raise InputError unless there is a logged model at `model_uri` (cheap: reads its MLmodel only)."""
     try:
         mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as err:
         raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
+
+
+def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True,
+                       dataset: Dataset | None = None) -> Evaluation:
+    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV
+    (`dataset`, if already loaded from `data_path`), as it would answer when served (test-time augmentation
+    included if its run used it); with `log`, record it as an MLflow run."""
+    from asl_mlops.data import load_csv
+    from asl_mlops.labels import labels_to_indices
+
+    dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
+    check_model_uri(model_uri)
     try:
         recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except MlflowException as err:  # a pyfunc that is not a PythonModel
