@@ -32,7 +32,8 @@ from asl_mlops.preprocess import to_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
 from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, training_device
-from asl_mlops.trunk import ViewBatches, split_at_trainable, trunk_features, uses_trunk_cache
+from asl_mlops.trunk import (ViewBatches, check_cache_dir, split_at_trainable, trunk_cache_dir, trunk_features,
+                             uses_trunk_cache)
 
 if TYPE_CHECKING:
     from asl_mlops.registry import Registration
@@ -114,7 +115,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     losses_and_metrics = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
     if uses_trunk_cache(config):
         split = split_at_trainable(model)
-        features = trunk_features(split, data.x_train, data.x_val, config, Path(config.cache_dir) / "trunk")
+        features = trunk_features(split, data.x_train, data.x_val, config, trunk_cache_dir(config))
         if mlflow.active_run():
             mlflow.set_tags({"trunk_cache": "hit" if features.misses == 0 else "miss",
                              "trunk_boundary": ",".join(split.boundary)})
@@ -216,6 +217,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     data = data if data is not None else prepare_data(config)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)  # before the run: a bad --weights must not leave a run behind
+    if uses_trunk_cache(config):
+        check_cache_dir(trunk_cache_dir(config))  # likewise a cache folder that cannot be written
     with unseeded_python_random():
         # Names say what ran and differ between runs: cnn-seed42-<MLflow's random words>.
         name = run_name or f"{config.architecture}-seed{config.seed}-{generate_run_name()}"

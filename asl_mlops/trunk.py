@@ -196,6 +196,24 @@ class TrunkFeatures:
     seconds: float
 
 
+def trunk_cache_dir(config: TrainConfig) -> Path:
+    """Where a run's trunk features go: `<cache_dir>/trunk`."""
+    return Path(config.cache_dir) / "trunk"
+
+
+def check_cache_dir(cache_dir: str | Path) -> None:
+    """Make sure features can be written under `cache_dir` (creating it); InputError naming it otherwise.
+    Called before a run starts, so a bad --cache-dir leaves no run behind."""
+    cache_dir = Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise InputError(f"cache_dir {cache_dir}: cannot write the trunk-feature cache there "
+                         f"({err.strerror or err}); pass a writable --cache-dir (MLproject: -P cache_dir=...)") from None
+
+
 def trunk_features(split: TrunkSplit, x_train: np.ndarray, x_val: np.ndarray, config: TrainConfig,
                    cache_dir: str | Path) -> TrunkFeatures:
     """Training views and validation features of `split.trunk`, from the cache or extracted into it."""

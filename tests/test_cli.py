@@ -60,6 +60,19 @@ def test_train_with_malformed_data_exits_2_and_leaves_no_run(runner, tmp_path, c
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+def test_unwritable_cache_dir_exits_2_with_one_line_and_leaves_no_run(runner, tmp_path, synthetic_dir, mlflow_store):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(main, ["train", "--architecture", "resnet50", "--weights", "none", "--epochs", "1",
+                                  "--cache-dir", str(blocker / "cache"),
+                                  "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
+                                  "--test-data", str(synthetic_dir / "sign_mnist_test.csv")])
+    assert result.exit_code == 2, result.output
+    assert re.fullmatch(r"error: cache_dir .*a-file/cache/trunk: cannot write the trunk-feature cache there .*\n",
+                        result.output), result.output
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
 def test_bad_option_value_names_the_field(runner, synthetic_dir, mlflow_store):
     result = runner.invoke(main, ["train", "--epochs", "0", "--train-data", str(synthetic_dir / "sign_mnist_train.csv")])
     assert result.exit_code == 2 and "epochs" in result.output
