@@ -130,6 +130,15 @@ def build_cnn(l2: float = 1e-4) -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn_asl")
 
 
+def average_ensemble(members: list[keras.Model]) -> keras.Model:
+    """One Keras model whose output is the mean softmax of `members` (same raw-pixel input): a small
+    ensemble that is saved, registered and served as a single network. It shares the members' layers."""
+    inputs = keras.Input(RAW_SHAPE, name="image")
+    named = [keras.Model(m.input, m.output, name=f"member{k}") for k, m in enumerate(members)]
+    outputs = layers.Average(name="mean_softmax")([m(inputs) for m in named])
+    return keras.Model(inputs, outputs, name=f"{members[0].name}_ensemble{len(members)}")
+
+
 def build_model(config: TrainConfig) -> keras.Model:
     """The network `config.architecture` names, with its L2 strength and weights."""
     if config.architecture == "resnet50":

@@ -144,7 +144,12 @@ def training_device() -> str:
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every metric Keras reports at the end of an epoch (loss, accuracy, val_*, learning_rate)
     with step=epoch, and `epoch_seconds` (the epoch's wall time, validation included). Place it after
-    the LearningRateScheduler so `learning_rate` is in the logs."""
+    the LearningRateScheduler so `learning_rate` is in the logs. With `prefix`, every key gets it (the
+    further members of an ensemble: `member1_loss`, ...)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        super().__init__()
+        self.prefix = prefix
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()
@@ -159,7 +164,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             logger.error("epoch %d: non-finite %s; stopping", epoch, ", ".join(bad))
             self.model.stop_training = True
             metrics = {k: v for k, v in metrics.items() if k not in bad}
-        mlflow.log_metrics(metrics, step=epoch)
+        mlflow.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=epoch)
 
 
 def log_figures(figures: dict[str, Figure], artifact_dir: str = "plots") -> None:

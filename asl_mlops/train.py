@@ -26,7 +26,7 @@ from asl_mlops.config import TrainConfig
 from asl_mlops.data import Dataset, load_csv
 from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
-from asl_mlops.models import build_model, count_params
+from asl_mlops.models import average_ensemble, build_model, count_params
 from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.preprocess import to_model_input
 from asl_mlops.serving import log_recognizer
@@ -104,13 +104,14 @@ def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
 
 
 def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.callbacks.History:
+        callbacks: Sequence[keras.callbacks.Callback] = (), metric_prefix: str = "") -> keras.callbacks.History:
     """Compile with Adam and fit on the training split, validating each epoch.
 
     With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
     (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
     With `config.ema` the model ends with the averaged weights. It is returned compiled with a plain
     `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
+    Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
     """
     losses_and_metrics = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
     if uses_trunk_cache(config):
@@ -140,7 +141,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     if config.early_stopping:
         all_callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1))
-    all_callbacks += [MlflowEpochLogger(), *callbacks]
+    all_callbacks += [MlflowEpochLogger(metric_prefix), *callbacks]
     # A live progress bar on a terminal; one line per epoch in logs (mlflow run, CI).
     verbose = 1 if sys.stdout.isatty() else 2
     # shuffle=False: the training input shuffles itself (seeded); Keras would only warn that it ignores the flag.
@@ -215,8 +216,12 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     Data problems raise `InputError` before a run is started; any error inside the run marks it FAILED.
     """
     data = data if data is not None else prepare_data(config)
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config)  # before the run: a bad --weights must not leave a run behind
+    members = []
+    for k in range(config.ensemble):  # before the run: a bad --weights must not leave a run behind
+        keras.utils.set_random_seed(config.seed + k)
+        members.append(build_model(config))
+    # With --ensemble K, the network logged and served averages the K members' softmax.
+    model = members[0] if len(members) == 1 else average_ensemble(members)
     if uses_trunk_cache(config):
         check_cache_dir(trunk_cache_dir(config))  # likewise a cache folder that cannot be written
     with unseeded_python_random():
@@ -235,7 +240,16 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})
         start = time.perf_counter()
-        history = fit(model, data, config, callbacks)
+        keras.utils.set_random_seed(config.seed)
+        # The first member's per-epoch metrics under their plain names (and the callbacks, e.g. a sweep's
+        # pruning, see them); further members' as member<k>_loss, ...
+        history = fit(members[0], data, config, callbacks)
+        for k, member in enumerate(members[1:], start=1):
+            keras.utils.set_random_seed(config.seed + k)
+            fit(member, data, config.replace(seed=config.seed + k), metric_prefix=f"member{k}_")
+        if len(members) > 1:  # compiled like each member, so the saved file loads the same way
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy",
+                          metrics=["accuracy"])
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
         val = evaluate_probabilities(data.y_val.argmax(axis=1),

@@ -200,3 +200,28 @@ def test_the_recognizers_keras_network_loads_without_asl_mlops(fast_config, mlfl
     assert loaded["optimizer"] == "Adam"  # the compile config names keras' own class
     labels = labels_to_indices(test.labels)
     assert np.mean(np.array(loaded["predicted"]) == labels) == pytest.approx(result.test.accuracy, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_ensemble_is_logged_and_served_as_one_model_averaging_its_members(fast_config, mlflow_store):
+    import keras
+
+    config = fast_config.replace(ensemble=2, epochs=3, tta=False)
+    result = train_and_evaluate(config)
+    assert result.test.accuracy >= 0.9
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{result.run_id}'", output_format="list")
+    assert [m.name for m in logged] == ["recognizer"]  # still one model
+    network = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().model
+    members = [network.get_layer("member0"), network.get_layer("member1")]
+    test = load_csv(fast_config.test_data)
+    x = to_model_input(test.images)
+    outputs = [np.asarray(m.predict(x, verbose=0)) for m in members]
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-3  # two different networks (seeds 0 and 1) ...
+    np.testing.assert_allclose(network.predict(x, verbose=0), (outputs[0] + outputs[1]) / 2, atol=1e-6)  # averaged
+    assert result.trainable_params == 2 * sum(int(np.prod(w.shape)) for w in members[0].trainable_weights)
+    client = MlflowClient()
+    for key in ("val_accuracy", "member1_val_accuracy"):  # each member's epochs are in the run
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1, 2], key
+    with pytest.raises(InputError, match="ensemble > 1 is for architecture cnn only"):
+        fast_config.replace(ensemble=2, architecture="resnet50")
+    keras.backend.clear_session()
