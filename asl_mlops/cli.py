@@ -178,6 +178,7 @@ def data_validate(files: tuple[Path, ...]) -> None:
 @user_errors
 def train_command(**options: Any) -> None:
     """Train, evaluate and log one model (the recognizer) to MLflow (what `mlflow run .` runs)."""
+    use_default_experiment()
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
@@ -206,6 +207,7 @@ def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool
     dataset = load_csv(data_path)  # bad input fails here, before MLflow and TensorFlow are imported
     from asl_mlops.evaluate import check_model_uri, evaluate_model_uri
 
+    use_default_experiment()
     check_model_uri(model_uri)
     import_tensorflow_quietly()
     evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log, dataset=dataset)

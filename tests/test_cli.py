@@ -73,6 +73,17 @@ def test_unwritable_cache_dir_exits_2_with_one_line_and_leaves_no_run(runner, tm
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+def test_train_logs_to_the_asl_mlops_experiment_unless_one_is_set(runner, synthetic_dir, mlflow_store, monkeypatch):
+    args = ["train", "--epochs", "1", "--batch-size", "64", "--tta", "false",
+            "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
+            "--test-data", str(synthetic_dir / "sign_mnist_test.csv")]
+    assert runner.invoke(main, args).exit_code == 0
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
+    assert runner.invoke(main, args).exit_code == 0
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert sorted(mlflow.get_experiment(e).name for e in runs["experiment_id"]) == ["asl-mlops", "mine"]
+
+
 def test_bad_option_value_names_the_field(runner, synthetic_dir, mlflow_store):
     result = runner.invoke(main, ["train", "--epochs", "0", "--train-data", str(synthetic_dir / "sign_mnist_train.csv")])
     assert result.exit_code == 2 and "epochs" in result.output

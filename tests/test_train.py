@@ -161,6 +161,7 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(fast_config, mlflow_
     assert f"test_accuracy={result.test.accuracy:.4f}" in out.output
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'evaluate'")
     assert len(runs) == 1 and runs.loc[0, "metrics.test_accuracy"] == pytest.approx(result.test.accuracy)
+    assert mlflow.get_experiment(runs.loc[0, "experiment_id"]).name == "asl-mlops"  # the CLI's default experiment
     registered = CliRunner().invoke(main, ["evaluate", "--model-uri", result.model_uri, "--no-log",
                                            "--data", fast_config.test_data])
     assert registered.exit_code == 0, registered.output
