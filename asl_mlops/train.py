@@ -11,6 +11,7 @@ import logging
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,12 @@ def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflo
 
     def dataset(x: np.ndarray, y: np.ndarray, csv: str, part: str, digest: str) -> "mlflow.data.dataset.Dataset":
         source = str(Path(csv).resolve()) if Path(csv).is_file() else None
-        return mlflow.data.from_numpy(x, targets=y, source=source, name=f"{Path(csv).name.split('.')[0]}-{part}",
-                                      digest=str(digest)[:16])
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source under two schemes and warns, every run, that a path "can be
+            # interpreted in multiple ways" (both LocalArtifactDatasetSource): the same source either way.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            return mlflow.data.from_numpy(x, targets=y, source=source, digest=str(digest)[:16],
+                                          name=f"{Path(csv).name.split('.')[0]}-{part}")
 
     return {"training": dataset(data.x_train, data.y_train.argmax(axis=1), config.train_data, "train",
                                 data.params["train_data_hash"]),
