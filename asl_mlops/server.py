@@ -368,7 +368,10 @@ def worker_app() -> RequestGuard:
     stops instead of restarting it forever."""
     from uvicorn.config import STARTUP_FAILURE
 
+    from asl_mlops.cli import import_tensorflow_quietly
+
     settings = json.loads(os.environ[CONFIG_ENV])
+    import_tensorflow_quietly()  # the wheel's "Could not find cuda drivers" lines, once per worker otherwise
     try:
         from mlflow.pyfunc.scoring_server import load_model_with_mlflow_config
 
@@ -383,7 +386,10 @@ def worker_app() -> RequestGuard:
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so a port in use is a one-line error before any model is loaded."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family=family)
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every keep-alive answer (headers and body are two writes) waits ~40 ms for a delayed ACK.
+    # (uvicorn's own --workers socket has proto 0, which `mlflow models serve -w N` inherits.)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -445,6 +451,7 @@ def serve(config: ServeConfig) -> None:
     from uvicorn.supervisors import Multiprocess
 
     config.check()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar line per file otherwise
     sock = bind(config.host, config.port)
     workdir = Path(tempfile.mkdtemp(prefix="asl-mlops-serve-"))
     try:
