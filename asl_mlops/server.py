@@ -173,7 +173,7 @@ def json_shape_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH,
         return f"the body is not a JSON object: send a JSON object with one of the keys {_KEYS}"
     skeleton = _JSON_STRING.sub(b"", text)
     if b'"' in skeleton:
-        return "malformed JSON: a string is not closed"
+        return "not valid JSON: a string is not closed"
     containers = skeleton.count(b"[") + skeleton.count(b"{")
     if containers > max_containers:
         return (f"the JSON holds {containers} arrays and objects, more than the limit of {max_containers} "
@@ -185,7 +185,7 @@ def json_shape_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH,
     if int(depth.max()) > max_depth:
         return f"the JSON is nested {int(depth.max())} levels deep, more than the limit of {max_depth}"
     if int(depth.min()) < 0 or int(depth[-1]) != 0:
-        return "malformed JSON: brackets do not balance"
+        return "not valid JSON: brackets do not balance"
     return None
 
 
@@ -410,8 +410,8 @@ def download_model(model_uri: str, dest: Path) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
     except (MlflowException, OSError) as err:
-        message = getattr(err, "message", None) or str(err)
-        raise InputError(f"cannot load model {model_uri}: {message.splitlines()[0]}") from None
+        lines = [line.strip("# ") for line in (getattr(err, "message", None) or str(err)).splitlines() if line.strip("# ")]
+        raise InputError(f"cannot load model {model_uri}: {' '.join(lines)[:400]}") from None
     if not (local / "MLmodel").is_file():
         raise InputError(f"cannot load model {model_uri}: it has no MLmodel file (is it a model folder?)")
     if "python_function" not in Model.load(str(local)).flavors:
