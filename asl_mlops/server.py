@@ -63,7 +63,8 @@ MAX_JSON_CONTAINERS = 4 * 1024 + 64
 #: Content types the guard passes on: the two MLflow parses from text. Parquet is refused: it is compressed,
 #: so a body under the limit can expand without bound before the model's row limit applies.
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/csv")
-#: Worker processes by default: one per CPU, at most this many (each holds TensorFlow and the model, ~0.5 GB).
+#: Worker processes by default: one per CPU, at most this many (each holds TensorFlow and the model, ~0.8 GB
+#: resident).
 MAX_DEFAULT_WORKERS = 4
 #: The environment variable that carries ServeConfig (as JSON) to the uvicorn worker processes.
 CONFIG_ENV = "ASL_MLOPS_SERVE_CONFIG"
@@ -91,8 +92,8 @@ class ServeConfig:
     host: str = knob("127.0.0.1", "Interface to listen on; 0.0.0.0 listens on all (no authentication: keep it "
                                   "behind your own network controls).")
     port: int = knob(5001, "TCP port to listen on.")
-    # Each worker is a process with its own copy of the model (~0.5 GB with TensorFlow), so the CPU count
-    # (capped) is the default: more workers than cores only adds memory and contention.
+    # Each worker is a process with its own copy of the model (~0.8 GB resident with TensorFlow), so the CPU
+    # count (capped) is the default: more workers than cores only adds memory and contention.
     workers: int = knob(default_workers(), "Worker processes, each loading the model once (default: the CPU "
                                            f"count, at most {MAX_DEFAULT_WORKERS}).")
     max_body_bytes: int = knob(DEFAULT_MAX_BODY_BYTES,

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from asl_mlops.errors import InputError
-from asl_mlops.server import (DEFAULT_MAX_BODY_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, Refusal, ServeConfig,
+from asl_mlops.server import (DEFAULT_MAX_BODY_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, Refusal, ServeConfig, bind,
                               check_content_type, check_declared_length, json_shape_problem)
 from asl_mlops.serving import MAX_IMAGE_BYTES, MAX_ROWS, PIXEL_COLUMNS
 from served_model import acquire, free_port, images_body, pixels_body, release, stop_server
@@ -97,6 +97,15 @@ def test_declared_length_is_checked_before_reading():
 def test_settings_that_cannot_work_are_named(change, message):
     with pytest.raises(InputError, match=message):
         ServeConfig(**change).check()
+
+
+def test_listening_socket_says_tcp_so_answers_are_not_held_by_nagle():
+    # asyncio sets TCP_NODELAY on accepted sockets only if proto == IPPROTO_TCP (socket.socket() leaves 0)
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -329,6 +338,19 @@ def test_one_access_log_line_per_request_with_status_rows_and_ms(asl_server, ser
     assert re.search(r"access: 127\.0\.0\.1:\d+ POST /invocations 200 rows=5 \d+\.\dms$", lines[-1]), lines[-1]
     for path in ("/ping", "/health"):
         assert requests.get(asl_server.url + path, timeout=10).status_code == 200
+
+
+@pytest.mark.e2e
+def test_kept_alive_connection_answers_without_a_delayed_ack_stall(asl_server):
+    # /ping costs the server ~1 ms; with Nagle's algorithm on, each answer after the first would wait ~40 ms
+    session = requests.Session()
+    session.get(f"{asl_server.url}/ping", timeout=10)
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        assert session.get(f"{asl_server.url}/ping", timeout=10).status_code == 200
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[5] < 0.02, times
 
 
 @pytest.mark.e2e
