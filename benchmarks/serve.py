@@ -1,8 +1,18 @@
-"""Serving benchmark: the real `mlflow models serve` on the registered recognizer, over loopback HTTP.
+"""Serving benchmark: the real `mlflow models serve` (and, with --load, `asl-mlops serve`) on the registered
+recognizer, over loopback HTTP.
 
     python benchmarks/serve.py                          # trains a cnn on synthetic data first
     python benchmarks/serve.py --train-data ../shared/data/sign_mnist_train.csv.gz --epochs 3
     python benchmarks/serve.py --model-uri models:/asl-recognizer@champion   # uses MLFLOW_TRACKING_URI
+    python benchmarks/serve.py --load                   # both servers under 8 clients -> serve-load.json
+
+--load: `mlflow models serve -w N` and `asl-mlops serve --workers N` (N = CPU count), one after the other
+on the same model: single-client p50/p99 (pixel row, PNG), then 8 clients for 20 s each sending LOAD_MIX
+(45% pixel rows, 45% PNGs, 10% hostile: no Content-Type, JSON nested 3,000 deep, a JSON list, cut-off JSON,
+a 25 MiB body), with status codes by kind, p50/p99 of the valid requests, throughput, 5xx count and the
+server's resident memory, side by side with asl-mlops/mlflow ratios. The clients share the CPUs with the
+server, as on one machine. Targets (asl-mlops serve): p50 < 40 ms and p99 < 150 ms under load, single-client
+p50 < 15 ms.
 
 Measures: cold start (process start -> first answered /invocations), p50/p99 latency of single-image
 requests (pixel row and 28x28 PNG), and latency/throughput of pixel batches of 1, 32 and 256, plus the
