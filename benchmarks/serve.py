@@ -295,6 +295,19 @@ def single_client(url: str, bodies: dict, n: int) -> dict:
     return out
 
 
+def group_cpu_seconds(process: subprocess.Popen) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each process in the server's process group, by pid."""
+    out = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == process.pid:
+                out[int(status.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def server_memory_mb(process: subprocess.Popen) -> float:
     """Resident memory of the server's process group (the CLI, the supervisor and its workers), MB."""
     total = 0
@@ -318,9 +331,14 @@ def load_mode(args: argparse.Namespace, model_uri: str, workdir: Path, pixels_bo
         process, url, cold_start = start_server(model_uri, workdir / f"{server}.log", pixels_body, server, args.workers)
         try:
             single = single_client(url, bodies, args.requests)
-            load_start = time.perf_counter()
+            load_start, cpu_before = time.perf_counter(), group_cpu_seconds(process)
             results = run_load(url, bodies, args.clients, args.load_seconds)
             summary = load_summary(results, time.perf_counter() - load_start)
+            cpu_after = group_cpu_seconds(process)
+            # per process: shows whether the workers shared the load (8 kept-alive connections over N workers)
+            summary["server_cpu_seconds_by_process"] = sorted(
+                round(cpu_after[pid] - cpu_before.get(pid, 0.0), 2) for pid in cpu_after)
+            summary["server_cpu_ms_per_request"] = 1e3 * sum(summary["server_cpu_seconds_by_process"]) / len(results)
             summary["server_rss_mb_after"] = server_memory_mb(process)
             host, port = url.removeprefix("http://").split(":")
             summary["healthy_after"] = HttpConnection(host, int(port)).post("/invocations", *bodies["pixels"])[0] == 200
@@ -349,6 +367,10 @@ def print_load(results: dict) -> None:
         print(f"{name:<22}{single['pixels']['p50_ms']:>12.1f} / {single['png']['p50_ms']:<7.1f}"
               f"{load['valid']['p50_ms']:>10.1f}{load['valid']['p99_ms']:>10.1f}{load['valid_200_rps']:>9.0f}"
               f"{load['throughput_rps']:>8.0f}{load['server_errors_5xx']:>6}{load['server_rss_mb_after']:>8.0f}")
+    for name, s in results["servers"].items():
+        load = s["load"]
+        print(f"{name}: server CPU {load['server_cpu_ms_per_request']:.1f} ms per request; CPU seconds by process "
+              f"during the load: {load['server_cpu_seconds_by_process']}")
     print("status codes by kind:")
     for kind, _ in LOAD_MIX:
         cells = "   ".join(f"{name.split()[0]}: {s['load']['by_kind'][kind]['codes']}" for name, s in results["servers"].items())
