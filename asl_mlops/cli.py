@@ -21,6 +21,7 @@ import click
 
 from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS, SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
+from asl_mlops.server import ServeConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -293,6 +294,23 @@ def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | Non
     paths = images or paths_from(sys.stdin, prompt=sys.stderr if sys.stdin.isatty() else None)
     if run(paths, predictor):
         sys.exit(2)
+
+
+@main.command("serve")
+@options_from(ServeConfig)
+@user_errors
+def serve_command(**options: Any) -> None:
+    """Serve the recognizer over HTTP until Ctrl-C: MLflow's scoring app (the same requests and answers as
+    `mlflow models serve`) under uvicorn workers, with request limits and Prometheus metrics.
+
+    Endpoints: POST /invocations, GET /ping and /health, GET /version, GET /metrics (Prometheus).
+    Missing or other Content-Types get 415, bodies over --max-body-bytes 413 (before they are read),
+    JSON that is a list, malformed or nested over 32 levels 400; the model's own checks answer 400 as before.
+    One access-log line per request on stdout: client, method, path, status, rows, milliseconds.
+    """
+    from asl_mlops.server import serve
+
+    serve(ServeConfig(**options))
 
 
 if __name__ == "__main__":
