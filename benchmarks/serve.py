@@ -53,7 +53,7 @@ def train_and_register(workdir: Path, train_data: str | None, epochs: int) -> st
                          cache_dir=str(workdir / "cache"), epochs=epochs, batch_size=32 if not train_data else 128,
                          ema=False, seed=0)
     result = train_and_evaluate(config)
-    version = mlflow.register_model(result.recognizer_uri, "asl-recognizer")
+    version = mlflow.register_model(result.model_uri, "asl-recognizer")
     mlflow.MlflowClient().set_registered_model_alias("asl-recognizer", "champion", version.version)
     print(f"trained run {result.run_id}: val_accuracy {result.val_accuracy:.4f}", file=sys.stderr)
     return "models:/asl-recognizer@champion"
