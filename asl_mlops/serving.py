@@ -261,6 +261,30 @@ def predictions_frame(probabilities: np.ndarray) -> pd.DataFrame:
     })
 
 
+#: Input shape of networks logged before they took raw pixels -> the architecture whose preprocessing they need.
+_LEGACY_INPUTS = {(28, 28, 1): "cnn", (32, 32, 3): "resnet50"}
+
+
+def with_preprocessing(network: Any) -> tuple[Any, str]:
+    """A recognizer's network logged before the model owned its preprocessing (its model_config names no
+    architecture; it takes preprocessed input) -> (the same network behind `asl_mlops.models`'
+    preprocessing layers, so it takes raw pixels like every newer one, its architecture).
+
+    A recognizer bundles its own asl_mlops (code_paths) and runs that code in a fresh process, but in one
+    that has imported this asl_mlops first (`asl-mlops evaluate`, `predict`), this class loads it."""
+    import keras
+
+    from asl_mlops.models import preprocessing_layers
+    from asl_mlops.preprocess import RAW_SHAPE
+
+    shape = tuple(network.input_shape[1:])
+    if shape not in _LEGACY_INPUTS:
+        raise ValueError(f"recognizer network with input shape {shape} and no architecture in its model_config")
+    architecture = _LEGACY_INPUTS[shape]
+    inputs = keras.Input(RAW_SHAPE, name="image")
+    return keras.Model(inputs, network(preprocessing_layers(architecture, inputs)), name=network.name), architecture
+
+
 class LetterRecognizer(mlflow.pyfunc.PythonModel):
     """Raw pixels or encoded images in, letters out: the Keras network (raw pixels in) + label map."""
 
@@ -273,6 +297,8 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         config = context.model_config or {}
         self.architecture = config.get("architecture")
+        if self.architecture is None:  # logged before networks took raw pixels
+            self.model, self.architecture = with_preprocessing(self.model)
         # Test-time augmentation (asl_mlops.tta), as the run measured it.
         self.tta = str(config.get("tta", False)).lower() == "true"
         # One traced graph for every batch size (batches are at most MAX_ROWS, so no chunking). Measured
