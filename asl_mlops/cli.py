@@ -21,6 +21,7 @@ import click
 
 from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS, SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
+from asl_mlops.quiet_import import import_tensorflow_quietly
 from asl_mlops.server import ServeConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
@@ -71,23 +72,6 @@ def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
                                    help=f.metadata.get("help", ""))(command)
         return command
     return decorate
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the process's stderr (fd 2) closed off. The `tensorflow` wheel logs "Could not find
-    cuda drivers" through absl before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide it, on every
-    machine without a GPU. An import error still raises, and is shown, after stderr is back."""
-    if "tensorflow" in sys.modules:
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 #: The MLflow experiment of `asl-mlops` runs when none is chosen (MLFLOW_EXPERIMENT_NAME/ID, `mlflow run`).
@@ -206,11 +190,9 @@ def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool
     from asl_mlops.data import load_csv
 
     dataset = load_csv(data_path)  # bad input fails here, before MLflow and TensorFlow are imported
-    from asl_mlops.evaluate import check_model_uri, evaluate_model_uri
+    from asl_mlops.evaluate import evaluate_model_uri
 
     use_default_experiment()
-    check_model_uri(model_uri)
-    import_tensorflow_quietly()
     evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log, dataset=dataset)
     click.echo(f"test_accuracy={evaluation.accuracy:.4f} test_loss={evaluation.loss:.4f} "
                f"errors={evaluation.errors} of {len(evaluation.y_true)}")

@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, classification_report, log_loss
 from asl_mlops import plots
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LETTERS, NUM_CLASSES
-from asl_mlops.data import Dataset
+from asl_mlops.quiet_import import import_tensorflow_quietly
+from asl_mlops.data import Dataset, load_csv
 
 if TYPE_CHECKING:
     import keras
@@ -104,11 +105,11 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
     """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV
     (`dataset`, if already loaded from `data_path`), as it would answer when served (test-time augmentation
     included if its run used it); with `log`, record it as an MLflow run."""
-    from asl_mlops.data import load_csv
     from asl_mlops.labels import labels_to_indices
 
     dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
-    check_model_uri(model_uri)
+    check_model_uri(model_uri)  # before TensorFlow is imported: a wrong URI fails in about a second
+    import_tensorflow_quietly()
     try:
         recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except MlflowException as err:  # a pyfunc that is not a PythonModel

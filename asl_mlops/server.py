@@ -374,7 +374,7 @@ def worker_app() -> RequestGuard:
     stops instead of restarting it forever."""
     from uvicorn.config import STARTUP_FAILURE
 
-    from asl_mlops.cli import import_tensorflow_quietly
+    from asl_mlops.quiet_import import import_tensorflow_quietly
 
     settings = json.loads(os.environ[CONFIG_ENV])
     import_tensorflow_quietly()  # the wheel's "Could not find cuda drivers" lines, once per worker otherwise

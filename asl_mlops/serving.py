@@ -261,10 +261,6 @@ def predictions_frame(probabilities: np.ndarray) -> pd.DataFrame:
     })
 
 
-#: Input shape of networks logged before they took raw pixels -> the architecture whose preprocessing they need.
-_LEGACY_INPUTS = {(28, 28, 1): "cnn", (32, 32, 3): "resnet50"}
-
-
 def with_preprocessing(network: Any) -> tuple[Any, str]:
     """A recognizer's network logged before the model owned its preprocessing (its model_config names no
     architecture; it takes preprocessed input) -> (the same network behind `asl_mlops.models`'
@@ -274,13 +270,15 @@ def with_preprocessing(network: Any) -> tuple[Any, str]:
     that has imported this asl_mlops first (`asl-mlops evaluate`, `predict`), this class loads it."""
     import keras
 
-    from asl_mlops.models import preprocessing_layers
+    from asl_mlops.models import RESNET50_SHAPE, preprocessing_layers
     from asl_mlops.preprocess import RAW_SHAPE
 
+    # What those networks took: the cnn's shape was the raw one (scaled to [0, 1]), resnet50's its own.
+    legacy_inputs = {RAW_SHAPE: "cnn", RESNET50_SHAPE: "resnet50"}
     shape = tuple(network.input_shape[1:])
-    if shape not in _LEGACY_INPUTS:
+    if shape not in legacy_inputs:
         raise ValueError(f"recognizer network with input shape {shape} and no architecture in its model_config")
-    architecture = _LEGACY_INPUTS[shape]
+    architecture = legacy_inputs[shape]
     inputs = keras.Input(RAW_SHAPE, name="image")
     return keras.Model(inputs, network(preprocessing_layers(architecture, inputs)), name=network.name), architecture
 

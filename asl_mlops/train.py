@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: How every network is compiled (for training, and in the saved .keras file).
+LOSS_AND_METRICS: dict[str, Any] = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
+
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -114,7 +117,6 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
     Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
     """
-    losses_and_metrics = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
     if uses_trunk_cache(config):
         split = split_at_trainable(model)
         features = trunk_features(split, data.x_train, data.x_val, config, trunk_cache_dir(config))
@@ -133,7 +135,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
     # after a short run (asl_mlops.optimizer).
-    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **losses_and_metrics)
+    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **LOSS_AND_METRICS)
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
@@ -153,7 +155,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
     # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
     # The tail's trainable variables are the full model's, in the same order.
-    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **losses_and_metrics)
+    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **LOSS_AND_METRICS)
     return history
 
 
@@ -253,8 +255,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             keras.utils.set_random_seed(config.seed + k)
             fit(member, data, config.replace(seed=config.seed + k), metric_prefix=f"member{k}_")
         if len(members) > 1:  # compiled like each member, so the saved file loads the same way
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy",
-                          metrics=["accuracy"])
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), **LOSS_AND_METRICS)
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
         val = evaluate_probabilities(data.y_val.argmax(axis=1),

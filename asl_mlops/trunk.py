@@ -210,8 +210,13 @@ def check_cache_dir(cache_dir: str | Path) -> None:
         with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".write-check-"):
             pass
     except OSError as err:
-        raise InputError(f"cache_dir {cache_dir}: cannot write the trunk-feature cache there "
-                         f"({err.strerror or err}); pass a writable --cache-dir (MLproject: -P cache_dir=...)") from None
+        raise unwritable(cache_dir, err) from None
+
+
+def unwritable(cache_dir: Path, err: OSError) -> InputError:
+    """The error for a cache folder that features cannot be written to."""
+    return InputError(f"cache_dir {cache_dir}: cannot write the trunk-feature cache there ({err.strerror or err}); "
+                      "pass a writable --cache-dir (MLproject: -P cache_dir=...)")
 
 
 def trunk_features(split: TrunkSplit, x_train: np.ndarray, x_val: np.ndarray, config: TrainConfig,
@@ -239,8 +244,7 @@ def trunk_features(split: TrunkSplit, x_train: np.ndarray, x_val: np.ndarray, co
             try:
                 arrays = _extract(split.trunk, x, augmentation, cache_dir, key, shapes)
             except OSError as err:
-                raise InputError(f"cache_dir {cache_dir}: cannot write the trunk-feature cache there "
-                                 f"({err.strerror or err}); pass a writable --cache-dir") from None
+                raise unwritable(cache_dir, err) from None
         else:
             hits += 1
         results.append(arrays)

@@ -1,0 +1,27 @@
+"""Import TensorFlow without the lines its wheel prints to stderr on machines without a GPU.
+
+Used by the CLI before it trains or loads a model, by `asl-mlops evaluate` after its cheap checks, and by
+each `asl-mlops serve` worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (fd 2) closed off. The `tensorflow` wheel logs "Could not find
+    cuda drivers" through absl before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide it, on every
+    machine without a GPU. An import error still raises, and is shown, after stderr is back."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
