@@ -50,6 +50,11 @@ class TrainConfig:
                              choices=ARCHITECTURES)
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
+    # The cnn's width: filters of its three conv blocks (asl_mlops.models.build_cnn).
+    cnn_filters: str = knob("75,50,25", "cnn: filters of its three conv blocks, comma-separated. Training time grows "
+                                        "with the first block's: 32,64,32 trains in about half the time of 75,50,25 "
+                                        "and serves faster, but one such network made more errors on the stand-in "
+                                        "test set (benchmarks/levers.py; README, Seed robustness).")
     # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
     trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
                                    "outputs, and train only the trainable tail on them (same model, ~20x faster "
@@ -104,6 +109,8 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.patience >= 1, "patience must be >= 1"),
             (1 <= self.trunk_views <= 64, "trunk_views must be between 1 and 64"),
+            (self._filter_counts() is not None,
+             "cnn_filters must be three whole numbers from 1 to 512, comma-separated (e.g. 75,50,25)"),
             (1 <= self.ensemble <= 8, "ensemble must be between 1 and 8"),
             (self.ensemble == 1 or self.architecture == "cnn", "ensemble > 1 is for architecture cnn only"),
             (0 <= self.brightness < 1, "brightness must be in [0, 1)"),
@@ -117,6 +124,19 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"invalid training setting: {message}")
+
+    def _filter_counts(self) -> tuple[int, int, int] | None:
+        parts = [p.strip() for p in str(self.cnn_filters).split(",")]
+        if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 512 for p in parts):
+            return None
+        return int(parts[0]), int(parts[1]), int(parts[2])
+
+    @property
+    def filter_counts(self) -> tuple[int, int, int]:
+        """`cnn_filters` as three numbers."""
+        counts = self._filter_counts()
+        assert counts is not None  # checked in __post_init__
+        return counts
 
     @property
     def resolved_weights(self) -> str:

@@ -117,12 +117,13 @@ def conv_block(x, filters: int, l2: float, name: str, dropout: float = 0.0):
     return x
 
 
-def build_cnn(l2: float = 1e-4) -> keras.Model:
-    """Compact CNN on raw 28x28x1 pixels: rescaling, three conv blocks, a 512-unit dense layer, softmax over 24."""
+def build_cnn(l2: float = 1e-4, filters: tuple[int, int, int] = (75, 50, 25)) -> keras.Model:
+    """Compact CNN on raw 28x28x1 pixels: rescaling, three conv blocks (`filters`), a 512-unit dense layer,
+    softmax over 24."""
     inputs = keras.Input(RAW_SHAPE, name="image")
-    x = conv_block(preprocessing_layers("cnn", inputs), 75, l2, "block1")
-    x = conv_block(x, 50, l2, "block2", dropout=0.2)
-    x = conv_block(x, 25, l2, "block3")
+    x = conv_block(preprocessing_layers("cnn", inputs), filters[0], l2, "block1")
+    x = conv_block(x, filters[1], l2, "block2", dropout=0.2)
+    x = conv_block(x, filters[2], l2, "block3")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(512, activation="relu", kernel_regularizer=regularizers.l2(l2), name="dense_512")(x)
     x = layers.Dropout(0.3, name="dense_dropout")(x)
@@ -143,7 +144,7 @@ def build_model(config: TrainConfig) -> keras.Model:
     """The network `config.architecture` names, with its L2 strength and weights."""
     if config.architecture == "resnet50":
         return build_resnet50(config.resolved_weights, config.l2)
-    return build_cnn(config.l2)
+    return build_cnn(config.l2, config.filter_counts)
 
 
 def count_params(model: keras.Model) -> tuple[int, int]:

@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "benchmarks" / "results" / "levers-work",
                         help="Where the trained models are kept (.keras), so a re-run only scores.")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="Override the recipe's epochs (a quick smoke run; not for the figures).")
+                        help="Override the default recipe's epochs (e.g. 6 or 24, to measure a schedule).")
+    parser.add_argument("--cnn-filters", default=None,
+                        help="Override the cnn's conv widths (TrainConfig.cnn_filters, e.g. 32,64,32).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
                         help="JSON results file.")
     args = parser.parse_args()
@@ -131,7 +133,8 @@ def main() -> None:
             path = args.models_dir / f"default-seed{seed}.keras"
             if not path.exists():
                 model_info = selection.train_one("default", seed, (csv, split, random_val, standin), f"{store}/cache",
-                                                args.epochs)
+                                                args.epochs,
+                                                {"cnn_filters": args.cnn_filters} if args.cnn_filters else None)
                 mlflow.pyfunc.load_model(model_info.pop("model_uri")).unwrap_python_model().model.save(path)
                 results["trained"][str(seed)] = model_info
                 args.out.write_text(json.dumps(results, indent=2))

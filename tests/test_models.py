@@ -68,3 +68,10 @@ def test_cnn_is_small_and_outputs_24_probabilities():
 
 def test_build_model_follows_config():
     assert build_model(TrainConfig(architecture="cnn")).input_shape == (None, 28, 28, 1)
+
+
+def test_cnn_filters_set_the_conv_blocks_widths():
+    model = build_model(TrainConfig(cnn_filters="32,64,16"))
+    widths = [model.get_layer(f"block{k}_conv").filters for k in (1, 2, 3)]
+    assert widths == [32, 64, 16]
+    assert model.get_layer("dense_512").kernel.shape[0] == 4 * 4 * 16  # 28 -> 14 -> 7 -> 4 after three pools
