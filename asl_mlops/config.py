@@ -51,10 +51,11 @@ class TrainConfig:
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
     # The cnn's width: filters of its three conv blocks (asl_mlops.models.build_cnn).
-    cnn_filters: str = knob("75,50,25", "cnn: filters of its three conv blocks, comma-separated. Training time grows "
-                                        "with the first block's: 32,64,32 trains in about half the time of 75,50,25 "
-                                        "and serves faster, but one such network made more errors on the stand-in "
-                                        "test set (benchmarks/levers.py; README, Seed robustness).")
+    cnn_filters: str = knob("75,50,25", "cnn: filters of its three conv blocks, comma-separated. Cost grows with the "
+                                        "first block's: 32,64,32 needs 0.42x the CPU per training step and 0.7x per "
+                                        "served image, but one such network made more errors on the stand-in test "
+                                        "set; with --ensemble 3 it made the fewest for its cost (README, Seed "
+                                        "robustness).")
     # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
     trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
                                    "outputs, and train only the trainable tail on them (same model, ~20x faster "

@@ -9,6 +9,10 @@
    cnn-ensemble2 (only when asked, `--only cnn-ensemble2`): the same with `-P ensemble=2`, and its wall
    time as a ratio to the single run's.
 3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
+4. widths (only when asked, `--only widths`): the cnn at cnn_filters 75,50,25 (the default) and 32,64,32,
+   side by side in one process, rounds interleaved, best of 3: CPU and wall milliseconds per training
+   step (batch 128), and per served image through the recognizer's traced TTA forward pass (9 views) for
+   one network and for ensembles of 2 and 3 members.
 
 The real test CSV is withheld, so the runs are given 7,172 rows of the training CSV (the real test set's
 size, so the final evaluation costs what it would) as `test_data`: their test_* metrics measure nothing
@@ -96,6 +100,61 @@ def cnn_flops_per_image() -> float:
     return flops
 
 
+def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
+    """Training-step and served-image cost of the cnn's widths (and ensembles), measured side by side."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from asl_mlops.labels import NUM_CLASSES
+    from asl_mlops.models import average_ensemble, build_cnn
+    from asl_mlops.train import LOSS_AND_METRICS
+    from asl_mlops.tta import mean_over_views, views_of
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (128, 28, 28, 1)).astype(np.float32)
+    y = keras.utils.to_categorical(rng.integers(0, NUM_CLASSES, 128), NUM_CLASSES)
+    widths = {"75,50,25": (75, 50, 25), "32,64,32": (32, 64, 32)}
+    trainers = {}
+    for name, filters in widths.items():
+        model = build_cnn(filters=filters)
+        model.compile(optimizer="adam", **LOSS_AND_METRICS)
+        model.train_on_batch(x, y)  # trace
+        trainers[name] = model
+
+    def served(model):  # as asl_mlops.serving.LetterRecognizer traces it
+        return tf.function(lambda batch: mean_over_views(model(views_of(batch), training=False), tf.shape(batch)[0]),
+                           input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)], autograph=False)
+
+    forwards = {"75,50,25": served(build_cnn(filters=widths["75,50,25"])),
+                **{f"32,64,32 x{k}" if k > 1 else "32,64,32": served(
+                    average_ensemble([build_cnn(filters=widths["32,64,32"]) for _ in range(k)])
+                    if k > 1 else build_cnn(filters=widths["32,64,32"])) for k in (1, 2, 3)}}
+    one = x[:1]
+    for forward in forwards.values():
+        forward(one)
+
+    def timed(fn, n):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - cpu) / n * 1e3, (time.perf_counter() - wall) / n * 1e3
+
+    train = {name: [] for name in trainers}
+    serve = {name: [] for name in forwards}
+    for _ in range(rounds):
+        for name, model in trainers.items():
+            train[name].append(timed(lambda: model.train_on_batch(x, y), steps))
+        for name, forward in forwards.items():
+            serve[name].append(timed(lambda: np.asarray(forward(one)), images))
+    best = lambda samples: {"cpu_ms": min(c for c, _ in samples), "wall_ms": min(w for _, w in samples)}  # noqa: E731
+    result = {"train_step_batch128": {k: best(v) for k, v in train.items()},
+              "served_image_tta9": {k: best(v) for k, v in serve.items()}}
+    base = result["train_step_batch128"]["75,50,25"]["cpu_ms"]
+    result["train_step_cpu_ratio_32_64_32"] = result["train_step_batch128"]["32,64,32"]["cpu_ms"] / base
+    return result
+
+
 def cpu_peak_flops() -> float | None:
     """Rough fp32 peak of this CPU: cores x GHz x FLOPs/cycle (32 with AVX-512 FMA x2, 16 with AVX2 FMA x2)."""
     try:
@@ -113,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
                         help="real Sign MNIST training CSV")
-    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "resnet50"), action="append",
+    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "resnet50", "widths"), action="append",
                         help="run only these parts (repeatable); default all")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"),
                         help="JSON output path; parts not run keep their earlier figures there")
@@ -128,6 +187,15 @@ def main() -> None:
             results["input"] = r = bench_input(train_data)
             rows.append(("model inputs of the whole CSV", f"{r['to_model_input_s']:.3f} s",
                          f"a .npy cache: {r['npy_load_s']:.3f} s, saves at most {r['most_a_cache_saves_s']:.3f} s"))
+        if "widths" in parts:
+            results["widths"] = w = bench_widths()
+            for name, t in w["train_step_batch128"].items():
+                rows.append((f"cnn_filters {name}: training step", f"{t['cpu_ms']:.0f} ms CPU",
+                             f"{t['wall_ms']:.0f} ms wall, batch 128"))
+            rows.append(("32,64,32 / 75,50,25 training CPU", f"{w['train_step_cpu_ratio_32_64_32']:.2f}x", ""))
+            for name, t in w["served_image_tta9"].items():
+                rows.append((f"served image, TTA 9 views: {name}", f"{t['cpu_ms']:.2f} ms CPU",
+                             f"{t['wall_ms']:.2f} ms wall"))
         from asl_mlops.data import load_csv, write_csv
 
         full = load_csv(train_data)
