@@ -128,7 +128,7 @@ class TrainConfig:
 
     def _filter_counts(self) -> tuple[int, int, int] | None:
         parts = [p.strip() for p in str(self.cnn_filters).split(",")]
-        if len(parts) != 3 or not all(p.isdigit() and 1 <= int(p) <= 512 for p in parts):
+        if len(parts) != 3 or not all(p.isdecimal() and 1 <= int(p) <= 512 for p in parts):
             return None
         return int(parts[0]), int(parts[1]), int(parts[2])
 
