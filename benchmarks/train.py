@@ -126,10 +126,10 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
         return tf.function(lambda batch: mean_over_views(model(views_of(batch), training=False), tf.shape(batch)[0]),
                            input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)], autograph=False)
 
-    forwards = {"75,50,25": served(build_cnn(filters=widths["75,50,25"])),
-                **{f"32,64,32 x{k}" if k > 1 else "32,64,32": served(
-                    average_ensemble([build_cnn(filters=widths["32,64,32"]) for _ in range(k)])
-                    if k > 1 else build_cnn(filters=widths["32,64,32"])) for k in (1, 2, 3)}}
+    narrow = widths["32,64,32"]
+    networks = {"75,50,25": build_cnn(filters=widths["75,50,25"]), "32,64,32": build_cnn(filters=narrow),
+                **{f"32,64,32 x{k}": average_ensemble([build_cnn(filters=narrow) for _ in range(k)]) for k in (2, 3)}}
+    forwards = {name: served(network) for name, network in networks.items()}
     one = x[:1]
     for forward in forwards.values():
         forward(one)
