@@ -104,12 +104,11 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
     """Training-step and served-image cost of the cnn's widths (and ensembles), measured side by side."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from asl_mlops.labels import NUM_CLASSES
     from asl_mlops.models import average_ensemble, build_cnn
+    from asl_mlops.serving import traced_forward
     from asl_mlops.train import LOSS_AND_METRICS
-    from asl_mlops.tta import mean_over_views, views_of
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (128, 28, 28, 1)).astype(np.float32)
@@ -122,14 +121,10 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
         model.train_on_batch(x, y)  # trace
         trainers[name] = model
 
-    def served(model):  # as asl_mlops.serving.LetterRecognizer traces it
-        return tf.function(lambda batch: mean_over_views(model(views_of(batch), training=False), tf.shape(batch)[0]),
-                           input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)], autograph=False)
-
     narrow = widths["32,64,32"]
     networks = {"75,50,25": build_cnn(filters=widths["75,50,25"]), "32,64,32": build_cnn(filters=narrow),
                 **{f"32,64,32 x{k}": average_ensemble([build_cnn(filters=narrow) for _ in range(k)]) for k in (2, 3)}}
-    forwards = {name: served(network) for name, network in networks.items()}
+    forwards = {name: traced_forward(network, tta=True) for name, network in networks.items()}  # as served
     one = x[:1]
     for forward in forwards.values():
         forward(one)
