@@ -128,7 +128,7 @@ def main() -> None:
     results["data"] = info
     with tempfile.TemporaryDirectory() as store:
         mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-        mlflow.set_experiment("levers")
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("levers", artifact_location=f"{store}/artifacts"))
         for seed in args.seeds:
             path = args.models_dir / f"default-seed{seed}.keras"
             if not path.exists():

@@ -50,7 +50,7 @@ def main() -> None:
                                   "mlflow": mlflow.__version__, "threshold_ms": THRESHOLD_MS, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("schema", artifact_location=f"{tmp}/artifacts")):
             plain = mlflow.pyfunc.log_model(name="plain", python_model=Rows(), signature=recognizer_signature())
             schema = mlflow.pyfunc.log_model(name="schema", python_model=Rows(), signature=with_schema)
         models = {"no input schema": mlflow.pyfunc.load_model(plain.model_uri),

@@ -190,7 +190,7 @@ def main() -> None:
         done = {(m["recipe"], m["seed"]) for m in results["models"]}
         with tempfile.TemporaryDirectory() as store:
             mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-            mlflow.set_experiment("selection")
+            mlflow.set_experiment(experiment_id=mlflow.create_experiment("selection", artifact_location=f"{store}/artifacts"))
             for recipe in args.recipes:
                 for seed in RECIPES[recipe][1]:
                     if (recipe, seed) in done:

@@ -67,7 +67,9 @@ def main() -> None:
     from asl_mlops.train import prepare_data, train_and_evaluate
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("benchmark-sweep")
+    experiment = mlflow.get_experiment_by_name("benchmark-sweep")  # artifacts in the workdir, not ./mlruns
+    mlflow.set_experiment(experiment_id=experiment.experiment_id if experiment else mlflow.create_experiment(
+        "benchmark-sweep", artifact_location=str((args.workdir / "artifacts").resolve())))
     base = TrainConfig(train_data=args.train_data, test_data=args.test_data, epochs=args.epochs,
                        cache_dir=str(args.workdir / "cache"))
     data = prepare_data(base)  # warms the preprocessing cache, so no timing below includes it

@@ -62,7 +62,7 @@ def main() -> None:
                "config": ORIGINAL, "views": args.views}
     with tempfile.TemporaryDirectory() as store:
         mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-        mlflow.set_experiment("trunk")
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("trunk", artifact_location=f"{store}/artifacts"))
         client = MlflowClient()
 
         def run(name: str, **changes) -> dict:
