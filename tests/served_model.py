@@ -32,6 +32,8 @@ from asl_mlops.serving import PIXEL_COLUMNS
 from asl_mlops.synth import write_synthetic
 from asl_mlops.train import RunResult, train_and_evaluate
 
+from conftest import PLUMBING_CNN
+
 MODEL_NAME = "asl-recognizer"
 START_TIMEOUT = 90.0  # seconds for the scoring server to answer /ping
 
@@ -146,7 +148,8 @@ def acquire() -> ServedModel:
         tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
         config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                              test_data=str(synthetic_dir / "sign_mnist_test.csv"),
-                             cache_dir=str(workdir / "cache"), epochs=5, batch_size=32, ema=False, seed=0)
+                             cache_dir=str(workdir / "cache"), epochs=5, batch_size=32, ema=False, seed=0,
+                             cnn_filters=PLUMBING_CNN)
         cwd = Path.cwd()
         os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
         try:

@@ -30,14 +30,15 @@ from asl_mlops.errors import InputError
 from asl_mlops.registry import CHAMPION, current_champion
 from asl_mlops.sweep import (ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG, TrialRunLink, best_trial,
                               log_study_summary, run_sweep)
-from conftest import needs_postgres
+from conftest import PLUMBING_CNN, needs_postgres
 
 pytestmark = pytest.mark.slow
 
 def base_config(synthetic_dir: Path, cache_dir: Path, **changes) -> TrainConfig:
     config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                          test_data=str(synthetic_dir / "sign_mnist_test.csv"),
-                         cache_dir=str(cache_dir), epochs=2, batch_size=32, ema=False, seed=0)
+                         cache_dir=str(cache_dir), epochs=2, batch_size=32, ema=False, seed=0,
+                         cnn_filters=PLUMBING_CNN, tta=False)
     return config.replace(**changes)
 
 
@@ -239,7 +240,7 @@ def test_killed_sweep_restarted_at_once_finishes_and_leaves_no_running_runs(mlfl
                "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
                "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(tmp_path / "cache"),
                "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0",
-               "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "5",
+               "--cnn-filters", PLUMBING_CNN, "--tta", "false", "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "5",
                "--pruner", "none", "--register", "false"]
     env = dict(os.environ)
     with open(tmp_path / "first.log", "w") as log:
@@ -343,7 +344,8 @@ def test_bad_sweep_options_fail_before_anything_runs(args, field, tmp_path: Path
 def tune_command(synthetic_dir: Path, cache_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "asl_mlops", "tune", "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
             "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(cache_dir),
-            "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0", *args]
+            "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0", "--cnn-filters", PLUMBING_CNN,
+            "--tta", "false", *args]
 
 
 @needs_postgres
@@ -355,7 +357,9 @@ def test_two_workers_run_exactly_the_study_budget(mlflow_server, postgres_databa
                            "--storage", storage, "--heartbeat-interval", "2", "--pruner", "none", "--workers", "2")
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
+    # a failed worker's own error (a traceback or a one-line "error:"), which the other worker's output may bury
+    first_error = min((i for i in (output.find("Traceback"), output.find("\nerror:")) if i >= 0), default=-1)
+    assert done.returncode == 0, (output[first_error:first_error + 4000] if first_error >= 0 else "") + output[-4000:]
     assert "Traceback" not in output and "KILLED" not in output, output[-4000:]
 
     trials = optuna.load_study(study_name="par", storage=storage).trials
