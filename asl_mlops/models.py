@@ -117,7 +117,7 @@ def conv_block(x, filters: int, l2: float, name: str, dropout: float = 0.0):
     return x
 
 
-def build_cnn(l2: float = 1e-4, filters: tuple[int, int, int] = (75, 50, 25)) -> keras.Model:
+def build_cnn(l2: float = 1e-4, filters: tuple[int, int, int] = (32, 64, 32)) -> keras.Model:
     """Compact CNN on raw 28x28x1 pixels: rescaling, three conv blocks (`filters`), a 512-unit dense layer,
     softmax over 24."""
     inputs = keras.Input(RAW_SHAPE, name="image")

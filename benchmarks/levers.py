@@ -3,8 +3,9 @@
     python benchmarks/levers.py --train-data ../shared/data/sign_mnist_train.csv.gz
 
 Same data as benchmarks/selection.py (its `carve`: a grouped stand-in of 20% of the families, seed 2026,
-grouped validation G and training rows T from the rest). The default recipe is trained once per seed
-with `train_and_evaluate` (a real MLflow run; the logged model is the one kept, in `--models-dir`), then
+grouped validation G and training rows T from the rest). A recipe (selection.py's `default`: the earlier
+default, the cnn at 75,50,25 for 12 epochs; `--cnn-filters 32,64,32 --epochs 24` is today's default) is
+trained once per seed with `train_and_evaluate` (a real MLflow run; the logged model is the one kept, in `--models-dir`), then
 each lever is applied to the trained models and scored on the stand-in:
 
 - `base`: the logged model as is.
@@ -105,9 +106,9 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "benchmarks" / "results" / "levers-work",
                         help="Where the trained models are kept (.keras), so a re-run only scores.")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="Override the default recipe's epochs (e.g. 6 or 24, to measure a schedule).")
+                        help="Override the recipe's 12 epochs (e.g. 6 or 24, to measure a schedule).")
     parser.add_argument("--cnn-filters", default=None,
-                        help="Override the cnn's conv widths (TrainConfig.cnn_filters, e.g. 32,64,32).")
+                        help="Override the recipe's conv widths, 75,50,25 (TrainConfig.cnn_filters, e.g. 32,64,32).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
                         help="JSON results file.")
     args = parser.parse_args()

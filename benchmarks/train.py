@@ -7,9 +7,11 @@
 2. cnn: the default `mlflow run . --env-manager local` end to end (wall time, validation accuracy on
    the default grouped validation split, and a throughput / FLOP-rate estimate against the CPU's peak).
    cnn-ensemble2 (only when asked, `--only cnn-ensemble2`): the same with `-P ensemble=2`, and its wall
-   time as a ratio to the single run's.
+   time as a ratio to the single run's. cnn-previous (only when asked, `--only cnn --only cnn-previous`):
+   the earlier default recipe (`-P cnn_filters=75,50,25 -P epochs=12`), run right after the default, and
+   the default's wall time as a ratio to it.
 3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
-4. widths (only when asked, `--only widths`): the cnn at cnn_filters 75,50,25 (the default) and 32,64,32,
+4. widths (only when asked, `--only widths`): the cnn at cnn_filters 75,50,25 (the earlier default) and 32,64,32 (the default),
    side by side in one process, rounds interleaved, best of 3: CPU and wall milliseconds per training
    step (batch 128), and per served image through the recognizer's traced TTA forward pass (9 views) for
    one network and for ensembles of 2 and 3 members.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ROWS = 7172  # rows of the real (withheld) test CSV
+PREVIOUS_DEFAULT = {"cnn_filters": "75,50,25", "epochs": 12}  # the default recipe before 32,64,32 at 24 epochs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -167,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
                         help="real Sign MNIST training CSV")
-    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "resnet50", "widths"), action="append",
+    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "cnn-previous", "resnet50", "widths"), action="append",
                         help="run only these parts (repeatable); default all")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"),
                         help="JSON output path; parts not run keep their earlier figures there")
@@ -233,6 +236,19 @@ def main() -> None:
                          f"fit {e['train_seconds']:.0f} s{ratio}"))
             rows.append(("cnn ensemble=2 validation accuracy", f"{e['final_val_accuracy']:.4%}",
                          f"{e['val_errors']} errors of {e['val_rows']}"))
+        if "cnn-previous" in parts:  # the earlier default recipe, for a side-by-side ratio to the default run
+            r = mlflow_run({**common, **PREVIOUS_DEFAULT}, tmp_path)
+            results["cnn_previous"] = p = {
+                **{k: r[k] for k in ("wall_s", "run_id")}, "params": PREVIOUS_DEFAULT,
+                "train_seconds": r["metrics"]["train_seconds"],
+                "final_val_accuracy": r["metrics"]["final_val_accuracy"],
+                "val_errors": round((1 - r["metrics"]["final_val_accuracy"]) * int(r["params"]["val_rows"])),
+                "val_rows": int(r["params"]["val_rows"])}
+            rows.append(("earlier default (75,50,25, 12 epochs): wall", f"{p['wall_s']:.0f} s",
+                         f"fit {p['train_seconds']:.0f} s; {p['val_errors']} val errors of {p['val_rows']}"))
+            if "cnn" in results:
+                p["default_wall_ratio"] = results["cnn"]["wall_s"] / p["wall_s"]
+                rows.append(("default / earlier default wall", f"{p['default_wall_ratio']:.2f}x", "same machine, in turn"))
         if "resnet50" in parts:
             params = {**common, "architecture": "resnet50", "weights": "none", "learning_rate": 1e-5,
                       "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": 2, "batch_size": 256, "flip_horizontal": "true",

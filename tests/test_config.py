@@ -17,12 +17,12 @@ def test_bad_settings_name_the_field(field, value):
 
 @pytest.mark.parametrize("filters", ["75,50", "75,50,25,10", "75,x,25", "0,50,25", "75,50,513", "-1,50,25", "7²,50,25", ""])
 def test_bad_cnn_filters_are_refused_with_an_example(filters):
-    with pytest.raises(InputError, match=r"cnn_filters must be three whole numbers .* \(e\.g\. 75,50,25\)"):
+    with pytest.raises(InputError, match=r"cnn_filters must be three whole numbers .* \(e\.g\. 32,64,32\)"):
         TrainConfig(cnn_filters=filters)
 
 
 def test_cnn_filters_parse_to_three_counts():
-    assert TrainConfig().filter_counts == (75, 50, 25)
+    assert TrainConfig().filter_counts == (32, 64, 32)
     assert TrainConfig(cnn_filters=" 32, 64,32").filter_counts == (32, 64, 32)
     assert TrainConfig(cnn_filters="32,64,32").to_params()["cnn_filters"] == "32,64,32"
 
