@@ -166,6 +166,13 @@ def cpu_peak_flops() -> float | None:
     return os.cpu_count() * (sum(mhz) / len(mhz)) * 1e6 * per_cycle
 
 
+def run_summary(r: dict) -> dict:
+    """Wall and fit seconds and grouped-validation errors of one `mlflow_run` result."""
+    accuracy, val_rows = r["metrics"]["final_val_accuracy"], int(r["params"]["val_rows"])
+    return {"wall_s": r["wall_s"], "run_id": r["run_id"], "train_seconds": r["metrics"]["train_seconds"],
+            "final_val_accuracy": accuracy, "val_errors": round((1 - accuracy) * val_rows), "val_rows": val_rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
@@ -206,12 +213,8 @@ def main() -> None:
             fit_s = r["metrics"]["train_seconds"]
             flops = cnn_flops_per_image() * 3 * train_rows * epochs  # forward + backward ~ 3x forward
             peak = cpu_peak_flops()
-            results["cnn"] = {**{k: r[k] for k in ("wall_s", "run_id", "val_accuracy_per_epoch")},
-                              "epochs": epochs, "train_seconds": fit_s,
-                              "final_val_accuracy": r["metrics"]["final_val_accuracy"],
-                              "val_errors": round((1 - r["metrics"]["final_val_accuracy"]) * int(r["params"]["val_rows"])),
-                              "val_rows": int(r["params"]["val_rows"]),
-                              "train_images_per_s": train_rows * epochs / fit_s,
+            results["cnn"] = {**run_summary(r), "val_accuracy_per_epoch": r["val_accuracy_per_epoch"],
+                              "epochs": epochs, "train_images_per_s": train_rows * epochs / fit_s,
                               "achieved_gflops": flops / fit_s / 1e9,
                               "cpu_peak_gflops": peak / 1e9 if peak else None}
             c = results["cnn"]
@@ -222,12 +225,7 @@ def main() -> None:
                 rows.append(("cnn training FLOP rate", f"{c['achieved_gflops']:.1f} GFLOP/s",
                              f"{c['achieved_gflops'] / c['cpu_peak_gflops']:.1%} of ~{c['cpu_peak_gflops']:.0f} peak"))
         if "cnn-ensemble2" in parts:  # the same with -P ensemble=2: the cost of the two-member ensemble
-            r = mlflow_run({**common, "ensemble": 2}, tmp_path)
-            results["cnn_ensemble2"] = e = {
-                **{k: r[k] for k in ("wall_s", "run_id")}, "train_seconds": r["metrics"]["train_seconds"],
-                "final_val_accuracy": r["metrics"]["final_val_accuracy"],
-                "val_errors": round((1 - r["metrics"]["final_val_accuracy"]) * int(r["params"]["val_rows"])),
-                "val_rows": int(r["params"]["val_rows"])}
+            results["cnn_ensemble2"] = e = run_summary(mlflow_run({**common, "ensemble": 2}, tmp_path))
             single = results.get("cnn")
             if single is None and Path(args.out).exists():  # the single run measured earlier, on this machine
                 single = json.loads(Path(args.out).read_text()).get("cnn")
@@ -237,13 +235,8 @@ def main() -> None:
             rows.append(("cnn ensemble=2 validation accuracy", f"{e['final_val_accuracy']:.4%}",
                          f"{e['val_errors']} errors of {e['val_rows']}"))
         if "cnn-previous" in parts:  # the earlier default recipe, for a side-by-side ratio to the default run
-            r = mlflow_run({**common, **PREVIOUS_DEFAULT}, tmp_path)
-            results["cnn_previous"] = p = {
-                **{k: r[k] for k in ("wall_s", "run_id")}, "params": PREVIOUS_DEFAULT,
-                "train_seconds": r["metrics"]["train_seconds"],
-                "final_val_accuracy": r["metrics"]["final_val_accuracy"],
-                "val_errors": round((1 - r["metrics"]["final_val_accuracy"]) * int(r["params"]["val_rows"])),
-                "val_rows": int(r["params"]["val_rows"])}
+            results["cnn_previous"] = p = {**run_summary(mlflow_run({**common, **PREVIOUS_DEFAULT}, tmp_path)),
+                                           "params": PREVIOUS_DEFAULT}
             rows.append(("earlier default (75,50,25, 12 epochs): wall", f"{p['wall_s']:.0f} s",
                          f"fit {p['train_seconds']:.0f} s; {p['val_errors']} val errors of {p['val_rows']}"))
             if "cnn" in results:

@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 from asl_mlops.data import load_csv
 from asl_mlops.labels import labels_to_indices
 
+from conftest import PLUMBING_CNN
+
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 
@@ -88,7 +90,7 @@ def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_
                        "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
                        "-P", f"cache_dir={tmp_path / 'cache'}", "-P", "epochs=2", "-P", "batch_size=32",
                        "-P", "augment=false", "-P", "ema=false", "-P", "n_trials=2", "-P", "study_name=e2e",
-                       "-P", "cnn_filters=16,32,16", "-P", "tta=false",
+                       "-P", f"cnn_filters={PLUMBING_CNN}", "-P", "tta=false",
                        "-P", "pruner=none", "-P", "model_name=e2e-recognizer"], mlflow_store, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=["tune"], output_format="list")
@@ -98,7 +100,7 @@ def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_
     parent = parents[0]
     assert parent.data.tags[STUDY_TAG] == "e2e" and parent.info.status == "FINISHED"
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert {(c.data.params["cnn_filters"], c.data.params["tta"]) for c in children} == {("16,32,16", "false")}
+    assert {(c.data.params["cnn_filters"], c.data.params["tta"]) for c in children} == {(PLUMBING_CNN, "false")}
     assert parent.data.metrics["best_val_accuracy"] == max(c.data.metrics["final_val_accuracy"] for c in children)
     assert (tmp_path / "optuna.db").exists()  # default storage: beside the SQLite MLflow store
     champion = MlflowClient().get_model_version_by_alias("e2e-recognizer", CHAMPION)

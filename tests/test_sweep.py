@@ -236,12 +236,8 @@ def test_killed_sweep_restarted_at_once_finishes_and_leaves_no_running_runs(mlfl
     """SIGKILL mid-trial, then restart within the heartbeat grace period (10 s): the restarted worker waits
     for the dead trial to go stale, runs its retry, and leaves nothing RUNNING."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    command = [sys.executable, "-m", "asl_mlops", "tune",
-               "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
-               "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(tmp_path / "cache"),
-               "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0",
-               "--cnn-filters", PLUMBING_CNN, "--tta", "false", "--n-trials", "2", "--study-name", "kr", "--storage", storage, "--heartbeat-interval", "5",
-               "--pruner", "none", "--register", "false"]
+    command = tune_command(synthetic_dir, tmp_path / "cache", "--n-trials", "2", "--study-name", "kr",
+                           "--storage", storage, "--heartbeat-interval", "5", "--pruner", "none", "--register", "false")
     env = dict(os.environ)
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
