@@ -45,6 +45,14 @@ logger = logging.getLogger(__name__)
 LOSS_AND_METRICS: dict[str, Any] = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}
 
 
+def loss_and_metrics(config: TrainConfig) -> dict[str, Any]:
+    """`compile` arguments: cross-entropy (with `config.label_smoothing`) and accuracy."""
+    if not config.label_smoothing:
+        return LOSS_AND_METRICS
+    return {**LOSS_AND_METRICS,
+            "loss": keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)}
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """Train/validation/test model inputs (raw pixels, float32 (N, 28, 28, 1)) plus the facts about them that a
@@ -135,7 +143,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
     # after a short run (asl_mlops.optimizer).
-    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **LOSS_AND_METRICS)
+    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
@@ -155,7 +163,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
     # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
     # The tail's trainable variables are the full model's, in the same order.
-    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **LOSS_AND_METRICS)
+    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **loss_and_metrics(config))
     return history
 
 
@@ -255,7 +263,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             keras.utils.set_random_seed(config.seed + k)
             fit(member, data, config.replace(seed=config.seed + k), metric_prefix=f"member{k}_")
         if len(members) > 1:  # compiled like each member, so the saved file loads the same way
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), **LOSS_AND_METRICS)
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), **loss_and_metrics(config))
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
         val = evaluate_probabilities(data.y_val.argmax(axis=1),

@@ -98,6 +98,23 @@ def bn_reestimated(model, x_train, y_train, config):
     return copy
 
 
+def settings_of(pairs: list[str]) -> dict[str, object]:
+    """`--set FIELD=VALUE` pairs as TrainConfig overrides, each value converted to its field's type."""
+    import dataclasses
+
+    from asl_mlops.config import TrainConfig
+
+    types = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in types:
+            raise SystemExit(f"--set {pair}: expected FIELD=VALUE with a TrainConfig field")
+        kind = types[name]
+        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
@@ -109,6 +126,9 @@ def main() -> None:
                         help="Override the recipe's 12 epochs (e.g. 6 or 24, to measure a schedule).")
     parser.add_argument("--cnn-filters", default=None,
                         help="Override the recipe's conv widths, 75,50,25 (TrainConfig.cnn_filters, e.g. 32,64,32).")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Override any other TrainConfig field of the recipe, e.g. --set label_smoothing=0.1 "
+                             "(repeatable; the value is read as the field's type).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
                         help="JSON results file.")
     args = parser.parse_args()
@@ -122,6 +142,7 @@ def main() -> None:
     from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
     from asl_mlops.train import split_data
 
+    overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
     selection = _selection()
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
     args.models_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +155,7 @@ def main() -> None:
             path = args.models_dir / f"default-seed{seed}.keras"
             if not path.exists():
                 model_info = selection.train_one("default", seed, (csv, split, random_val, standin), f"{store}/cache",
-                                                args.epochs,
-                                                {"cnn_filters": args.cnn_filters} if args.cnn_filters else None)
+                                                args.epochs, overrides)
                 mlflow.pyfunc.load_model(model_info.pop("model_uri")).unwrap_python_model().model.save(path)
                 results["trained"][str(seed)] = model_info
                 args.out.write_text(json.dumps(results, indent=2))

@@ -171,6 +171,14 @@ def test_resuming_with_other_settings_is_refused(swept):
         run_sweep(swept["base"].replace(epochs=3), swept["sweep"])
 
 
+def test_a_study_from_before_a_setting_existed_resumes_with_that_settings_default():
+    study = optuna.create_study()
+    study.set_user_attr("settings", {"epochs": 2})  # recorded before label_smoothing existed
+    sweep_module.check_same_settings(study, {"epochs": 2, "label_smoothing": 0.0})  # its default: resumes
+    with pytest.raises(InputError, match="label_smoothing 0.0 -> 0.1"):
+        sweep_module.check_same_settings(study, {"epochs": 2, "label_smoothing": 0.1})
+
+
 def test_second_sweep_that_cannot_win_keeps_the_champion(swept):
     client = MlflowClient()
     champion = current_champion("asl-recognizer")

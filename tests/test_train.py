@@ -178,6 +178,7 @@ import keras, numpy as np
 path, x = sys.argv[1], np.load(sys.argv[2])
 model = keras.models.load_model(path)
 print(json.dumps({"optimizer": type(model.optimizer).__name__,
+                  "label_smoothing": getattr(model.loss, "label_smoothing", None),
                   "predicted": np.asarray(model.predict(x, verbose=0)).argmax(axis=1).tolist()}))
 """
 
@@ -189,7 +190,7 @@ def test_the_recognizers_keras_network_loads_without_asl_mlops(fast_config, mlfl
     import sys
 
     # trained with asl_mlops' optimizer; without TTA, so the plain network's accuracy is the logged one
-    result = train_and_evaluate(fast_config.replace(epochs=1, ema=True, tta=False))
+    result = train_and_evaluate(fast_config.replace(epochs=1, ema=True, tta=False, label_smoothing=0.1))
     test = load_csv(fast_config.test_data)
     np.save(tmp_path / "x.npy", to_model_input(test.images))  # raw pixels: the network preprocesses itself
     folder = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model")))
@@ -199,6 +200,7 @@ def test_the_recognizers_keras_network_loads_without_asl_mlops(fast_config, mlfl
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["optimizer"] == "Adam"  # the compile config names keras' own class
+    assert loaded["label_smoothing"] == pytest.approx(0.1)  # and the loss it was trained with
     labels = labels_to_indices(test.labels)
     assert np.mean(np.array(loaded["predicted"]) == labels) == pytest.approx(result.test.accuracy, abs=1e-9)
 
