@@ -41,6 +41,9 @@ def local_predictor(model_uri: str) -> Predictor:
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    from asl_mlops.quiet_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # before the model loads TensorFlow, which would print its no-GPU lines
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:

@@ -11,16 +11,20 @@ import sys
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the process's stderr (fd 2) closed off. The `tensorflow` wheel logs "Could not find
-    cuda drivers" through absl before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide it, on every
-    machine without a GPU. An import error still raises, and is shown, after stderr is back."""
+    """Import TensorFlow, and let it look for devices, with the process's stderr (fd 2) closed off. The
+    `tensorflow` wheel logs "Could not find cuda drivers" through absl before its logging is set up, so
+    TF_CPP_MIN_LOG_LEVEL cannot hide it, and "failed call to cuInit" at its first device lookup, on every machine
+    without a GPU. An import error still raises, and is shown, after stderr is back; the run's `device` tag says
+    which device trained."""
     if "tensorflow" in sys.modules:
         return
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     sys.stderr.flush()
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")  # the CUDA lookup, done once per process
     finally:
         os.dup2(saved, 2)
         os.close(saved)

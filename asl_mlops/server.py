@@ -99,8 +99,8 @@ class ServeConfig:
     port: int = knob(5001, "TCP port to listen on.")
     # Each worker is a process with its own copy of the model (~0.8 GB resident with TensorFlow), so the CPU
     # count (capped) is the default: more workers than cores only adds memory and contention.
-    workers: int = knob(default_workers(), "Worker processes, each loading the model once (default: the CPU "
-                                           f"count, at most {MAX_DEFAULT_WORKERS}).")
+    workers: int = knob(default_workers(), "Worker processes, each loading the model once. The default is this "
+                                           f"machine's CPU count, at most {MAX_DEFAULT_WORKERS}:")
     max_body_bytes: int = knob(DEFAULT_MAX_BODY_BYTES,
                                "Largest request body in bytes; larger bodies get HTTP 413 before they are read or "
                                "parsed. The default fits one image at the model's limit (16 MiB, base64-encoded) "

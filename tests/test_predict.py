@@ -86,6 +86,21 @@ def test_predict_files_with_the_local_registered_model(served_store, image_files
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_predict_with_the_local_model_in_a_real_process_prints_no_tensorflow_start_up_lines(served, image_files):
+    paths, lines, _ = image_files
+    cli = Path(sys.executable).parent / "asl-mlops"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    done = subprocess.run([str(cli), "predict", "--model-uri", "models:/asl-recognizer@champion", *paths],
+                          capture_output=True, text=True, timeout=300,
+                          env={**env, "MLFLOW_TRACKING_URI": served.tracking_uri})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == lines
+    for noise in ("cuInit", "cuda drivers", "oneDNN", "absl::InitializeLog"):
+        assert noise not in done.stderr, done.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_predict_files_via_endpoint_bad_file_is_named_and_exit_is_nonzero(served, image_files):
     paths, lines, bad = image_files
     result = CliRunner().invoke(main, ["predict", "--endpoint", served.url, paths[0], bad, paths[1]])
