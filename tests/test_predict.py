@@ -92,7 +92,8 @@ def test_predict_with_the_local_model_in_a_real_process_prints_no_tensorflow_sta
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
     done = subprocess.run([str(cli), "predict", "--model-uri", "models:/asl-recognizer@champion", *paths],
                           capture_output=True, text=True, timeout=300,
-                          env={**env, "MLFLOW_TRACKING_URI": served.tracking_uri})
+                          env={**env, "MLFLOW_TRACKING_URI": served.tracking_uri,
+                               "MLFLOW_REGISTRY_URI": served.tracking_uri})  # over any an earlier test set
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == lines
     for noise in ("cuInit", "cuda drivers", "oneDNN", "absl::InitializeLog"):
