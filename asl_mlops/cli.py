@@ -59,16 +59,20 @@ class WholeNumber(click.ParamType):
         return int(number)
 
 
+def option_type(f: dataclasses.Field) -> Any:
+    """The click type that reads a config field's value from the command line."""
+    if "choices" in f.metadata:
+        return click.Choice(f.metadata["choices"])
+    return {"bool": click.BOOL, "int": WholeNumber(), "float": FiniteFloat()}.get(str(f.type), click.STRING)
+
+
 def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     """Decorator adding one click option per dataclass field (type, default and help from the field)."""
     def decorate(command: Callable) -> Callable:
         for f in reversed(dataclasses.fields(config_cls)):
             if f.name in exclude:
                 continue
-            kind: Any = {"bool": click.BOOL, "int": WholeNumber(), "float": FiniteFloat()}.get(str(f.type), str)
-            if "choices" in f.metadata:
-                kind = click.Choice(f.metadata["choices"])
-            command = click.option(flag_name(f.name), f.name, type=kind, default=f.default, show_default=True,
+            command = click.option(flag_name(f.name), f.name, type=option_type(f), default=f.default, show_default=True,
                                    help=f.metadata.get("help", ""))(command)
         return command
     return decorate

@@ -307,9 +307,8 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
         study.set_user_attr("settings", settings)
         return
     # A setting the study does not record is newer than the study: it ran with that setting's default.
-    defaults = {**TrainConfig().to_params(), **SweepConfig().to_params()}
-    changed = [f"{k} {previous.get(k, defaults.get(k))!r} -> {v!r}" for k, v in settings.items()
-               if previous.get(k, defaults.get(k)) != v]
+    recorded = {**TrainConfig().to_params(), **SweepConfig().to_params(), **previous}
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")

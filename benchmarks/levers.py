@@ -99,19 +99,24 @@ def bn_reestimated(model, x_train, y_train, config):
 
 
 def settings_of(pairs: list[str]) -> dict[str, object]:
-    """`--set FIELD=VALUE` pairs as TrainConfig overrides, each value converted to its field's type."""
+    """`--set FIELD=VALUE` pairs as TrainConfig overrides, each value read as `asl-mlops train --field` reads it."""
     import dataclasses
 
+    import click
+
+    from asl_mlops.cli import option_type
     from asl_mlops.config import TrainConfig
 
-    types = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     out: dict[str, object] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or name not in types:
+        if not sep or name not in fields:
             raise SystemExit(f"--set {pair}: expected FIELD=VALUE with a TrainConfig field")
-        kind = types[name]
-        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        try:
+            out[name] = option_type(fields[name]).convert(value, None, None)
+        except click.BadParameter as err:
+            raise SystemExit(f"--set {pair}: {err.message}") from None
     return out
 
 
