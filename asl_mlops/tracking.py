@@ -172,3 +172,20 @@ def log_figures(figures: dict[str, Figure], artifact_dir: str = "plots") -> None
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"{artifact_dir}/{name}.png")
         plt.close(figure)
+
+
+def log_input(dataset: "mlflow.data.dataset.Dataset", context: str, attempts: int = 3) -> None:
+    """`mlflow.log_input`, retried when another run registered the same dataset at the same moment.
+
+    MLflow's SQL store looks the dataset up, then inserts it; two workers of one sweep starting a trial together
+    can both miss it, and the second insert fails on the (experiment, name, digest) key (seen with PostgreSQL
+    behind `mlflow server`). The failed call wrote nothing, and on retry the store finds the dataset and links it."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as err:
+            duplicate = "duplicate key" in str(err) or "UNIQUE constraint failed" in str(err)
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))

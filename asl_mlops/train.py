@@ -32,7 +32,7 @@ from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.preprocess import to_model_input
 from asl_mlops.serving import log_recognizer
 from asl_mlops.split import Split, split_train_val
-from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, training_device
+from asl_mlops.tracking import MlflowEpochLogger, log_config, log_figures, log_input, training_device
 from asl_mlops.trunk import (ViewBatches, check_cache_dir, split_at_trainable, trunk_cache_dir, trunk_features,
                              uses_trunk_cache)
 
@@ -251,7 +251,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
                          "mlflow.note.content": run_description(config, data)})
         datasets = mlflow_datasets(data, config)
         for context, dataset in datasets.items():
-            mlflow.log_input(dataset, context=context)
+            log_input(dataset, context=context)  # retried if another worker registers it at once
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})
         start = time.perf_counter()
