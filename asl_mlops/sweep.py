@@ -66,7 +66,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
-from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
+from asl_mlops.config import SWEPT_FIELDS, VALUES_BEFORE_THE_SETTING, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import Registration, is_better, register_if_better
 from asl_mlops.tracking import check_tracking_server, ensure_experiment, log_figures, log_new_params
@@ -306,8 +306,9 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
     if previous is None:
         study.set_user_attr("settings", settings)
         return
-    # A setting the study does not record is newer than the study: it ran with that setting's default.
-    recorded = {**TrainConfig().to_params(), **SweepConfig().to_params(), **previous}
+    # A setting the study does not record is newer than the study: it ran with that setting's default, or with
+    # what the code did before the setting existed where that differs.
+    recorded = {**TrainConfig().to_params(), **SweepConfig().to_params(), **VALUES_BEFORE_THE_SETTING, **previous}
     changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "

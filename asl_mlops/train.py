@@ -121,7 +121,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
 
     With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
     (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
-    With `config.ema` the model ends with the averaged weights. It is returned compiled with a plain
+    With `config.ema` the model ends with the averaged weights, and a cnn with BatchNorm statistics recomputed
+    for them (`reestimate_batchnorm`; per-epoch validation still used the training statistics). It is returned compiled with a plain
     `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
     Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
     """
@@ -143,7 +144,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
     # after a short run (asl_mlops.optimizer).
-    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema), **loss_and_metrics(config))
+    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum),
+                   **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
@@ -160,11 +162,41 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
                          verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
+    if config.ema and config.architecture == "cnn":
+        # The averaged weights (in the model since fit ended) get BatchNorm statistics of their own.
+        start = time.perf_counter()
+        reestimate_batchnorm(model, data.x_train, data.y_train, config)
+        if mlflow.active_run():
+            mlflow.log_metric(f"{metric_prefix}batchnorm_seconds", time.perf_counter() - start)
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
     # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
     # The tail's trainable variables are the full model's, in the same order.
     model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **loss_and_metrics(config))
     return history
+
+
+def reestimate_batchnorm(model: keras.Model, x: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
+    """Recompute `model`'s BatchNorm moving statistics for its current weights: the mean of the batch
+    statistics over one pass of (x, y) with the training augmentation, forward only, no weight update (as
+    PyTorch's `swa_utils.update_bn` does for averaged weights).
+
+    Training leaves the statistics of the raw weights of its last steps, while the weight average that
+    `config.ema` keeps spans more steps than that (--ema-momentum), so the two would not match.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momentum = [layer.momentum for layer in layers]
+    batches = make_dataset(x, y, config.batch_size, seed=config.seed, augmentation=build_augmentation(config),
+                           shuffle=True)
+    try:
+        for k, (xb, _) in enumerate(batches):
+            for layer in layers:  # moving = k/(k+1) * moving + 1/(k+1) * batch: the running mean of the batches'
+                layer.momentum = k / (k + 1.0)
+            model(xb, training=True)  # updates the moving statistics only; no optimizer step
+    finally:
+        for layer, m in zip(layers, momentum):
+            layer.momentum = m
 
 
 def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflow.data.dataset.Dataset"]:

@@ -9,7 +9,7 @@ from asl_mlops.errors import InputError
 @pytest.mark.parametrize("field,value", [
     ("architecture", "vgg"), ("learning_rate", 0.0), ("decay_rate", -1.0), ("l2", -0.1), ("epochs", 0),
     ("batch_size", 0), ("val_fraction", 1.0), ("brightness", 1.5), ("rotation", 400.0),
-    ("label_smoothing", 1.0), ("label_smoothing", -0.1),
+    ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("ema_momentum", 1.0), ("ema_momentum", 0.0),
 ])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(InputError, match=field):

@@ -177,6 +177,10 @@ def test_a_study_from_before_a_setting_existed_resumes_with_that_settings_defaul
     sweep_module.check_same_settings(study, {"epochs": 2, "label_smoothing": 0.0})  # its default: resumes
     with pytest.raises(InputError, match="label_smoothing 0.0 -> 0.1"):
         sweep_module.check_same_settings(study, {"epochs": 2, "label_smoothing": 0.1})
+    # ema_momentum's default (0.999) is not what the code did before it existed (0.99)
+    sweep_module.check_same_settings(study, {"epochs": 2, "ema_momentum": 0.99})
+    with pytest.raises(InputError, match="ema_momentum 0.99 -> 0.999"):
+        sweep_module.check_same_settings(study, {"epochs": 2, "ema_momentum": 0.999})
 
 
 def test_second_sweep_that_cannot_win_keeps_the_champion(swept):

@@ -34,6 +34,34 @@ def test_training_seeds_share_validation_rows_and_split_seed_changes_them(fast_c
     assert hashes[1, 0]["families"] == 2400 and hashes[1, 0]["val_families"] == hashes[1, 0]["val_rows"] == 480
 
 
+def test_batchnorm_statistics_are_recomputed_as_the_mean_over_the_training_batches():
+    import keras
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.models import build_cnn
+    from asl_mlops.synth import make_synthetic
+    from asl_mlops.train import one_hot, reestimate_batchnorm
+
+    images = make_synthetic(300, seed=3)  # 3 batches of 100
+    x, y = to_model_input(images.images), one_hot(images.labels)
+    keras.utils.set_random_seed(0)
+    model = build_cnn(0.0)
+    bn = model.get_layer("block1_bn")
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, 50.0, np.float32))  # stale statistics
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1e4, np.float32))
+    reestimate_batchnorm(model, x, y, TrainConfig(batch_size=100, augment=False, seed=0))
+    conv = keras.Model(model.input, model.get_layer("block1_conv").output)
+    outputs = np.asarray(conv.predict(x, verbose=0))  # the pass's batches hold these rows, shuffled
+    whole_mean = outputs.mean(axis=(0, 1, 2))
+    # the mean of the three batches' means is the mean over all rows (equal batches), whatever the shuffle
+    np.testing.assert_allclose(bn.moving_mean.numpy(), whole_mean, rtol=1e-4, atol=1e-4)
+    assert np.all(bn.moving_variance.numpy() < 0.5 * 1e4) and np.all(bn.moving_variance.numpy() > 0)
+    assert bn.momentum == 0.9  # the layer's own momentum is back, as saved
+    weights = [w.numpy().copy() for w in model.trainable_weights]
+    reestimate_batchnorm(model, x, y, TrainConfig(batch_size=100, augment=False, seed=0))
+    assert all(np.array_equal(w, v.numpy()) for w, v in zip(weights, model.trainable_weights))  # no update
+
+
 @pytest.mark.slow
 def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     result = train_and_evaluate(fast_config)
