@@ -122,8 +122,9 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
     (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
     With `config.ema` the model ends with the averaged weights, and a cnn with BatchNorm statistics recomputed
-    for them (`reestimate_batchnorm`; per-epoch validation still used the training statistics). It is returned compiled with a plain
-    `keras.optimizers.Adam` (holding the trained state), so the saved model loads without asl_mlops.
+    for them (`reestimate_batchnorm`; per-epoch validation used the training statistics). It is returned
+    compiled with a plain `keras.optimizers.Adam` (holding the trained state), so the saved model loads
+    without asl_mlops.
     Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
     """
     if uses_trunk_cache(config):
@@ -144,8 +145,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
     # after a short run (asl_mlops.optimizer).
-    target.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum),
-                   **loss_and_metrics(config))
+    optimizer = WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
+    target.compile(optimizer=optimizer, **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
