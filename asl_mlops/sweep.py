@@ -308,7 +308,8 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
         return
     # A setting the study does not record is newer than the study: it ran with that setting's default, or with
     # what the code did before the setting existed where that differs.
-    recorded = {**TrainConfig().to_params(), **SweepConfig().to_params(), **VALUES_BEFORE_THE_SETTING, **previous}
+    before = TrainConfig().replace(**VALUES_BEFORE_THE_SETTING).to_params()
+    recorded = {**before, **SweepConfig().to_params(), **previous}
     changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "

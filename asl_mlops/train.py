@@ -121,8 +121,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
 
     With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
     (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
-    With `config.ema` the model ends with the averaged weights, and a cnn with BatchNorm statistics recomputed
-    for them (`reestimate_batchnorm`; per-epoch validation used the training statistics). It is returned
+    With `config.ema` the model ends with the averaged weights, and a cnn with `config.recompute_batchnorm` with
+    BatchNorm statistics recomputed for them (`reestimate_batchnorm`; per-epoch validation used the training statistics). It is returned
     compiled with a plain `keras.optimizers.Adam` (holding the trained state), so the saved model loads
     without asl_mlops.
     Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
@@ -163,7 +163,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
                          verbose=verbose, shuffle=False)
     if any(not np.isfinite(v) for v in history.history.get("loss", [])):
         raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
-    if config.ema and config.architecture == "cnn":
+    if config.ema and config.recompute_batchnorm and config.architecture == "cnn":
         # The averaged weights (in the model since fit ended) get BatchNorm statistics of their own.
         start = time.perf_counter()
         reestimate_batchnorm(model, data.x_train, data.y_train, config)
@@ -187,14 +187,17 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, y: np.ndarray, confi
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
         return
-    momentum = [layer.momentum for layer in layers]
+    momentum, seen = [layer.momentum for layer in layers], 0
     batches = make_dataset(x, y, config.batch_size, seed=config.seed, augmentation=build_augmentation(config),
                            shuffle=True)
     try:
-        for k, (xb, _) in enumerate(batches):
-            for layer in layers:  # moving = k/(k+1) * moving + 1/(k+1) * batch: the running mean of the batches'
-                layer.momentum = k / (k + 1.0)
+        for xb, _ in batches:
+            # moving = seen/(seen+n) * moving + n/(seen+n) * batch: the mean of the batch statistics, each batch
+            # weighted by its size (a short last batch counts for its rows)
+            for layer in layers:
+                layer.momentum = seen / (seen + len(xb))
             model(xb, training=True)  # updates the moving statistics only; no optimizer step
+            seen += len(xb)
     finally:
         for layer, m in zip(layers, momentum):
             layer.momentum = m

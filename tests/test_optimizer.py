@@ -62,7 +62,7 @@ def test_fit_keeps_the_warmed_up_average_and_returns_a_plain_keras_adam(mlflow_s
 
     keras.utils.set_random_seed(0)
     model, recorder = build_model(config), RecordWeights()
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         history = fit(model, data, config, callbacks=[recorder])
     assert len(recorder.snapshots) == 6 and len(history.history["val_accuracy"]) == 3
     final = [w.numpy() for w in model.trainable_weights]
@@ -71,6 +71,13 @@ def test_fit_keeps_the_warmed_up_average_and_returns_a_plain_keras_adam(mlflow_s
         np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-6, err_msg=model.trainable_weights[i].path)
     # Not the last raw weights: the model ends with the average.
     assert max(abs(f - s).max() for f, s in zip(final, recorder.snapshots[-1])) > 1e-4
+
+    # The cnn's BatchNorm statistics were recomputed for the averaged weights: the mean over the training rows.
+    assert "batchnorm_seconds" in mlflow.get_run(run.info.run_id).data.metrics
+    bn, conv = model.get_layer("block1_bn"), keras.Model(model.input, model.get_layer("block1_conv").output)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.asarray(conv.predict(x, verbose=0)).mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-4)
+    assert bn.momentum == 0.9
 
     # What a saved model names: keras' own Adam, with the run's settings and the optimizer's trained state.
     assert type(model.optimizer) is keras.optimizers.Adam

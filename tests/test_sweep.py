@@ -181,6 +181,10 @@ def test_a_study_from_before_a_setting_existed_resumes_with_that_settings_defaul
     sweep_module.check_same_settings(study, {"epochs": 2, "ema_momentum": 0.99})
     with pytest.raises(InputError, match="ema_momentum 0.99 -> 0.999"):
         sweep_module.check_same_settings(study, {"epochs": 2, "ema_momentum": 0.999})
+    # nor is the BatchNorm pass that came with it (settings as a study records them: booleans as 'true'/'false')
+    sweep_module.check_same_settings(study, {"ema_momentum": 0.99, "recompute_batchnorm": "false"})
+    with pytest.raises(InputError, match="recompute_batchnorm 'false' -> 'true'"):
+        sweep_module.check_same_settings(study, {"ema_momentum": 0.99, "recompute_batchnorm": "true"})
 
 
 def test_second_sweep_that_cannot_win_keeps_the_champion(swept):

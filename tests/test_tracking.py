@@ -24,7 +24,7 @@ def test_runs_logging_the_same_new_dataset_at_once_all_link_it(mlflow_server):
     for attempt in range(3):
         dataset = mlflow.data.from_numpy(pixels, targets=np.arange(4), name=f"race-{attempt}",
                                          digest=f"digest{attempt}")
-        barrier = threading.Barrier(RACERS)
+        barrier = threading.Barrier(RACERS, timeout=60)
 
         def link(_: int) -> str:
             with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -37,4 +37,3 @@ def test_runs_logging_the_same_new_dataset_at_once_all_link_it(mlflow_server):
         for run_id in run_ids:
             inputs = mlflow.get_run(run_id).inputs.dataset_inputs
             assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [(f"race-{attempt}", f"digest{attempt}")]
-
