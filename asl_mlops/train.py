@@ -121,10 +121,10 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
 
     With `uses_trunk_cache(config)` (resnet50) only the trainable tail is fitted, on cached trunk features
     (asl_mlops.trunk); it shares its layers with `model`, so `model` ends trained all the same.
-    With `config.ema` the model ends with the averaged weights, and a cnn with `config.recompute_batchnorm` with
-    BatchNorm statistics recomputed for them (`reestimate_batchnorm`; per-epoch validation used the training statistics). It is returned
-    compiled with a plain `keras.optimizers.Adam` (holding the trained state), so the saved model loads
-    without asl_mlops.
+    With `config.ema` the model ends with the averaged weights; with `config.recompute_batchnorm` too, a cnn's
+    BatchNorm statistics are then recomputed for them (`reestimate_batchnorm`; per-epoch validation used the
+    training statistics). It is returned compiled with a plain `keras.optimizers.Adam` (holding the trained
+    state), so the saved model loads without asl_mlops.
     Per-epoch metrics go to the active MLflow run, their keys prefixed with `metric_prefix`.
     """
     if uses_trunk_cache(config):
