@@ -26,6 +26,7 @@ from asl_mlops.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
 from asl_mlops.data import Dataset, load_csv
 from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
+from asl_mlops.fused_batchnorm import fused_batchnorm
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.models import average_ensemble, build_model, count_params
 from asl_mlops.optimizer import WarmupEMAAdam, as_keras_adam
@@ -158,17 +159,19 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     all_callbacks += [MlflowEpochLogger(metric_prefix), *callbacks]
     # A live progress bar on a terminal; one line per epoch in logs (mlflow run, CI).
     verbose = 1 if sys.stdout.isatty() else 2
-    # shuffle=False: the training input shuffles itself (seeded); Keras would only warn that it ignores the flag.
-    history = target.fit(train_input, validation_data=val_input, epochs=config.epochs, callbacks=all_callbacks,
-                         verbose=verbose, shuffle=False)
-    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
-        raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
-    if config.ema and config.recompute_batchnorm and config.architecture == "cnn":
-        # The averaged weights (in the model since fit ended) get BatchNorm statistics of their own.
-        start = time.perf_counter()
-        reestimate_batchnorm(model, data.x_train, data.y_train, config)
-        if mlflow.active_run():
-            mlflow.log_metric(f"{metric_prefix}batchnorm_seconds", time.perf_counter() - start)
+    # BatchNormalization trains on TensorFlow's fused op, a third of a cnn step faster (asl_mlops.fused_batchnorm).
+    with fused_batchnorm(model):
+        # shuffle=False: the training input shuffles itself (seeded); Keras would only warn that it ignores the flag.
+        history = target.fit(train_input, validation_data=val_input, epochs=config.epochs, callbacks=all_callbacks,
+                             verbose=verbose, shuffle=False)
+        if any(not np.isfinite(v) for v in history.history.get("loss", [])):
+            raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
+        if config.ema and config.recompute_batchnorm and config.architecture == "cnn":
+            # The averaged weights (in the model since fit ended) get BatchNorm statistics of their own.
+            start = time.perf_counter()
+            reestimate_batchnorm(model, data.x_train, data.y_train, config)
+            if mlflow.active_run():
+                mlflow.log_metric(f"{metric_prefix}batchnorm_seconds", time.perf_counter() - start)
     # The saved .keras file includes the compile config: a class of ours there would make the logged model
     # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
     # The tail's trainable variables are the full model's, in the same order.

@@ -10,11 +10,19 @@
    time as a ratio to the single run's. cnn-previous (only when asked, `--only cnn --only cnn-previous`):
    the earlier default recipe (`-P cnn_filters=75,50,25 -P epochs=12`), run right after the default, and
    the default's wall time as a ratio to it.
+   cnn-eigen (only when asked, `--only cnn --only cnn-eigen`): the default run again with
+   TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen kernels, its own choice on CPUs without AVX512_VNNI/AVX512_BF16/
+   AVX_VNNI/AMX), right after the default (oneDNN, which asl_mlops turns on), and the two walls as a ratio.
 3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
 4. widths (only when asked, `--only widths`): the cnn at cnn_filters 75,50,25 (the earlier default) and 32,64,32 (the default),
    side by side in one process, rounds interleaved, best of 3: CPU and wall milliseconds per training
    step (batch 128), and per served image through the recognizer's traced TTA forward pass (9 views) for
    one network and for ensembles of 2 and 3 members.
+5. onednn (only when asked, `--only onednn`): the default cnn's training step (batch 128, augmented real rows,
+   the weight-averaging optimizer), median wall milliseconds over 300 steps, in fresh processes with
+   TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn, 3 rounds each; the ratio of the medians.
+6. batchnorm (only when asked, `--only batchnorm`): the same step with BatchNormalization on TensorFlow's fused
+   op (asl_mlops.fused_batchnorm, as `fit` trains) and on Keras' own ops, in turn in one process, 3 rounds each.
 
 The real test CSV is withheld, so the runs are given 7,172 rows of the training CSV (the real test set's
 size, so the final evaluation costs what it would) as `test_data`: their test_* metrics measure nothing
@@ -64,8 +72,9 @@ def bench_input(train_data: str, repeats: int = 5) -> dict:
             "most_a_cache_saves_s": max(0.0, min(shape_s) - min(load_s)), "array_mb": x.nbytes / 2**20}
 
 
-def mlflow_run(params: dict[str, object], store: Path) -> dict:
-    """Run `mlflow run . --env-manager local` with `params`; return wall time and the run's data."""
+def mlflow_run(params: dict[str, object], store: Path, env: dict[str, str] | None = None) -> dict:
+    """Run `mlflow run . --env-manager local` with `params` (and `env` added to the environment); return
+    wall time and the run's data."""
     import mlflow
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
@@ -73,16 +82,21 @@ def mlflow_run(params: dict[str, object], store: Path) -> dict:
             "--experiment-name", "benchmark"]
     for key, value in params.items():
         args += ["-P", f"{key}={value}"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = time.perf_counter()
     subprocess.run(args, env=env, cwd=store, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     run = mlflow.search_runs(experiment_names=["benchmark"], order_by=["start_time DESC"], output_format="list")[0]
-    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    def per_epoch(key: str) -> list[float]:
+        return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
     return {"wall_s": wall, "run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
-            "val_accuracy_per_epoch": [m.value for m in sorted(history, key=lambda m: m.step)]}
+            "tags": run.data.tags, "val_accuracy_per_epoch": per_epoch("val_accuracy"),
+            # this machine loses a core in bursts: an epoch's seconds vary more than the kernels' speed does
+            "epoch_seconds": per_epoch("epoch_seconds")}
 
 
 def cnn_flops_per_image() -> float:
@@ -153,6 +167,68 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
     return result
 
 
+def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = True) -> dict:
+    """Wall milliseconds of the default cnn's training steps in this process: `fit`'s model, optimizer and
+    augmented input pipeline on the first `rows` training rows, BatchNormalization on the fused op as in `fit` or
+    (`fused=False`) on Keras' own ops; median and mean over `steps` after 20 to warm up."""
+    import contextlib
+
+    import keras
+
+    from asl_mlops.augment import build_augmentation, make_dataset
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.data import load_csv
+    from asl_mlops.fused_batchnorm import fused_batchnorm
+    from asl_mlops.models import build_model
+    from asl_mlops.optimizer import WarmupEMAAdam
+    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.tracking import training_device
+    from asl_mlops.train import loss_and_metrics, one_hot
+
+    config = TrainConfig()
+    csv = load_csv(train_data)
+    x, y = to_model_input(csv.images[:rows]), one_hot(csv.labels[:rows])
+    model = build_model(config)
+    model.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum),
+                  **loss_and_metrics(config))
+    data = make_dataset(x, y, config.batch_size, seed=0, augmentation=build_augmentation(config), shuffle=True).repeat()
+    ends: list[float] = []
+
+    class StepEnds(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+
+    with fused_batchnorm(model) if fused else contextlib.nullcontext():
+        model.fit(data, steps_per_epoch=20 + steps, epochs=1, verbose=0, callbacks=[StepEnds()], shuffle=False)
+    import numpy as np
+
+    took = np.diff(ends[19:]) * 1e3
+    return {"median_ms": float(np.median(took)), "mean_ms": float(took.mean()), "device": training_device()}
+
+
+def bench_onednn(train_data: str, rounds: int = 3) -> dict:
+    """`step_ms` in fresh processes with oneDNN on and off (TensorFlow reads the switch at import), in turn."""
+    samples: dict[str, list[dict]] = {"onednn": [], "eigen": []}
+    for _ in range(rounds):
+        for name, flag in (("onednn", "1"), ("eigen", "0")):
+            done = subprocess.run([sys.executable, __file__, "--train-data", train_data, "--step-ms"],
+                                  env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}, check=True,
+                                  capture_output=True, text=True)
+            samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    median = {name: sorted(s["median_ms"] for s in runs)[len(runs) // 2] for name, runs in samples.items()}
+    return {"rounds": samples, "median_step_ms": median, "eigen_over_onednn": median["eigen"] / median["onednn"]}
+
+
+def bench_batchnorm(train_data: str, rounds: int = 3) -> dict:
+    """`step_ms` with BatchNormalization on the fused op and on Keras' own ops, in turn in this process."""
+    samples: dict[str, list[dict]] = {"fused": [], "keras": []}
+    for _ in range(rounds):
+        for name in samples:
+            samples[name].append(step_ms(train_data, fused=name == "fused"))
+    median = {name: sorted(s["median_ms"] for s in runs)[len(runs) // 2] for name, runs in samples.items()}
+    return {"rounds": samples, "median_step_ms": median, "keras_over_fused": median["keras"] / median["fused"]}
+
+
 def cpu_peak_flops() -> float | None:
     """Rough fp32 peak of this CPU: cores x GHz x FLOPs/cycle (32 with AVX-512 FMA x2, 16 with AVX2 FMA x2)."""
     try:
@@ -169,7 +245,9 @@ def cpu_peak_flops() -> float | None:
 def run_summary(r: dict) -> dict:
     """Wall and fit seconds and grouped-validation errors of one `mlflow_run` result."""
     accuracy, val_rows = r["metrics"]["final_val_accuracy"], int(r["params"]["val_rows"])
-    return {"wall_s": r["wall_s"], "run_id": r["run_id"], "train_seconds": r["metrics"]["train_seconds"],
+    return {"wall_s": r["wall_s"], "run_id": r["run_id"], "device": r["tags"].get("device"),
+            "train_seconds": r["metrics"]["train_seconds"], "fastest_epoch_s": min(r["epoch_seconds"]),
+            "median_epoch_s": sorted(r["epoch_seconds"])[len(r["epoch_seconds"]) // 2],
             # the BatchNorm pass after weight averaging, part of train_seconds (its cost, side by side)
             "batchnorm_seconds": r["metrics"].get("batchnorm_seconds"),
             "final_val_accuracy": accuracy, "val_errors": round((1 - accuracy) * val_rows), "val_rows": val_rows}
@@ -179,11 +257,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
                         help="real Sign MNIST training CSV")
-    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "cnn-previous", "resnet50", "widths"), action="append",
-                        help="run only these parts (repeatable); default all")
+    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "cnn-previous", "cnn-eigen", "resnet50",
+                                           "widths", "onednn", "batchnorm"), action="append",
+                        help="run only these parts (repeatable); default input, cnn and resnet50")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"),
                         help="JSON output path; parts not run keep their earlier figures there")
+    parser.add_argument("--step-ms", action="store_true", help=argparse.SUPPRESS)  # one `bench_onednn` sample
     args = parser.parse_args()
+    if args.step_ms:
+        print(json.dumps(step_ms(str(Path(args.train_data).resolve()))))
+        return
     parts = args.only or ["input", "cnn", "resnet50"]
     train_data = str(Path(args.train_data).resolve())
     results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
@@ -247,6 +330,25 @@ def main() -> None:
             if "cnn" in results:
                 p["default_wall_ratio"] = results["cnn"]["wall_s"] / p["wall_s"]
                 rows.append(("default / earlier default wall", f"{p['default_wall_ratio']:.2f}x", "same machine, in turn"))
+        if "cnn-eigen" in parts:  # the default run on TensorFlow's Eigen kernels, beside the oneDNN one
+            results["cnn_eigen"] = g = run_summary(mlflow_run(common, tmp_path, env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
+            rows.append(("default run on Eigen kernels: wall", f"{g['wall_s']:.0f} s",
+                         f"fit {g['train_seconds']:.0f} s; {g['val_errors']} val errors of {g['val_rows']}"))
+            if "cnn" in results:
+                g["onednn_wall_ratio"] = results["cnn"]["wall_s"] / g["wall_s"]
+                rows.append(("oneDNN / Eigen wall", f"{g['onednn_wall_ratio']:.2f}x", "same machine, in turn"))
+        if "onednn" in parts:
+            results["onednn"] = o = bench_onednn(train_data)
+            for name, ms in o["median_step_ms"].items():
+                rows.append((f"training step, {name} kernels", f"{ms:.1f} ms",
+                             "median of 3 processes' medians over 300 steps, batch 128"))
+            rows.append(("Eigen / oneDNN step time", f"{o['eigen_over_onednn']:.2f}x", "same machine, in turn"))
+        if "batchnorm" in parts:
+            results["batchnorm"] = b = bench_batchnorm(train_data)
+            for name, ms in b["median_step_ms"].items():
+                rows.append((f"training step, BatchNorm on {name} ops", f"{ms:.1f} ms",
+                             "median of 3 rounds' medians over 300 steps, batch 128"))
+            rows.append(("Keras' / fused BatchNorm step time", f"{b['keras_over_fused']:.2f}x", "same process, in turn"))
         if "resnet50" in parts:
             params = {**common, "architecture": "resnet50", "weights": "none", "learning_rate": 1e-5,
                       "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": 2, "batch_size": 256, "flip_horizontal": "true",

@@ -43,6 +43,10 @@ def test_average_follows_the_warmup_formula_step_by_step(cap):
     assert abs(warmed - keras_fixed).max() > 1e-4  # over 100x the tolerance: the check tells the two apart
 
 
+def batchnorms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def test_fit_keeps_the_warmed_up_average_and_returns_a_plain_keras_adam(mlflow_store):
     images = make_synthetic(64, seed=0)
     x, y = to_model_input(images.images), one_hot(images.labels)
@@ -56,15 +60,18 @@ def test_fit_keeps_the_warmed_up_average_and_returns_a_plain_keras_adam(mlflow_s
         def __init__(self):
             super().__init__()
             self.snapshots: list[list[np.ndarray]] = []
+            self.fused: list[bool] = []  # whether the BatchNorm layers ran on the fused op (asl_mlops.fused_batchnorm)
 
         def on_train_batch_end(self, batch, logs=None):
             self.snapshots.append([w.numpy().copy() for w in self.model.trainable_weights])
+            self.fused.append(all("call" in vars(layer) for layer in batchnorms(self.model)))
 
     keras.utils.set_random_seed(0)
     model, recorder = build_model(config), RecordWeights()
     with mlflow.start_run() as run:
         history = fit(model, data, config, callbacks=[recorder])
     assert len(recorder.snapshots) == 6 and len(history.history["val_accuracy"]) == 3
+    assert recorder.fused == [True] * 6 and not any("call" in vars(layer) for layer in batchnorms(model))
     final = [w.numpy() for w in model.trainable_weights]
     for i, weights in enumerate(final):
         expected = moving_average([s[i] for s in recorder.snapshots], warmup_momentum)

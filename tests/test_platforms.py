@@ -1,13 +1,17 @@
-"""pyproject's dependencies resolve on every common platform, and the gpu extra keeps one TensorFlow.
+"""pyproject's dependencies resolve on every common platform, and the gpu extra keeps one TensorFlow;
+TensorFlow runs on oneDNN's CPU kernels on every x86-64 CPU.
 
 Resolved with uv's cross-platform resolver (`uv pip compile --python-platform`) against the package
 index; skipped where uv or the index cannot be reached."""
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,18 @@ def test_logged_models_name_the_tensorflow_that_is_installed():
     name = installed_tensorflow()
     assert pinned_requirements(("tensorflow", "keras")) == [f"{name}=={metadata.version(name)}",
                                                              f"keras=={metadata.version('keras')}"]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="set on x86-64 CPUs only")
+@pytest.mark.parametrize(("setting", "on"), [(None, True), ("0", False), ("1", True)])
+def test_importing_asl_mlops_turns_on_onednn_unless_the_environment_says_otherwise(setting: str | None, on: bool):
+    # TensorFlow alone leaves oneDNN off on CPUs without AVX512_VNNI/AVX512_BF16/AVX_VNNI/AMX, e.g. AVX2-only ones.
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = ("import asl_mlops, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(on)

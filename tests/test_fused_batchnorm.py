@@ -1,0 +1,106 @@
+"""BatchNormalization on TensorFlow's fused op computes what Keras' own layer does, and leaves no trace."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from asl_mlops.fused_batchnorm import batchnorm_layers, fused_batchnorm
+from asl_mlops.models import average_ensemble, build_cnn
+
+
+def batchnorm_model(momentum: float = 0.9) -> keras.Model:
+    inputs = keras.Input((7, 5, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization(momentum=momentum, name="bn")(x)
+    return keras.Model(inputs, keras.layers.Flatten()(x))
+
+
+def training_step(model: keras.Model, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Output in training mode and the gradients of a weighted sum of it with respect to every trainable weight."""
+    weights = tf.constant(np.linspace(-1.0, 2.0, int(np.prod(model.output.shape[1:]))), tf.float32)
+    with tf.GradientTape() as tape:
+        y = model(x, training=True)
+        loss = tf.reduce_sum(y * weights)
+    return y.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+
+def op_types(model: keras.Model, training: bool) -> set[str]:
+    """The TensorFlow op types of `model`'s forward pass, as a traced graph."""
+    forward = tf.function(lambda x: model(x, training=training))
+    graph = forward.get_concrete_function(tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_fused_training_step_matches_keras_output_gradients_and_moving_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (16, 7, 5, 3)).astype(np.float32)
+    keras_model, fused_model = batchnorm_model(), batchnorm_model()
+    fused_model.set_weights(keras_model.get_weights())
+    fused_model.get_layer("bn").gamma.assign(rng.uniform(0.5, 2.0, 4).astype(np.float32))
+    keras_model.get_layer("bn").gamma.assign(fused_model.get_layer("bn").gamma)
+
+    expected_y, expected_grads = training_step(keras_model, x)
+    with fused_batchnorm(fused_model) as layers:
+        assert [layer.name for layer in layers] == ["bn"]
+        assert "FusedBatchNormV3" in op_types(fused_model, training=True)  # the fused op runs, not Keras' own ops
+        assert "FusedBatchNormV3" not in op_types(fused_model, training=False)
+        y, grads = training_step(fused_model, x)
+    assert "FusedBatchNormV3" not in op_types(fused_model, training=True)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-4, atol=1e-4)
+    assert len(grads) == len(expected_grads) == 4  # conv kernel and bias, gamma, beta
+    for got, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+    for name in ("moving_mean", "moving_variance"):
+        got, expected = getattr(fused_model.get_layer("bn"), name), getattr(keras_model.get_layer("bn"), name)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fused_model.get_layer("bn").moving_variance.numpy(), 1.0)  # they did move
+
+
+def test_momentum_is_read_at_each_call_and_inference_uses_the_moving_statistics():
+    model = batchnorm_model(momentum=0.9)
+    x = np.random.default_rng(1).normal(5.0, 1.0, (8, 7, 5, 3)).astype(np.float32)
+    layer = model.get_layer("bn")
+    with fused_batchnorm(model):
+        layer.momentum = 0.0  # as asl_mlops.train.reestimate_batchnorm sets it: the batch's statistics replace them
+        model(x, training=True)
+        conv = model.layers[1](x).numpy()
+        np.testing.assert_allclose(layer.moving_mean.numpy(), conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), conv.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+        inference = model(x, training=False).numpy()
+    np.testing.assert_allclose(inference, model(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_block_leaves_plain_keras_layers_that_save_as_keras_batchnormalization(tmp_path):
+    model = build_cnn(filters=(4, 4, 4))
+    with fused_batchnorm(model) as layers:
+        assert len(layers) == 3 and all("call" in vars(layer) for layer in layers)
+        model.save(tmp_path / "inside.keras")  # even a model saved inside the block
+    assert not any("call" in vars(layer) for layer in layers)  # Keras' own method again
+    model.save(tmp_path / "after.keras")
+    for name in ("inside.keras", "after.keras"):
+        with zipfile.ZipFile(tmp_path / name) as archive:
+            config = json.loads(archive.read("config.json"))
+        classes = {(layer["module"], layer["class_name"]) for layer in config["config"]["layers"]}
+        assert ("keras.layers", "BatchNormalization") in classes
+        assert not any("asl_mlops" in module for module, _ in classes)
+
+
+def test_an_ensemble_finds_each_members_layers_once():
+    members = [build_cnn(filters=(4, 4, 4)) for _ in range(2)]
+    assert len(batchnorm_layers(average_ensemble(members))) == 6
+
+
+@pytest.mark.parametrize("layer", [keras.layers.BatchNormalization(renorm=True),
+                                   keras.layers.BatchNormalization(axis=1),
+                                   keras.layers.BatchNormalization(center=False)])
+def test_layers_it_cannot_fuse_keep_keras_call(layer):
+    inputs = keras.Input((7, 5, 3))
+    model = keras.Model(inputs, layer(inputs))
+    with fused_batchnorm(model) as layers:
+        assert layers == []
