@@ -11,7 +11,7 @@ their weights and their config stay Keras' own, so a saved model names nothing o
 what Keras' does: the output normalised with the batch's (biased) variance, and the moving statistics moved by
 `momentum` towards the batch mean and biased variance, with the layer's `momentum` read at each call as Keras
 reads it. Inference, masks and layers it cannot fuse (not 4-D channels-last float32, renorm, synchronized,
-without centre or scale) keep Keras' own call.
+without centre or scale, epsilon below 1.001e-5) keep Keras' own call.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from contextlib import contextmanager
 
 import keras
 
+#: cuDNN, which runs the fused op on a GPU, takes no epsilon below 1e-5 (CUDNN_BN_MIN_EPSILON): such a layer
+#: is left to Keras.
+MIN_EPSILON = 1.001e-5
+
 
 def fusable(layer: keras.layers.Layer) -> bool:
     """Whether `layer` is a BatchNormalization that TensorFlow's fused op computes exactly."""
@@ -30,7 +34,7 @@ def fusable(layer: keras.layers.Layer) -> bool:
     ndim = layer.input_spec.ndim if layer.input_spec is not None else None  # set when the layer is built
     return (keras.backend.backend() == "tensorflow" and ndim == 4 and layer.axis in (3, -1)
             and layer.center and layer.scale and not layer.renorm and not layer.synchronized
-            and layer.compute_dtype == "float32")
+            and layer.compute_dtype == "float32" and layer.epsilon >= MIN_EPSILON)
 
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.Layer]:

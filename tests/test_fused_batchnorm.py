@@ -98,7 +98,8 @@ def test_an_ensemble_finds_each_members_layers_once():
 
 @pytest.mark.parametrize("layer", [keras.layers.BatchNormalization(renorm=True),
                                    keras.layers.BatchNormalization(axis=1),
-                                   keras.layers.BatchNormalization(center=False)])
+                                   keras.layers.BatchNormalization(center=False),
+                                   keras.layers.BatchNormalization(epsilon=1e-6)])
 def test_layers_it_cannot_fuse_keep_keras_call(layer):
     inputs = keras.Input((7, 5, 3))
     model = keras.Model(inputs, layer(inputs))
