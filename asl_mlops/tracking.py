@@ -139,8 +139,10 @@ def training_device() -> str:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    from tensorflow.python.util import _pywrap_util_port  # what TF_ENABLE_ONEDNN_OPTS decided at import
-
+    try:  # what TF_ENABLE_ONEDNN_OPTS decided at import; TensorFlow has no public call for it
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return f"CPU: {name}"
     return f"CPU: {name} ({'oneDNN' if _pywrap_util_port.IsMklEnabled() else 'Eigen'})"
 
 

@@ -11,16 +11,17 @@
    the earlier default recipe (`-P cnn_filters=75,50,25 -P epochs=12`), run right after the default, and
    the default's wall time as a ratio to it.
    cnn-eigen (only when asked, `--only cnn --only cnn-eigen`): the default run again with
-   TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen kernels, its own choice on CPUs without AVX512_VNNI/AVX512_BF16/
-   AVX_VNNI/AMX), right after the default (oneDNN, which asl_mlops turns on), and the two walls as a ratio.
+   TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen kernels, its own choice on some x86-64 CPUs; asl_mlops/__init__.py),
+   right after the default (oneDNN, which asl_mlops turns on), and the two walls as a ratio.
 3. resnet50: the original design's settings with weights=none for 2 epochs (seconds per epoch).
 4. widths (only when asked, `--only widths`): the cnn at cnn_filters 75,50,25 (the earlier default) and 32,64,32 (the default),
    side by side in one process, rounds interleaved, best of 3: CPU and wall milliseconds per training
    step (batch 128), and per served image through the recognizer's traced TTA forward pass (9 views) for
    one network and for ensembles of 2 and 3 members.
 5. onednn (only when asked, `--only onednn`): the default cnn's training step (batch 128, augmented real rows,
-   the weight-averaging optimizer), median wall milliseconds over 300 steps, in fresh processes with
-   TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn, 3 rounds each; the ratio of the medians.
+   the weight-averaging optimizer, BatchNorm on the fused op as `fit` trains), median wall milliseconds over
+   300 steps, in fresh processes with TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn, 3 rounds each; the ratio of the
+   medians.
 6. batchnorm (only when asked, `--only batchnorm`): the same step with BatchNormalization on TensorFlow's fused
    op (asl_mlops.fused_batchnorm, as `fit` trains) and on Keras' own ops, in turn in one process, 3 rounds each.
 
@@ -172,7 +173,9 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     augmented input pipeline on the first `rows` training rows, BatchNormalization on the fused op as in `fit` or
     (`fused=False`) on Keras' own ops; median and mean over `steps` after 20 to warm up."""
     import contextlib
+    import importlib
 
+    importlib.import_module("asl_mlops")  # first: it picks TensorFlow's CPU kernels before keras loads TensorFlow
     import keras
 
     from asl_mlops.augment import build_augmentation, make_dataset
@@ -203,7 +206,8 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     import numpy as np
 
     took = np.diff(ends[19:]) * 1e3
-    return {"median_ms": float(np.median(took)), "mean_ms": float(took.mean()), "device": training_device()}
+    return {"median_ms": float(np.median(took)), "mean_ms": float(took.mean()), "device": training_device(),
+            "fused_batchnorm": fused}
 
 
 def bench_onednn(train_data: str, rounds: int = 3) -> dict:
