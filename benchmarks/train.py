@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,27 +211,40 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
             "fused_batchnorm": fused}
 
 
-def bench_onednn(train_data: str, rounds: int = 3) -> dict:
+def alternate(samplers: dict[str, Callable[[], dict]], rounds: int = 3) -> dict:
+    """`step_ms` samples from each of `samplers` in turn, `rounds` times; per sampler, the median of the samples'
+    medians, and the ratio of the second's to the first's."""
+    samples: dict[str, list[dict]] = {name: [] for name in samplers}
+    for _ in range(rounds):
+        for name, sample in samplers.items():
+            samples[name].append(sample())
+    median = {name: sorted(s["median_ms"] for s in runs)[len(runs) // 2] for name, runs in samples.items()}
+    first, second = samplers
+    return {"rounds": samples, "median_step_ms": median, f"{second}_over_{first}": median[second] / median[first]}
+
+
+def bench_onednn(train_data: str) -> dict:
     """`step_ms` in fresh processes with oneDNN on and off (TensorFlow reads the switch at import), in turn."""
-    samples: dict[str, list[dict]] = {"onednn": [], "eigen": []}
-    for _ in range(rounds):
-        for name, flag in (("onednn", "1"), ("eigen", "0")):
-            done = subprocess.run([sys.executable, __file__, "--train-data", train_data, "--step-ms"],
-                                  env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}, check=True,
-                                  capture_output=True, text=True)
-            samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    median = {name: sorted(s["median_ms"] for s in runs)[len(runs) // 2] for name, runs in samples.items()}
-    return {"rounds": samples, "median_step_ms": median, "eigen_over_onednn": median["eigen"] / median["onednn"]}
+    def fresh_process_with(flag: str) -> dict:
+        done = subprocess.run([sys.executable, __file__, "--train-data", train_data, "--step-ms"],
+                              env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}, check=True, capture_output=True,
+                              text=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return alternate({"onednn": lambda: fresh_process_with("1"), "eigen": lambda: fresh_process_with("0")})
 
 
-def bench_batchnorm(train_data: str, rounds: int = 3) -> dict:
+def bench_batchnorm(train_data: str) -> dict:
     """`step_ms` with BatchNormalization on the fused op and on Keras' own ops, in turn in this process."""
-    samples: dict[str, list[dict]] = {"fused": [], "keras": []}
-    for _ in range(rounds):
-        for name in samples:
-            samples[name].append(step_ms(train_data, fused=name == "fused"))
-    median = {name: sorted(s["median_ms"] for s in runs)[len(runs) // 2] for name, runs in samples.items()}
-    return {"rounds": samples, "median_step_ms": median, "keras_over_fused": median["keras"] / median["fused"]}
+    return alternate({"fused": lambda: step_ms(train_data), "keras": lambda: step_ms(train_data, fused=False)})
+
+
+def step_rows(result: dict, what: str, note: str) -> list[tuple[str, str, str]]:
+    """Table rows of an `alternate` result: each sampler's step time, then the ratio."""
+    median = result["median_step_ms"]
+    first, second = median
+    return [*((f"training step, {what.format(name)}", f"{ms:.1f} ms", note) for name, ms in median.items()),
+            (f"{second} / {first} step time", f"{result[f'{second}_over_{first}']:.2f}x", "same machine, in turn")]
 
 
 def cpu_peak_flops() -> float | None:
@@ -342,17 +356,11 @@ def main() -> None:
                 g["onednn_wall_ratio"] = results["cnn"]["wall_s"] / g["wall_s"]
                 rows.append(("oneDNN / Eigen wall", f"{g['onednn_wall_ratio']:.2f}x", "same machine, in turn"))
         if "onednn" in parts:
-            results["onednn"] = o = bench_onednn(train_data)
-            for name, ms in o["median_step_ms"].items():
-                rows.append((f"training step, {name} kernels", f"{ms:.1f} ms",
-                             "median of 3 processes' medians over 300 steps, batch 128"))
-            rows.append(("Eigen / oneDNN step time", f"{o['eigen_over_onednn']:.2f}x", "same machine, in turn"))
+            results["onednn"] = bench_onednn(train_data)
+            rows += step_rows(results["onednn"], "{} kernels", "median of 3 processes' medians over 300 steps")
         if "batchnorm" in parts:
-            results["batchnorm"] = b = bench_batchnorm(train_data)
-            for name, ms in b["median_step_ms"].items():
-                rows.append((f"training step, BatchNorm on {name} ops", f"{ms:.1f} ms",
-                             "median of 3 rounds' medians over 300 steps, batch 128"))
-            rows.append(("Keras' / fused BatchNorm step time", f"{b['keras_over_fused']:.2f}x", "same process, in turn"))
+            results["batchnorm"] = bench_batchnorm(train_data)
+            rows += step_rows(results["batchnorm"], "BatchNorm on {} ops", "median of 3 rounds' medians over 300 steps")
         if "resnet50" in parts:
             params = {**common, "architecture": "resnet50", "weights": "none", "learning_rate": 1e-5,
                       "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": 2, "batch_size": 256, "flip_horizontal": "true",
