@@ -116,6 +116,12 @@ def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
     return lambda epoch, lr=None: config.learning_rate / (1.0 + config.decay_rate * epoch)
 
 
+def training_optimizer(config: TrainConfig) -> WarmupEMAAdam:
+    """The optimizer `fit` trains with. WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be
+    mostly the initial weights after a short run (asl_mlops.optimizer)."""
+    return WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
+
+
 def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         callbacks: Sequence[keras.callbacks.Callback] = (), metric_prefix: str = "") -> keras.callbacks.History:
     """Compile with Adam and fit on the training split, validating each epoch.
@@ -144,10 +150,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
                                    augmentation=build_augmentation(config), shuffle=True)
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
-    # WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be mostly the initial weights
-    # after a short run (asl_mlops.optimizer).
-    optimizer = WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
-    target.compile(optimizer=optimizer, **loss_and_metrics(config))
+    target.compile(optimizer=training_optimizer(config), **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]

@@ -184,17 +184,15 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     from asl_mlops.data import load_csv
     from asl_mlops.fused_batchnorm import fused_batchnorm
     from asl_mlops.models import build_model
-    from asl_mlops.optimizer import WarmupEMAAdam
     from asl_mlops.preprocess import to_model_input
     from asl_mlops.tracking import training_device
-    from asl_mlops.train import loss_and_metrics, one_hot
+    from asl_mlops.train import loss_and_metrics, one_hot, training_optimizer
 
     config = TrainConfig()
     csv = load_csv(train_data)
     x, y = to_model_input(csv.images[:rows]), one_hot(csv.labels[:rows])
     model = build_model(config)
-    model.compile(optimizer=WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum),
-                  **loss_and_metrics(config))
+    model.compile(optimizer=training_optimizer(config), **loss_and_metrics(config))
     data = make_dataset(x, y, config.batch_size, seed=0, augmentation=build_augmentation(config), shuffle=True).repeat()
     ends: list[float] = []
 
