@@ -82,8 +82,7 @@ class TrainConfig:
     batch_size: int = knob(128, "Mini-batch size.")
     seed: int = knob(42, "Training seed: weight init, shuffling and augmentation (the split has --split-seed).")
     ema: bool = knob(True, "Keep an exponential moving average of the weights and use it for evaluation "
-                           "(weight averaging, see --ema-momentum; per-epoch val_* metrics use it too). Measured on the "
-                           "real split: 5 errors with it, 23 without.")
+                           "(weight averaging, see --ema-momentum; per-epoch val_* metrics use it too).")
     ema_momentum: float = knob(0.999, "Cap of the weight average's momentum, which warms up as (1 + step) / "
                                       "(10 + step) (asl_mlops/optimizer.py): 0.99 averages over the last ~100 "
                                       "steps; 0.999, reached after 9,000 steps, over about the last tenth of a "

@@ -24,12 +24,12 @@ VIEWS: tuple[tuple[float, float, float, float], ...] = (
 )
 
 
-def view_transforms(height: int, width: int) -> np.ndarray:
-    """The views as projective transforms (V, 8) mapping output to input pixel coordinates, in the format
-    of `keras.ops.image.affine_transform` (a0, a1, a2, b0, b1, b2, c0, c1)."""
+def view_transforms(height: int, width: int, views=VIEWS) -> np.ndarray:
+    """The views (`VIEWS`, or others in its format) as projective transforms (V, 8) mapping output to input
+    pixel coordinates, in the format of `keras.ops.image.affine_transform` (a0, a1, a2, b0, b1, b2, c0, c1)."""
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     rows = []
-    for dy, dx, degrees, zoom in VIEWS:
+    for dy, dx, degrees, zoom in views:
         theta = math.radians(degrees)
         a = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]]) / zoom
         tx, ty = np.array([cx, cy]) - a @ np.array([cx, cy]) - np.array([dx, dy])
@@ -37,20 +37,20 @@ def view_transforms(height: int, width: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def views_of(x):
+def views_of(x, views=VIEWS):
     """All views of a batch (N, H, W, C), view-major: (V * N, H, W, C). Works on NumPy arrays and on
-    tensors inside a tf.function."""
+    tensors inside a tf.function. `views`: another view set in `VIEWS`' format (benchmarks/tta_views.py)."""
     from keras import ops
 
     n = ops.shape(x)[0]
-    transforms = view_transforms(int(x.shape[1]), int(x.shape[2]))
-    tiled = ops.tile(x, (len(VIEWS), 1, 1, 1))
+    transforms = view_transforms(int(x.shape[1]), int(x.shape[2]), views)
+    tiled = ops.tile(x, (len(views), 1, 1, 1))
     per_image = ops.repeat(ops.convert_to_tensor(transforms), n, axis=0)
     return ops.image.affine_transform(tiled, per_image, interpolation="bilinear", fill_mode="nearest")
 
 
-def mean_over_views(probabilities, n):
-    """(V * N, K) view-major softmax outputs -> their mean per image (N, K)."""
+def mean_over_views(probabilities, n, count: int = len(VIEWS)):
+    """(V * N, K) view-major softmax outputs of `count` views -> their mean per image (N, K)."""
     from keras import ops
 
-    return ops.mean(ops.reshape(probabilities, (len(VIEWS), n, -1)), axis=0)
+    return ops.mean(ops.reshape(probabilities, (count, n, -1)), axis=0)

@@ -22,8 +22,10 @@ each lever is applied to the trained models and scored on the stand-in:
   through `keras.ops.image.affine_transform`.
 - `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
 
-Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), and the
-training cost relative to one default run. Models already in `--models-dir` are not trained again;
+Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), the
+photos misread (stand-in families, asl_mlops.split.find_families, with more than half of their variants
+wrong: the errors come in whole photos), and the training cost relative to one default run. The
+`bn-reestimate` rows re-run the pass with the recipe's own settings (`--set` included). Models already in `--models-dir` are not trained again;
 `--out` holds the results.
 """
 
@@ -142,10 +144,12 @@ def main() -> None:
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.split import find_families
     from asl_mlops.train import split_data
 
     overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
     selection = _selection()
+    recipe = {**selection.RECIPES["default"][0], **({"epochs": args.epochs} if args.epochs else {}), **overrides}
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
@@ -163,7 +167,6 @@ def main() -> None:
                 args.out.write_text(json.dumps(results, indent=2))
                 print(f"seed {seed}: {model_info['standin_errors']} stand-in errors, {model_info['seconds']:.0f} s",
                       flush=True)
-        config = TrainConfig(cache_dir=f"{store}/cache")
         data = split_data(csv, split, standin)
 
     y = data.y_test
@@ -181,33 +184,45 @@ def main() -> None:
         probs["tta-zero5"][seed] = np.mean([per_view[0]] + [predict_probabilities(model, v)
                                                             for v in views["zero5"][1:]], axis=0)
         probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.tta, as shipped
-        config = TrainConfig(seed=seed)
+        config = TrainConfig(seed=seed, **recipe)  # the augmentation and batch size the model trained with
         recalibrated = bn_reestimated(model, data.x_train, data.y_train, config)
         probs["bn-reestimate"][seed] = predict_probabilities(recalibrated, data.x_test)
         probs["bn-reestimate+tta"][seed] = predict_probabilities(recalibrated, data.x_test, tta=True)
         print(f"seed {seed}: " + ", ".join(f"{k} {evaluate_probabilities(y, p[seed]).errors}"
                                            for k, p in probs.items()), flush=True)
 
-    def summary(errors: list[int], cost: int) -> dict:
+    family = find_families(standin)  # the stand-in's photos: families of near-identical variants
+
+    def photos_misread(p: np.ndarray) -> int:
+        """Stand-in photos (families) with more than half of their variants misread."""
+        wrong = np.bincount(family, weights=(p.argmax(axis=1) != y).astype(float), minlength=family.max() + 1)
+        return int(np.sum(wrong > np.bincount(family) / 2))
+
+    def summary(predictions: list[np.ndarray], cost: int) -> dict:
+        errors = [evaluate_probabilities(y, p).errors for p in predictions]
+        photos = [photos_misread(p) for p in predictions]
         return {"errors": errors, "mean": statistics.fmean(errors),
                 "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
-                "best": min(errors), "training_cost": cost}
+                "best": min(errors), "training_cost": cost, "photos_misread": photos,
+                "photos_mean": statistics.fmean(photos), "photos_worst": max(photos)}
 
-    levers = {name: summary([evaluate_probabilities(y, p[s]).errors for s in args.seeds], 1)
-              for name, p in probs.items()}
+    levers = {name: summary([p[s] for s in args.seeds], 1) for name, p in probs.items()}
     for k in (2, 3):
         for base in ("base", "tta-shift5", "tta"):
             combos = list(itertools.combinations(args.seeds, k))
             if not combos:
                 continue
             levers[f"ensemble-{k}" + ("" if base == "base" else f"+{base}")] = summary(
-                [evaluate_probabilities(y, np.mean([probs[base][s] for s in c], axis=0)).errors for c in combos], k)
+                [np.mean([probs[base][s] for s in c], axis=0) for c in combos], k)
     results["levers"] = levers
     results["standin_rows"] = int(len(y))
+    results["standin_photos"] = int(family.max() + 1)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"\n{'lever':<26}{'cost':>5}{'errors mean +- sd':>22}{'worst':>7}  of {len(y)}")
+    print(f"\n{'lever':<26}{'cost':>5}{'errors mean +- sd':>22}{'worst':>7}{'photos':>8}{'worst':>7}  "
+          f"errors of {len(y)}, photos misread of {family.max() + 1}")
     for name, s in levers.items():
-        print(f"{name:<26}{s['training_cost']:>5}{s['mean']:>14.1f} +- {s['sd']:<5.1f}{s['worst']:>7}  {s['errors']}")
+        print(f"{name:<26}{s['training_cost']:>5}{s['mean']:>14.1f} +- {s['sd']:<5.1f}{s['worst']:>7}"
+              f"{s['photos_mean']:>8.1f}{s['photos_worst']:>7}  {s['errors']}")
 
 
 if __name__ == "__main__":

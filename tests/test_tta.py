@@ -28,6 +28,16 @@ def test_views_are_the_image_its_shifts_rotations_and_zooms():
         assert np.allclose(views[v][:, 13:15, 13:15], x[:, 13:15, 13:15], atol=0.35)
 
 
+def test_another_view_set_gives_its_own_views_and_means():
+    x = np.random.default_rng(1).random((2, 28, 28, 1)).astype(np.float32)
+    views = [(0, 0, 0, 1.0), (0, 2, 0, 1.0)]  # the image, then two pixels right
+    out = np.asarray(views_of(x, views)).reshape(2, 2, 28, 28, 1)
+    assert np.allclose(out[0], x, atol=1e-6)
+    assert np.allclose(out[1][:, :, 2:], x[:, :, :-2], atol=1e-5)
+    probabilities = np.stack([np.full((2, 24), 0.2), np.full((2, 24), 0.6)]).reshape(4, 24)  # view-major
+    assert np.allclose(np.asarray(mean_over_views(probabilities, 2, len(views))), 0.4)
+
+
 def test_tta_probabilities_are_the_mean_over_the_views():
     keras.utils.set_random_seed(0)
     model = build_cnn()

@@ -1,0 +1,116 @@
+"""Would other test-time augmentation views do better than the shipped nine? Judged on the stand-in test set.
+
+    python benchmarks/tta_views.py --train-data ../shared/data/sign_mnist_train.csv.gz \
+        --models-dir /tmp/levers-work
+
+Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.keras` per training seed,
+on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.tta's own
+`views_of` / `mean_over_views` (the shipped path, with another view list). Per set: stand-in errors mean
++- sd and worst over the models, photos misread (stand-in families with more than half of their variants
+wrong, as levers.py counts them), and the mean errors of ensembles of three models. No training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+IDENTITY = [(0, 0, 0, 1.0)]
+SHIFT1 = [(1, 0, 0, 1.0), (-1, 0, 0, 1.0), (0, 1, 0, 1.0), (0, -1, 0, 1.0)]
+DIAGONAL1 = [(1, 1, 0, 1.0), (1, -1, 0, 1.0), (-1, 1, 0, 1.0), (-1, -1, 0, 1.0)]
+SHIFT2 = [(2, 0, 0, 1.0), (-2, 0, 0, 1.0), (0, 2, 0, 1.0), (0, -2, 0, 1.0)]
+
+
+def turns_and_zooms(degrees: float, percent: float) -> list[tuple[float, float, float, float]]:
+    return [(0, 0, degrees, 1.0), (0, 0, -degrees, 1.0), (0, 0, 0, 1 + percent / 100), (0, 0, 0, 1 - percent / 100)]
+
+
+#: View sets in asl_mlops.tta.VIEWS' format (shift down px, shift right px, degrees, zoom); the first is shipped.
+VIEW_SETS: dict[str, list[tuple[float, float, float, float]]] = {
+    "shipped: shifts 1px, +-6 deg, +-6% (9)": IDENTITY + SHIFT1 + turns_and_zooms(6, 6),
+    "+ diagonal 1px shifts (13)": IDENTITY + SHIFT1 + DIAGONAL1 + turns_and_zooms(6, 6),
+    "+ 2px shifts (13)": IDENTITY + SHIFT1 + SHIFT2 + turns_and_zooms(6, 6),
+    "+ +-10 deg, +-10% (13)": IDENTITY + SHIFT1 + turns_and_zooms(6, 6) + turns_and_zooms(10, 10),
+    "+ +-3 deg, +-3% (13)": IDENTITY + SHIFT1 + turns_and_zooms(3, 3) + turns_and_zooms(6, 6),
+    "all of the above (21)": IDENTITY + SHIFT1 + DIAGONAL1 + SHIFT2 + turns_and_zooms(6, 6) + turns_and_zooms(10, 10),
+    "shifts combined with a turn or zoom (9)": IDENTITY + turns_and_zooms(6, 6) + [
+        (1, 0, 6, 1.0), (1, 0, 0, 1.06), (-1, 0, 6, 1.0), (-1, 0, 0, 1.06)],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
+                        help="Sign MNIST training CSV the models' carve came from.")
+    parser.add_argument("--models-dir", type=Path, required=True,
+                        help="benchmarks/levers.py's --models-dir: the trained models (*.keras) to score.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tta-views.json",
+                        help="JSON results file.")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.split import find_families
+    from asl_mlops.tta import mean_over_views, views_of
+
+    spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
+    selection = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(selection)
+    _, _, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
+    x, y, family = to_model_input(standin.images), labels_to_indices(standin.labels), find_families(standin)
+    paths = sorted(args.models_dir.glob("*.keras"))
+    if not paths:
+        raise SystemExit(f"--models-dir {args.models_dir}: no .keras models (train them with benchmarks/levers.py)")
+
+    def predict(model, views) -> np.ndarray:
+        out = []
+        for start in range(0, len(x), 512):
+            batch = x[start:start + 512]
+            probabilities = model.predict(views_of(batch, views), batch_size=512, verbose=0)
+            out.append(np.asarray(mean_over_views(probabilities, len(batch), len(views))))
+        return np.concatenate(out)
+
+    def photos_misread(p: np.ndarray) -> int:
+        wrong = np.bincount(family, weights=(p.argmax(axis=1) != y).astype(float), minlength=family.max() + 1)
+        return int(np.sum(wrong > np.bincount(family) / 2))
+
+    probs: dict[str, list[np.ndarray]] = {name: [] for name in VIEW_SETS}
+    for path in paths:
+        keras.backend.clear_session()
+        model = keras.models.load_model(path)
+        for name, views in VIEW_SETS.items():
+            probs[name].append(predict(model, views))
+        print(f"{path.name}: " + ", ".join(f"{int((p[-1].argmax(1) != y).sum())}" for p in probs.values()), flush=True)
+
+    results = {"data": info, "models": [p.name for p in paths], "standin_rows": int(len(y)),
+               "standin_photos": int(family.max() + 1), "view_sets": {}}
+    print(f"\n{'view set':<42}{'errors mean +- sd':>19}{'worst':>7}{'photos':>8}{'worst':>7}{'ens-3':>7}  errors of {len(y)}")
+    for name, ps in probs.items():
+        errors = [int((p.argmax(1) != y).sum()) for p in ps]
+        photos = [photos_misread(p) for p in ps]
+        triples = [int((np.mean([ps[i] for i in c], axis=0).argmax(1) != y).sum())
+                   for c in itertools.combinations(range(len(ps)), 3)]
+        row = {"views": VIEW_SETS[name], "errors": errors, "mean": statistics.fmean(errors),
+               "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
+               "photos_misread": photos, "photos_mean": statistics.fmean(photos), "photos_worst": max(photos),
+               "ensemble3_mean": statistics.fmean(triples) if triples else None}
+        results["view_sets"][name] = row
+        ens = f"{row['ensemble3_mean']:.1f}" if triples else "-"
+        print(f"{name:<42}{row['mean']:>11.1f} +- {row['sd']:<5.1f}{row['worst']:>7}{row['photos_mean']:>8.1f}"
+              f"{row['photos_worst']:>7}{ens:>7}  {errors}")
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
