@@ -24,7 +24,8 @@ each lever is applied to the trained models and scored on the stand-in:
 
 Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), the
 photos misread (stand-in families, asl_mlops.split.find_families, with more than half of their variants
-wrong: the errors come in whole photos), and the training cost relative to one default run. The
+wrong: the errors come in whole photos; `tta_errors_by_photo` in the JSON lists each seed's), and the
+training cost relative to one default run. The
 `bn-reestimate` rows re-run the pass with the recipe's own settings (`--set` included). Models already in `--models-dir` are not trained again;
 `--out` holds the results.
 """
@@ -144,6 +145,7 @@ def main() -> None:
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.labels import index_to_letter
     from asl_mlops.split import find_families
     from asl_mlops.train import split_data
 
@@ -206,7 +208,20 @@ def main() -> None:
                 "best": min(errors), "training_cost": cost, "photos_misread": photos,
                 "photos_mean": statistics.fmean(photos), "photos_worst": max(photos)}
 
+    def errors_by_photo(p: np.ndarray) -> list[dict]:
+        """Each stand-in photo with errors: its variants, how many are wrong, its letter and the most common misreading."""
+        predicted = p.argmax(axis=1)
+        rows = []
+        for photo in np.unique(family[predicted != y]):
+            members = family == photo
+            wrong = members & (predicted != y)
+            read_as = np.bincount(predicted[wrong]).argmax()
+            rows.append({"photo": int(photo), "variants": int(members.sum()), "wrong": int(wrong.sum()),
+                         "letter": index_to_letter(int(y[members][0])), "read_as": index_to_letter(int(read_as))})
+        return sorted(rows, key=lambda row: -row["wrong"])
+
     levers = {name: summary([p[s] for s in args.seeds], 1) for name, p in probs.items()}
+    results["tta_errors_by_photo"] = {str(s): errors_by_photo(probs["tta"][s]) for s in args.seeds}
     for k in (2, 3):
         for base in ("base", "tta-shift5", "tta"):
             combos = list(itertools.combinations(args.seeds, k))
@@ -218,6 +233,9 @@ def main() -> None:
     results["standin_rows"] = int(len(y))
     results["standin_photos"] = int(family.max() + 1)
     args.out.write_text(json.dumps(results, indent=2))
+    for seed, photos in results["tta_errors_by_photo"].items():
+        print(f"seed {seed}, tta, errors by photo: " + ", ".join(
+            f"{r['wrong']}/{r['variants']} {r['letter']}->{r['read_as']}" for r in photos))
     print(f"\n{'lever':<26}{'cost':>5}{'errors mean +- sd':>22}{'worst':>7}{'photos':>8}{'worst':>7}  "
           f"errors of {len(y)}, photos misread of {family.max() + 1}")
     for name, s in levers.items():
