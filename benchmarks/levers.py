@@ -25,9 +25,8 @@ each lever is applied to the trained models and scored on the stand-in:
 Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), the
 photos misread (stand-in families, asl_mlops.split.find_families, with more than half of their variants
 wrong: the errors come in whole photos; `tta_errors_by_photo` in the JSON lists each seed's), and the
-training cost relative to one default run. The
-`bn-reestimate` rows re-run the pass with the recipe's own settings (`--set` included). Models already in `--models-dir` are not trained again;
-`--out` holds the results.
+training cost relative to one default run. The `bn-reestimate` rows re-run the pass with the recipe's own
+settings (`--set` included). Models already in `--models-dir` are not trained again; `--out` holds the results.
 """
 
 from __future__ import annotations
@@ -50,6 +49,14 @@ def _selection():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def photos_misread(probabilities, y, family) -> int:
+    """Photos (near-duplicate families, `family` per row) with more than half of their variants misread."""
+    import numpy as np
+
+    wrong = np.bincount(family, weights=(probabilities.argmax(axis=1) != y).astype(float), minlength=family.max() + 1)
+    return int(np.sum(wrong > np.bincount(family) / 2))
 
 
 def shifted(x, dy: int, dx: int, mode: str = "edge"):
@@ -195,21 +202,16 @@ def main() -> None:
 
     family = find_families(standin)  # the stand-in's photos: families of near-identical variants
 
-    def photos_misread(p: np.ndarray) -> int:
-        """Stand-in photos (families) with more than half of their variants misread."""
-        wrong = np.bincount(family, weights=(p.argmax(axis=1) != y).astype(float), minlength=family.max() + 1)
-        return int(np.sum(wrong > np.bincount(family) / 2))
-
     def summary(predictions: list[np.ndarray], cost: int) -> dict:
         errors = [evaluate_probabilities(y, p).errors for p in predictions]
-        photos = [photos_misread(p) for p in predictions]
+        photos = [photos_misread(p, y, family) for p in predictions]
         return {"errors": errors, "mean": statistics.fmean(errors),
                 "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
                 "best": min(errors), "training_cost": cost, "photos_misread": photos,
                 "photos_mean": statistics.fmean(photos), "photos_worst": max(photos)}
 
     def errors_by_photo(p: np.ndarray) -> list[dict]:
-        """Each stand-in photo with errors: its variants, how many are wrong, its letter and the most common misreading."""
+        """Each stand-in photo with errors: its variants, how many are wrong, its letter, its commonest misreading."""
         predicted = p.argmax(axis=1)
         rows = []
         for photo in np.unique(family[predicted != y]):

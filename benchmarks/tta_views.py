@@ -7,7 +7,7 @@ Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.k
 on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.tta's own
 `views_of` / `mean_over_views` (the shipped path, with another view list). Per set: stand-in errors mean
 +- sd and worst over the models, photos misread (stand-in families with more than half of their variants
-wrong, as levers.py counts them), and the mean errors of ensembles of three models. No training.
+wrong: levers.photos_misread), and the mean errors of ensembles of three models. No training.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def main() -> None:
     from asl_mlops.split import find_families
     from asl_mlops.tta import mean_over_views, views_of
 
-    spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
-    selection = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(selection)
-    _, _, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
+    spec = importlib.util.spec_from_file_location("levers", ROOT / "benchmarks" / "levers.py")
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+    _, _, _, standin, info = levers._selection().carve(args.train_data, 0.2, 2026)
     x, y, family = to_model_input(standin.images), labels_to_indices(standin.labels), find_families(standin)
     paths = sorted(args.models_dir.glob("*.keras"))
     if not paths:
@@ -81,10 +81,6 @@ def main() -> None:
             out.append(np.asarray(mean_over_views(probabilities, len(batch), len(views))))
         return np.concatenate(out)
 
-    def photos_misread(p: np.ndarray) -> int:
-        wrong = np.bincount(family, weights=(p.argmax(axis=1) != y).astype(float), minlength=family.max() + 1)
-        return int(np.sum(wrong > np.bincount(family) / 2))
-
     probs: dict[str, list[np.ndarray]] = {name: [] for name in VIEW_SETS}
     for path in paths:
         keras.backend.clear_session()
@@ -95,10 +91,11 @@ def main() -> None:
 
     results = {"data": info, "models": [p.name for p in paths], "standin_rows": int(len(y)),
                "standin_photos": int(family.max() + 1), "view_sets": {}}
-    print(f"\n{'view set':<42}{'errors mean +- sd':>19}{'worst':>7}{'photos':>8}{'worst':>7}{'ens-3':>7}  errors of {len(y)}")
+    print(f"\n{'view set':<42}{'errors mean +- sd':>19}{'worst':>7}{'photos':>8}{'worst':>7}{'ens-3':>7}"
+          f"  errors of {len(y)}")
     for name, ps in probs.items():
         errors = [int((p.argmax(1) != y).sum()) for p in ps]
-        photos = [photos_misread(p) for p in ps]
+        photos = [levers.photos_misread(p, y, family) for p in ps]
         triples = [int((np.mean([ps[i] for i in c], axis=0).argmax(1) != y).sum())
                    for c in itertools.combinations(range(len(ps)), 3)]
         row = {"views": VIEW_SETS[name], "errors": errors, "mean": statistics.fmean(errors),
