@@ -51,18 +51,20 @@ class Evaluation:
         return out
 
 
-def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False) -> np.ndarray:
+def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False,
+                          views=None) -> np.ndarray:
     """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.preprocess.to_model_input); with `tta`,
-    averaged over asl_mlops.tta's views."""
+    averaged over asl_mlops.tta's views (`views`: another set in `asl_mlops.tta.VIEWS`' format)."""
     if not tta:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    from asl_mlops.tta import mean_over_views, views_of
+    from asl_mlops.tta import VIEWS, mean_over_views, views_of
 
+    views = VIEWS if views is None else views
     out = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
-        probabilities = model.predict(views_of(batch), batch_size=batch_size, verbose=0)
-        out.append(np.asarray(mean_over_views(probabilities, len(batch))))
+        probabilities = model.predict(views_of(batch, views), batch_size=batch_size, verbose=0)
+        out.append(np.asarray(mean_over_views(probabilities, len(batch), len(views))))
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 

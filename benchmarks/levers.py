@@ -59,6 +59,17 @@ def photos_misread(probabilities, y, family) -> int:
     return int(np.sum(wrong > np.bincount(family) / 2))
 
 
+def standin_summary(predictions, y, family) -> dict:
+    """Stand-in errors (mean +- sd, worst, best) and photos misread over `predictions` (seeds or ensembles)."""
+    from asl_mlops.evaluate import evaluate_probabilities
+
+    errors = [evaluate_probabilities(y, p).errors for p in predictions]
+    photos = [photos_misread(p, y, family) for p in predictions]
+    return {"errors": errors, "mean": statistics.fmean(errors),
+            "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors), "best": min(errors),
+            "photos_misread": photos, "photos_mean": statistics.fmean(photos), "photos_worst": max(photos)}
+
+
 def shifted(x, dy: int, dx: int, mode: str = "edge"):
     """Batch (N, H, W, C) shifted by (dy, dx) pixels, edge pixels repeated (or zeros, mode='constant')."""
     import numpy as np
@@ -158,7 +169,7 @@ def main() -> None:
 
     overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
     selection = _selection()
-    recipe = {**selection.RECIPES["default"][0], **({"epochs": args.epochs} if args.epochs else {}), **overrides}
+    recipe = selection.recipe_changes("default", args.epochs, overrides)
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
@@ -203,12 +214,7 @@ def main() -> None:
     family = find_families(standin)  # the stand-in's photos: families of near-identical variants
 
     def summary(predictions: list[np.ndarray], cost: int) -> dict:
-        errors = [evaluate_probabilities(y, p).errors for p in predictions]
-        photos = [photos_misread(p, y, family) for p in predictions]
-        return {"errors": errors, "mean": statistics.fmean(errors),
-                "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
-                "best": min(errors), "training_cost": cost, "photos_misread": photos,
-                "photos_mean": statistics.fmean(photos), "photos_worst": max(photos)}
+        return {**standin_summary(predictions, y, family), "training_cost": cost}
 
     def errors_by_photo(p: np.ndarray) -> list[dict]:
         """Each stand-in photo with errors: its variants, how many are wrong, its letter, its commonest misreading."""

@@ -74,6 +74,11 @@ def carve(train_data: str, standin_fraction: float, standin_seed: int):
     return csv, Split(random.train, grouped.held_out), random.held_out, standin.held_out, info
 
 
+def recipe_changes(recipe: str, epochs: int | None = None, overrides: dict | None = None) -> dict[str, object]:
+    """The TrainConfig changes of `recipe` in RECIPES, with `epochs` and `overrides` (TrainConfig fields) on top."""
+    return {**RECIPES[recipe][0], **({"epochs": epochs} if epochs else {}), **(overrides or {})}
+
+
 def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None = None,
               overrides: dict | None = None) -> dict:
     """Train one model on T (validated on G, tested on the stand-in) and score it on R too; `epochs` and
@@ -89,7 +94,7 @@ def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None 
     from asl_mlops.train import split_data, train_and_evaluate
 
     csv, split, random_val, standin = parts
-    changes = {**RECIPES[recipe][0], **({"epochs": epochs} if epochs else {}), **(overrides or {})}
+    changes = recipe_changes(recipe, epochs, overrides)
     config = TrainConfig(train_data="(benchmark T)", test_data="(benchmark stand-in)", cache_dir=cache_dir,
                          seed=seed, **changes)
     keras.backend.clear_session()

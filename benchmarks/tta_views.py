@@ -5,7 +5,7 @@
 
 Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.keras` per training seed,
 on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.tta's own
-`views_of` / `mean_over_views` (the shipped path, with another view list). Per set: stand-in errors mean
+path (asl_mlops.evaluate.predict_probabilities with another view list). Per set: stand-in errors mean
 +- sd and worst over the models, photos misread (stand-in families with more than half of their variants
 wrong: levers.photos_misread), and the mean errors of ensembles of three models. No training.
 """
@@ -59,10 +59,10 @@ def main() -> None:
     import keras
     import numpy as np
 
+    from asl_mlops.evaluate import predict_probabilities
     from asl_mlops.labels import labels_to_indices
     from asl_mlops.preprocess import to_model_input
     from asl_mlops.split import find_families
-    from asl_mlops.tta import mean_over_views, views_of
 
     spec = importlib.util.spec_from_file_location("levers", ROOT / "benchmarks" / "levers.py")
     levers = importlib.util.module_from_spec(spec)
@@ -73,20 +73,12 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"--models-dir {args.models_dir}: no .keras models (train them with benchmarks/levers.py)")
 
-    def predict(model, views) -> np.ndarray:
-        out = []
-        for start in range(0, len(x), 512):
-            batch = x[start:start + 512]
-            probabilities = model.predict(views_of(batch, views), batch_size=512, verbose=0)
-            out.append(np.asarray(mean_over_views(probabilities, len(batch), len(views))))
-        return np.concatenate(out)
-
     probs: dict[str, list[np.ndarray]] = {name: [] for name in VIEW_SETS}
     for path in paths:
         keras.backend.clear_session()
         model = keras.models.load_model(path)
         for name, views in VIEW_SETS.items():
-            probs[name].append(predict(model, views))
+            probs[name].append(predict_probabilities(model, x, tta=True, views=views))
         print(f"{path.name}: " + ", ".join(f"{int((p[-1].argmax(1) != y).sum())}" for p in probs.values()), flush=True)
 
     results = {"data": info, "models": [p.name for p in paths], "standin_rows": int(len(y)),
@@ -94,18 +86,14 @@ def main() -> None:
     print(f"\n{'view set':<42}{'errors mean +- sd':>19}{'worst':>7}{'photos':>8}{'worst':>7}{'ens-3':>7}"
           f"  errors of {len(y)}")
     for name, ps in probs.items():
-        errors = [int((p.argmax(1) != y).sum()) for p in ps]
-        photos = [levers.photos_misread(p, y, family) for p in ps]
         triples = [int((np.mean([ps[i] for i in c], axis=0).argmax(1) != y).sum())
                    for c in itertools.combinations(range(len(ps)), 3)]
-        row = {"views": VIEW_SETS[name], "errors": errors, "mean": statistics.fmean(errors),
-               "sd": statistics.stdev(errors) if len(errors) > 1 else 0.0, "worst": max(errors),
-               "photos_misread": photos, "photos_mean": statistics.fmean(photos), "photos_worst": max(photos),
+        row = {"views": VIEW_SETS[name], **levers.standin_summary(ps, y, family),
                "ensemble3_mean": statistics.fmean(triples) if triples else None}
         results["view_sets"][name] = row
         ens = f"{row['ensemble3_mean']:.1f}" if triples else "-"
         print(f"{name:<42}{row['mean']:>11.1f} +- {row['sd']:<5.1f}{row['worst']:>7}{row['photos_mean']:>8.1f}"
-              f"{row['photos_worst']:>7}{ens:>7}  {errors}")
+              f"{row['photos_worst']:>7}{ens:>7}  {row['errors']}")
     args.out.write_text(json.dumps(results, indent=2))
 
 

@@ -48,6 +48,10 @@ def test_tta_probabilities_are_the_mean_over_the_views():
     assert np.allclose(tta, np.mean(by_view, axis=0), atol=1e-6)
     assert np.allclose(by_view[0], plain, atol=1e-6) and not np.allclose(tta, plain, atol=1e-4)
     assert np.allclose(np.asarray(mean_over_views(np.concatenate(by_view), 10)), tta, atol=1e-6)
+    # another view set: the image alone is the plain prediction; two views are their mean
+    assert np.allclose(predict_probabilities(model, x, tta=True, views=VIEWS[:1]), plain, atol=1e-6)
+    assert np.allclose(predict_probabilities(model, x, tta=True, views=VIEWS[:2]), np.mean(by_view[:2], axis=0),
+                       atol=1e-6)
 
 
 @pytest.mark.slow
