@@ -20,6 +20,7 @@ grouped split (1% quantile 0.593), close to the withheld test set's 0.89 (0.62).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,10 +116,20 @@ def grouped_split(dataset: Dataset, fraction: float, seed: int, what: str = "val
     try:
         _, held_families = train_test_split(np.arange(n_families), test_size=fraction, stratify=family_label,
                                             random_state=seed)
-    except ValueError as err:  # a label with a single family cannot be on both sides
-        raise InputError(f"{what}: cannot hold out whole families of {dataset.source}: it has {n_families} "
-                         f"near-duplicate families for {len(np.unique(dataset.labels))} labels, and a grouped "
-                         f"split needs at least 2 per label ({err}); use --val-split random") from None
+    except ValueError as err:
+        labels = len(np.unique(dataset.labels))
+        held = math.ceil(fraction * n_families)
+        if np.bincount(family_label)[np.unique(dataset.labels)].min() < 2:  # cannot be on both sides
+            why = f"it has {n_families} near-duplicate families for {labels} labels, and a grouped split needs at " \
+                  f"least 2 per label"
+        elif held < labels:
+            why = f"{fraction} of its {n_families} near-duplicate families is {held}, fewer than its {labels} " \
+                  f"labels, and a grouped split stratified by label holds out at least as many: raise {what} " \
+                  f"to {labels / n_families:.3f} or more"
+        else:
+            why = f"{n_families} near-duplicate families for {labels} labels"
+        raise InputError(f"{what}: cannot hold out whole families of {dataset.source}: {why} ({err}); "
+                         f"or use --val-split random") from None
     held = np.isin(family, held_families)
     return Split(_subset(dataset, np.flatnonzero(~held)), _subset(dataset, np.flatnonzero(held)),
                  families=n_families, held_out_families=len(held_families))

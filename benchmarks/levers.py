@@ -152,6 +152,11 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
                         help="Override any other TrainConfig field of the recipe, e.g. --set label_smoothing=0.1 "
                              "(repeatable; the value is read as the field's type).")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="Grouped validation G's share of the non-stand-in families (T is trained on the rest).")
+    parser.add_argument("--all-photos", action="store_true",
+                        help="Draw T's rows (as many as usual) at random from every non-stand-in photo, G's included: "
+                             "more distinct hands, fewer variants of each.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
                         help="JSON results file.")
     args = parser.parse_args()
@@ -170,10 +175,10 @@ def main() -> None:
     overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
     selection = _selection()
     recipe = selection.recipe_changes("default", args.epochs, overrides)
-    csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026)
+    csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction, args.all_photos)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
-    results["data"] = info
+    results["data"] = {**info, "val_fraction": args.val_fraction, "all_photos": args.all_photos}
     with tempfile.TemporaryDirectory() as store:
         mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("levers", artifact_location=f"{store}/artifacts"))

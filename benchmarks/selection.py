@@ -7,7 +7,7 @@ The real test CSV is withheld, so a stand-in is carved from the training CSV: a 
 families of near-duplicates, asl_mlops.split) of `--standin-fraction`, fixed by `--standin-seed`, never
 used for training or validation. From the rest:
 
-- G, the grouped validation split (`grouped_split`, val_fraction 0.2, split_seed 0, as a default run);
+- G, the grouped validation split (`grouped_split`, `--val-fraction` 0.2, split_seed 0, as a default run);
 - R, a random 15% of the remaining rows (`random_split`): their near-twins stay in training, as with
   `--val-split random`;
 - T, the rest, for training.
@@ -57,16 +57,23 @@ RECIPES: dict[str, tuple[dict[str, object], tuple[int, ...]]] = {
 RANDOM_VAL_FRACTION = 0.15
 
 
-def carve(train_data: str, standin_fraction: float, standin_seed: int):
-    """The stand-in test set, and T / G / R from the rest (see the module docstring)."""
+def carve(train_data: str, standin_fraction: float, standin_seed: int, val_fraction: float = 0.2,
+          all_photos: bool = False):
+    """The stand-in test set, and T / G / R from the rest (see the module docstring).
+
+    `val_fraction`: G's share of the rest's families. `all_photos` (benchmarks/levers.py): T as many rows as
+    usual, drawn at random from all of the rest's photos (G's included), so T holds every photo but fewer
+    variants of each: whether more distinct hands, at the same rows, pay on the stand-in."""
     from asl_mlops.data import load_csv
     from asl_mlops.split import Split, grouped_split, random_split
 
     csv = load_csv(train_data)
     standin = grouped_split(csv, standin_fraction, standin_seed, what="standin_fraction")
     pool = standin.train
-    grouped = grouped_split(pool, 0.2, 0)
+    grouped = grouped_split(pool, val_fraction, 0)
     random = random_split(grouped.train, RANDOM_VAL_FRACTION, 0)
+    if all_photos:
+        random = random_split(pool, 1 - len(random.train) / len(pool), 0)
     info = {"csv_rows": len(csv), "families": standin.families, "standin_rows": len(standin.held_out),
             "standin_families": standin.held_out_families, "train_rows": len(random.train),
             "grouped_val_rows": len(grouped.held_out), "grouped_val_families": grouped.held_out_families,
@@ -176,6 +183,8 @@ def main() -> None:
                         help="Sign MNIST training CSV to carve everything from.")
     parser.add_argument("--standin-fraction", type=float, default=0.2, help="Share of families in the stand-in.")
     parser.add_argument("--standin-seed", type=int, default=2026, help="Seed of the stand-in holdout.")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="Grouped validation G's share of the non-stand-in families (a default run's val_fraction).")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES),
                         help="Recipes to train (default: all).")
     parser.add_argument("--epochs", type=int, default=None,
@@ -191,9 +200,10 @@ def main() -> None:
 
         from asl_mlops.data import load_csv
 
-        csv, split, random_val, standin, info = carve(args.train_data, args.standin_fraction, args.standin_seed)
+        csv, split, random_val, standin, info = carve(args.train_data, args.standin_fraction, args.standin_seed, args.val_fraction)
         info.update(train_data=args.train_data, train_data_hash=load_csv(args.train_data).content_hash,
-                    standin_fraction=args.standin_fraction, standin_seed=args.standin_seed)
+                    standin_fraction=args.standin_fraction, standin_seed=args.standin_seed,
+                    **({"val_fraction": args.val_fraction} if args.val_fraction != 0.2 else {}))
         if results.get("data") not in (None, info):
             sys.exit(f"{args.out} holds results for other data ({results['data']}); use another --out")
         results["data"] = info

@@ -92,6 +92,14 @@ def test_split_too_small_for_stratification() -> None:
         random_split(make_synthetic(48, seed=0), 0.1, seed=0)  # 4 validation rows < 24 labels
 
 
+def test_grouped_split_says_when_the_fraction_holds_out_too_few_families() -> None:
+    photos = make_synthetic(240 * 5, seed=0, variants=5)  # 240 families, 10 per label
+    assert len(grouped_split(photos, 0.1, seed=0).held_out) == 24 * 5  # one family per label
+    with pytest.raises(InputError, match=r"val_fraction: .* 0\.05 of its 240 near-duplicate families is 12, "
+                                         r"fewer than its 24 labels.*0\.100 or more"):
+        grouped_split(photos, 0.05, seed=0)
+
+
 def test_grouped_split_needs_two_families_per_label() -> None:
     one_photo_per_label = make_synthetic(120, seed=0, variants=5)
     with pytest.raises(InputError, match="24 near-duplicate families for 24 labels.*--val-split random"):
