@@ -17,7 +17,8 @@ validated on G, tested on the stand-in: the logged model is the one scored) and 
 stand-in. Models: each recipe in RECIPES over its seeds. The report:
 
 1. selection: for G and R, the spread of validation accuracy over all models, the Spearman rank
-   correlation between validation and stand-in accuracy, and the stand-in regret of picking the best
+   correlation between validation and stand-in accuracy (`rho`; and `rho+loss`, of the order the sweep and the
+   registry use: accuracy, ties broken by the lower validation loss), and the stand-in regret of picking the best
    model by validation (ties in validation accuracy broken by validation loss for G; for R, whose
    accuracies tie at the top, the mean stand-in accuracy over the tied models);
 2. seeds: stand-in errors per recipe, mean +- sd and worst over seeds.
@@ -129,6 +130,10 @@ def selection_stats(models: list[dict], signal: str) -> dict:
     val = [m[f"{signal}_val_accuracy"] for m in models]
     standin = [m["standin_accuracy"] for m in models]
     rho = float(spearmanr(val, standin).statistic) if len(set(val)) > 1 else float("nan")
+    # The order the sweep and the registry use: accuracy, ties broken by the lower validation loss.
+    order = sorted(range(len(models)), key=lambda i: (val[i], -models[i][f"{signal}_val_loss"]))
+    rank = [order.index(i) for i in range(len(models))]
+    rho_ordered = float(spearmanr(rank, standin).statistic)
     top = max(val)
     tied = [m for m in models if m[f"{signal}_val_accuracy"] == top]
     if signal == "grouped":  # the sweep's and the registry's order: accuracy, then lower loss
@@ -137,7 +142,8 @@ def selection_stats(models: list[dict], signal: str) -> dict:
     picked = statistics.fmean(m["standin_accuracy"] for m in tied)
     return {"models": len(models), "val_min": min(val), "val_max": top,
             "val_sd": statistics.stdev(val) if len(val) > 1 else 0.0, "distinct_values": len(set(val)),
-            "spearman_rho": rho, "picked": [f"{m['recipe']}/seed{m['seed']}" for m in tied],
+            "spearman_rho": rho, "spearman_rho_accuracy_then_loss": rho_ordered,
+            "picked": [f"{m['recipe']}/seed{m['seed']}" for m in tied],
             "picked_standin_accuracy": picked, "best_standin_accuracy": max(standin),
             "regret": max(standin) - picked}
 
@@ -164,11 +170,12 @@ def report(results: dict) -> str:
                      f"{m['random_val_accuracy']:>12.4f}{m['standin_accuracy']:>10.4f}{m['standin_errors']:>8}"
                      f"{m['seconds']:>7.0f}")
     if len(models) >= 2:
-        lines += ["", f"{'validation':<10}{'min':>8}{'max':>8}{'sd':>8}{'distinct':>9}{'rho':>7}{'regret':>8}  picked"]
+        lines += ["", f"{'validation':<10}{'min':>8}{'max':>8}{'sd':>8}{'distinct':>9}{'rho':>7}{'rho+loss':>9}{'regret':>8}  picked"]
         for signal in ("grouped", "random"):
             s = selection_stats(models, signal)
             lines.append(f"{signal:<10}{s['val_min']:>8.4f}{s['val_max']:>8.4f}{s['val_sd']:>8.4f}"
-                         f"{s['distinct_values']:>9}{s['spearman_rho']:>7.2f}{s['regret']:>8.4f}  "
+                         f"{s['distinct_values']:>9}{s['spearman_rho']:>7.2f}"
+                         f"{s['spearman_rho_accuracy_then_loss']:>9.2f}{s['regret']:>8.4f}  "
                          f"{', '.join(s['picked'])}")
     lines += ["", f"{'recipe':<12}{'seeds':>6}{'stand-in errors mean +- sd':>28}{'worst':>7}{'of':>7}  errors"]
     for recipe, s in seed_stats(models).items():

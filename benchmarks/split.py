@@ -36,6 +36,7 @@ def nearest_similarity(held_out: np.ndarray, train: np.ndarray, block: int = 204
 
 def main() -> None:
     from asl_mlops.data import load_csv
+    from asl_mlops.config import TrainConfig
     from asl_mlops.split import FAMILY_SIMILARITY, find_families, split_train_val
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +61,7 @@ def main() -> None:
 
     for val_split in ("grouped", "random"):
         start = time.perf_counter()
-        split = split_train_val(dataset, val_split, 0.2, 0)
+        split = split_train_val(dataset, val_split, TrainConfig().val_fraction, TrainConfig().split_seed)
         seconds = time.perf_counter() - start
         nearest = nearest_similarity(split.held_out.images, split.train.images)
         out[val_split] = {"seconds": seconds, "val_rows": len(split.held_out), **split.params("val"),

@@ -10,6 +10,9 @@
    time as a ratio to the single run's. cnn-previous (only when asked, `--only cnn --only cnn-previous`):
    the earlier default recipe (`-P cnn_filters=75,50,25 -P epochs=12`), run right after the default, and
    the default's wall time as a ratio to it.
+   cnn-val20 (only when asked, `--only cnn --only cnn-val20`): the default with `-P val_fraction=0.2` (the
+   default before 0.05: more validation rows, fewer training rows), run right after the default, and the
+   default's wall time as a ratio to it.
    cnn-eigen (only when asked, `--only cnn --only cnn-eigen`): the default run again with
    TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's Eigen kernels, its own choice on some x86-64 CPUs; asl_mlops/__init__.py),
    right after the default (oneDNN, which asl_mlops turns on), and the two walls as a ratio.
@@ -47,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ROWS = 7172  # rows of the real (withheld) test CSV
 PREVIOUS_DEFAULT = {"cnn_filters": "75,50,25", "epochs": 12}  # the default recipe before 32,64,32 at 24 epochs
+VAL20 = {"val_fraction": 0.2}  # the default split before 0.05: 20% of the photos held out of training
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -273,7 +277,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT.parent / "shared/data/sign_mnist_train.csv.gz"),
                         help="real Sign MNIST training CSV")
-    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "cnn-previous", "cnn-eigen", "resnet50",
+    parser.add_argument("--only", choices=("input", "cnn", "cnn-ensemble2", "cnn-previous", "cnn-val20", "cnn-eigen",
+                                           "resnet50",
                                            "widths", "onednn", "batchnorm"), action="append",
                         help="run only these parts (repeatable); default input, cnn and resnet50")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"),
@@ -346,6 +351,14 @@ def main() -> None:
             if "cnn" in results:
                 p["default_wall_ratio"] = results["cnn"]["wall_s"] / p["wall_s"]
                 rows.append(("default / earlier default wall", f"{p['default_wall_ratio']:.2f}x", "same machine, in turn"))
+        if "cnn-val20" in parts:  # validation holding out 20% of the photos, the default before 0.05
+            results["cnn_val20"] = v = {**run_summary(mlflow_run({**common, **VAL20}, tmp_path)), "params": VAL20}
+            rows.append(("default with val_fraction 0.2: wall", f"{v['wall_s']:.0f} s",
+                         f"fit {v['train_seconds']:.0f} s; {v['val_errors']} val errors of {v['val_rows']}"))
+            if "cnn" in results:
+                v["default_wall_ratio"] = results["cnn"]["wall_s"] / v["wall_s"]
+                rows.append(("default / val_fraction 0.2 wall", f"{v['default_wall_ratio']:.2f}x",
+                             "same machine, in turn"))
         if "cnn-eigen" in parts:  # the default run on TensorFlow's Eigen kernels, beside the oneDNN one
             results["cnn_eigen"] = g = run_summary(mlflow_run(common, tmp_path, env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
             rows.append(("default run on Eigen kernels: wall", f"{g['wall_s']:.0f} s",

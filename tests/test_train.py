@@ -31,7 +31,8 @@ def test_training_seeds_share_validation_rows_and_split_seed_changes_them(fast_c
     assert hashes[1, 0]["val_data_hash"] == hashes[2, 0]["val_data_hash"]
     assert hashes[1, 0]["val_data_hash"] != hashes[1, 5]["val_data_hash"]
     # grouped by default: the synthetic fixture's images are all distinct photos, families of one
-    assert hashes[1, 0]["families"] == 2400 and hashes[1, 0]["val_families"] == hashes[1, 0]["val_rows"] == 480
+    # and val_fraction 0.05 of them held out
+    assert hashes[1, 0]["families"] == 2400 and hashes[1, 0]["val_families"] == hashes[1, 0]["val_rows"] == 120
 
 
 def test_batchnorm_statistics_are_recomputed_as_the_mean_over_the_training_batches():
