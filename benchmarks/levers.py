@@ -178,7 +178,13 @@ def main() -> None:
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction, args.all_photos)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
-    results["data"] = {**info, "val_fraction": args.val_fraction, "all_photos": args.all_photos}
+    info = {**info, "val_fraction": args.val_fraction, "all_photos": args.all_photos}
+    stored = results.get("data")
+    if stored is not None and {**stored, "val_fraction": stored.get("val_fraction", 0.2),
+                               "all_photos": stored.get("all_photos", False)} != info:
+        # its models (kept in --models-dir) were trained on another carve
+        raise SystemExit(f"{args.out} holds results for another carve ({stored}); use another --out and --models-dir")
+    results["data"] = info
     with tempfile.TemporaryDirectory() as store:
         mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("levers", artifact_location=f"{store}/artifacts"))

@@ -9,7 +9,8 @@ training image (T) is taken (benchmarks/split.py's `nearest_similarity`: the fea
 with; the withheld test set against the whole training CSV: median 0.89, 1% quantile 0.62). Reported per run:
 that profile, the stand-in photos whose nearest relative in T is >= 0.95 (close relatives: the family
 threshold is 0.98), and, for every photo any run misread (more than half of its variants wrong, with TTA),
-its nearest relative in T under each run's carve. T's photos are its families (asl_mlops.split). No model is trained or loaded.
+its nearest relative in T under each run's carve. T's photos: the pool's families (asl_mlops.split) with a
+variant in T. No model is trained or loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _benchmark(name: str):
     return module
 
 
+def photos_in(rows, pool_family: dict) -> int:
+    """How many of the pool's photos (families) have at least one variant among `rows`."""
+    return len({pool_family[image.tobytes()] for image in rows.images})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="benchmarks/levers.py result JSONs.")
@@ -44,7 +50,12 @@ def main() -> None:
 
     from asl_mlops.split import find_families
 
+    from asl_mlops.data import load_csv
+    from asl_mlops.split import grouped_split
+
     selection, split_benchmark = _benchmark("selection"), _benchmark("split")
+    pool = grouped_split(load_csv(args.train_data), 0.2, 2026, what="standin_fraction").train  # carve's pool
+    pool_family = dict(zip((image.tobytes() for image in pool.images), find_families(pool)))
     nearest_by_photo, results, misread = {}, {}, {}
     for path in args.runs:
         run = json.loads(path.read_text())
@@ -58,7 +69,7 @@ def main() -> None:
                                      if row["wrong"] > row["variants"] / 2})
         results[path.name] = {
             "val_fraction": val_fraction, "all_photos": all_photos, "train_rows": len(split.train),
-            "train_photos": int(find_families(split.train).max() + 1),
+            "train_photos": photos_in(split.train, pool_family),
             "nearest_median": float(np.median(nearest)), "nearest_q01": float(np.quantile(nearest, 0.01)),
             "nearest_q10": float(np.quantile(nearest, 0.10)),
             "photos_with_relative_095": int(np.sum(per_photo >= 0.95)), "photos": int(len(per_photo)),
