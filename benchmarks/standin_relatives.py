@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +49,8 @@ def main() -> None:
 
     import numpy as np
 
-    from asl_mlops.split import find_families
-
     from asl_mlops.data import load_csv
-    from asl_mlops.split import grouped_split
+    from asl_mlops.split import find_families, grouped_split
 
     selection, split_benchmark = _benchmark("selection"), _benchmark("split")
     pool = grouped_split(load_csv(args.train_data), 0.2, 2026, what="standin_fraction").train  # carve's pool
@@ -65,8 +64,9 @@ def main() -> None:
         family = find_families(standin)
         per_photo = np.array([nearest[family == f].max() for f in range(family.max() + 1)])
         nearest_by_photo[path.name] = per_photo
-        misread[path.name] = sorted({row["photo"] for rows in run["tta_errors_by_photo"].values() for row in rows
-                                     if row["wrong"] > row["variants"] / 2})
+        seeds_misreading = Counter(row["photo"] for rows in run["tta_errors_by_photo"].values() for row in rows
+                                   if row["wrong"] > row["variants"] / 2)
+        misread[path.name] = sorted(seeds_misreading)
         results[path.name] = {
             "val_fraction": val_fraction, "all_photos": all_photos, "train_rows": len(split.train),
             "train_photos": photos_in(split.train, pool_family),
@@ -74,8 +74,7 @@ def main() -> None:
             "nearest_q10": float(np.quantile(nearest, 0.10)),
             "photos_with_relative_095": int(np.sum(per_photo >= 0.95)), "photos": int(len(per_photo)),
             "tta_errors_mean": run["levers"]["tta"]["mean"], "photos_misread_mean": run["levers"]["tta"]["photos_mean"],
-            "misread": {str(p): sum(row["wrong"] > row["variants"] / 2 for rows in run["tta_errors_by_photo"].values()
-                                    for row in rows if row["photo"] == p) for p in misread[path.name]}}
+            "misread": {str(p): seeds_misreading[p] for p in misread[path.name]}}
     photos = sorted({p for ps in misread.values() for p in ps})
     out = {"runs": results, "misread_photos_nearest": {
         str(p): {name: round(float(nearest_by_photo[name][p]), 3) for name in nearest_by_photo} for p in photos}}
