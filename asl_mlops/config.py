@@ -60,9 +60,11 @@ class TrainConfig:
     # The cnn's width: filters of its three conv blocks (asl_mlops.models.build_cnn).
     cnn_filters: str = knob("32,64,32", "cnn: filters of its three conv blocks, comma-separated. Cost grows with the "
                                         "first block's: 32,64,32 needs 0.42x the CPU per training step of the earlier "
-                                        "default 75,50,25 and 0.7x per served image; at 24 epochs it made 45.2 +- 16.9 "
-                                        "stand-in errors (worst 68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12 "
-                                        "(README, Seed robustness).")
+                                        "default 75,50,25 and 0.7x per served image. With val_fraction 0.2 (and the shorter "
+                                        "weight average then), at 24 epochs it made 45.2 +- 16.9 stand-in errors (worst "
+                                        "68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12; with today's defaults "
+                                        "the two are within the seed spread (4.8 +- 7.7, worst 18, against 2.6 +- 3.8, "
+                                        "worst 9; README, Seed robustness).")
     # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
     trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
                                    "outputs, and train only the trainable tail on them (same model, ~20x faster "
@@ -71,9 +73,10 @@ class TrainConfig:
                                "drawn once with the seed and cached; each epoch uses one per image.")
     # A small ensemble exported as ONE Keras model (asl_mlops.models.average_ensemble), so serving stays one model.
     ensemble: int = knob(1, "cnn: train this many networks (seeds seed, seed+1, ...) and log one model that averages "
-                            "their softmax. K times the training; on the stand-in test set 3 default networks with "
-                            "tta made 37.5 +- 7.9 errors (worst 49) of 5,517 against 45.2 +- 16.9 (worst 68) for one "
-                            "(benchmarks/levers.py).")
+                            "their softmax. K times the training (and K times the served cost); on the stand-in test set, "
+                            "default networks with tta made 4.8 +- 7.7 errors (worst 18) of 5,517 alone, 1.1 +- 1.7 "
+                            "(worst 5) in pairs and 0.8 +- 0.9 (worst 3) in threes (benchmarks/levers.py; README, "
+                            "Seed robustness).")
     # Optimisation: Adam with lr = learning_rate / (1 + decay_rate * epoch), as in the original.
     learning_rate: float = knob(1e-3, "Initial Adam learning rate (lr0). The original ResNet50 design used 1e-5.")
     decay_rate: float = knob(0.1, "Per-epoch inverse-time decay: lr = lr0 / (1 + decay_rate * epoch).")
