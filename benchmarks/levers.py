@@ -32,7 +32,6 @@ settings (`--set` included). Models already in `--models-dir` are not trained ag
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -42,13 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _selection():
-    spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def photos_misread(probabilities, y, family) -> int:
@@ -173,7 +165,8 @@ def main() -> None:
     from asl_mlops.train import split_data
 
     overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
-    selection = _selection()
+    # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
+    import selection
     recipe = selection.recipe_changes("default", args.epochs, overrides)
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction, args.all_photos)
     args.models_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ variant in T. No model is trained or loaded.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 from collections import Counter
@@ -24,13 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def photos_in(rows, pool_family: dict) -> int:
@@ -52,7 +44,9 @@ def main() -> None:
     from asl_mlops.data import load_csv
     from asl_mlops.split import find_families, grouped_split
 
-    selection, split_benchmark = _benchmark("selection"), _benchmark("split")
+    # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
+    import selection
+    import split as split_benchmark
     pool = grouped_split(load_csv(args.train_data), 0.2, 2026, what="standin_fraction").train  # carve's pool
     pool_family = dict(zip((image.tobytes() for image in pool.images), find_families(pool)))
     nearest_by_photo, results, misread = {}, {}, {}

@@ -18,7 +18,6 @@ uncached epoch), and writes benchmarks/results/trunk.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -53,9 +52,8 @@ def main() -> None:
     from asl_mlops.config import TrainConfig
     from asl_mlops.train import split_data, train_and_evaluate
 
-    spec = importlib.util.spec_from_file_location("selection", ROOT / "benchmarks" / "selection.py")
-    selection = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(selection)
+    # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
+    import selection
     csv, split, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
 
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "data": info,

@@ -13,7 +13,6 @@ wrong: levers.photos_misread), and the mean errors of ensembles of three models.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -64,10 +63,10 @@ def main() -> None:
     from asl_mlops.preprocess import to_model_input
     from asl_mlops.split import find_families
 
-    spec = importlib.util.spec_from_file_location("levers", ROOT / "benchmarks" / "levers.py")
-    levers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(levers)
-    _, _, _, standin, info = levers._selection().carve(args.train_data, 0.2, 2026)
+    # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
+    import levers
+    import selection
+    _, _, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
     x, y, family = to_model_input(standin.images), labels_to_indices(standin.labels), find_families(standin)
     paths = sorted(args.models_dir.glob("*.keras"))
     if not paths:
