@@ -21,7 +21,8 @@ stand-in. Models: each recipe in RECIPES over its seeds. The report:
    correlation between validation and stand-in accuracy (`rho`; and `rho+loss`, of the order the sweep and the
    registry use: accuracy, ties broken by the lower validation loss), and the stand-in regret of picking the best
    model by validation (ties in validation accuracy broken by validation loss for G; for R, whose
-   accuracies tie at the top, the mean stand-in accuracy over the tied models);
+   accuracies tie at the top, the mean stand-in accuracy over the tied models); the same two for validation
+   log loss alone (`rho(loss)`, and the regret of the lowest-loss model);
 2. seeds: stand-in errors per recipe, mean +- sd and worst over seeds.
 
 Results are appended to the JSON after every model (`--out`), and a re-run skips models already there,
@@ -135,6 +136,10 @@ def selection_stats(models: list[dict], signal: str) -> dict:
     order = sorted(range(len(models)), key=lambda i: (val[i], -models[i][f"{signal}_val_loss"]))
     rank = [order.index(i) for i in range(len(models))]
     rho_ordered = float(spearmanr(rank, standin).statistic)
+    # Validation log loss alone (lower is better): one metric that never ties, the alternative issue 7 names.
+    loss = [m[f"{signal}_val_loss"] for m in models]
+    rho_loss = float(spearmanr([-v for v in loss], standin).statistic)
+    by_loss = min(models, key=lambda m: m[f"{signal}_val_loss"])
     top = max(val)
     tied = [m for m in models if m[f"{signal}_val_accuracy"] == top]
     if signal == "grouped":  # the sweep's and the registry's order: accuracy, then lower loss
@@ -143,10 +148,11 @@ def selection_stats(models: list[dict], signal: str) -> dict:
     picked = statistics.fmean(m["standin_accuracy"] for m in tied)
     return {"models": len(models), "val_min": min(val), "val_max": top,
             "val_sd": statistics.stdev(val) if len(val) > 1 else 0.0, "distinct_values": len(set(val)),
-            "spearman_rho": rho, "spearman_rho_accuracy_then_loss": rho_ordered,
+            "spearman_rho": rho, "spearman_rho_accuracy_then_loss": rho_ordered, "spearman_rho_loss": rho_loss,
             "picked": [f"{m['recipe']}/seed{m['seed']}" for m in tied],
             "picked_standin_accuracy": picked, "best_standin_accuracy": max(standin),
-            "regret": max(standin) - picked}
+            "regret": max(standin) - picked, "picked_by_loss": f"{by_loss['recipe']}/seed{by_loss['seed']}",
+            "regret_by_loss": max(standin) - by_loss["standin_accuracy"]}
 
 
 def seed_stats(models: list[dict]) -> dict[str, dict]:
@@ -171,13 +177,15 @@ def report(results: dict) -> str:
                      f"{m['random_val_accuracy']:>12.4f}{m['standin_accuracy']:>10.4f}{m['standin_errors']:>8}"
                      f"{m['seconds']:>7.0f}")
     if len(models) >= 2:
-        lines += ["", f"{'validation':<10}{'min':>8}{'max':>8}{'sd':>8}{'distinct':>9}{'rho':>7}{'rho+loss':>9}{'regret':>8}  picked"]
+        lines += ["", f"{'validation':<10}{'min':>8}{'max':>8}{'sd':>8}{'distinct':>9}{'rho':>7}{'rho+loss':>9}{'regret':>8}"
+                      f"{'rho(loss)':>10}{'regret':>8}  picked; by loss alone"]
         for signal in ("grouped", "random"):
             s = selection_stats(models, signal)
             lines.append(f"{signal:<10}{s['val_min']:>8.4f}{s['val_max']:>8.4f}{s['val_sd']:>8.4f}"
                          f"{s['distinct_values']:>9}{s['spearman_rho']:>7.2f}"
-                         f"{s['spearman_rho_accuracy_then_loss']:>9.2f}{s['regret']:>8.4f}  "
-                         f"{', '.join(s['picked'])}")
+                         f"{s['spearman_rho_accuracy_then_loss']:>9.2f}{s['regret']:>8.4f}"
+                         f"{s['spearman_rho_loss']:>10.2f}{s['regret_by_loss']:>8.4f}  "
+                         f"{', '.join(s['picked'])}; {s['picked_by_loss']}")
     lines += ["", f"{'recipe':<12}{'seeds':>6}{'stand-in errors mean +- sd':>28}{'worst':>7}{'of':>7}  errors"]
     for recipe, s in seed_stats(models).items():
         lines.append(f"{recipe:<12}{s['seeds']:>6}{s['mean']:>20.1f} +- {s['sd']:<5.1f}{s['worst']:>7}"
