@@ -292,7 +292,8 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
 def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) -> dict[str, Any]:
     """What makes trials of one study comparable: the fixed training settings, the data, the search."""
     params = {k: v for k, v in base.to_params().items()
-              if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "register", "model_name")}
+              if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "register", "model_name",
+                           "ensemble_members")}  # (ensemble_members follows from ensemble and architecture)
     search = {k: v for k, v in sweep.to_params().items()
               if k not in ("n_trials", "study_name", "heartbeat_interval", "workers", "register", "model_name")}
     return {**params, **search, "train_data_hash": data.params["train_data_hash"],
@@ -310,7 +311,8 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
     # what the code did before the setting existed where that differs.
     before = TrainConfig().replace(**VALUES_BEFORE_THE_SETTING).to_params()
     recorded = {**before, **SweepConfig().to_params(), **previous}
-    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+    # str(): `ensemble` was a number before 'auto' (1 then, '1' now).
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if str(recorded.get(k)) != str(v)]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")

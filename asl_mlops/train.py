@@ -194,17 +194,30 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, y: np.ndarray, confi
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
         return
-    momentum, seen = [layer.momentum for layer in layers], 0
+    import tensorflow as tf
+
+    momentum = [layer.momentum for layer in layers]
     batches = make_dataset(x, y, config.batch_size, seed=config.seed, augmentation=build_augmentation(config),
                            shuffle=True)
+    # Momentum 0: each traced call leaves one batch's statistics in the moving ones, which are averaged here,
+    # each batch weighted by its size (a short last batch counts for its rows). Traced once: a graph, not one
+    # eager call per batch (each network's pass: batchnorm_seconds).
+    forward = tf.function(lambda xb: model(xb, training=True), reduce_retracing=True)
+    sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in layers]
+    seen = 0
     try:
+        for layer in layers:
+            layer.momentum = 0.0
         for xb, _ in batches:
-            # moving = seen/(seen+n) * moving + n/(seen+n) * batch: the mean of the batch statistics, each batch
-            # weighted by its size (a short last batch counts for its rows)
-            for layer in layers:
-                layer.momentum = seen / (seen + len(xb))
-            model(xb, training=True)  # updates the moving statistics only; no optimizer step
-            seen += len(xb)
+            forward(xb)  # updates the moving statistics only; no optimizer step
+            n = int(xb.shape[0])
+            for layer, (mean, variance) in zip(layers, sums):
+                mean += n * layer.moving_mean.numpy()
+                variance += n * layer.moving_variance.numpy()
+            seen += n
+        for layer, (mean, variance) in zip(layers, sums):
+            layer.moving_mean.assign(mean / seen)
+            layer.moving_variance.assign(variance / seen)
     finally:
         for layer, m in zip(layers, momentum):
             layer.momentum = m
@@ -275,7 +288,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     """
     data = data if data is not None else prepare_data(config)
     members = []
-    for k in range(config.ensemble):  # before the run: a bad --weights must not leave a run behind
+    for k in range(config.ensemble_members):  # before the run: a bad --weights must not leave a run behind
         keras.utils.set_random_seed(config.seed + k)
         members.append(build_model(config))
     # With --ensemble K, the network logged and served averages the K members' softmax.

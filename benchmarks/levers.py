@@ -4,7 +4,8 @@
 
 Same data as benchmarks/selection.py (its `carve`: a grouped stand-in of 20% of the families, seed 2026,
 grouped validation G and training rows T from the rest). A recipe (selection.py's `default`: the earlier
-default, the cnn at 75,50,25 for 12 epochs; `--cnn-filters 32,64,32 --epochs 24` is today's default) is
+default, the cnn at 75,50,25 for 12 epochs, one network; `--cnn-filters 32,64,32 --epochs 12 --set ensemble=2` is
+today's default, `--cnn-filters 32,64,32 --epochs 24` the one before) is
 trained once per seed with `train_and_evaluate` (a real MLflow run; the logged model is the one kept, in `--models-dir`), then
 each lever is applied to the trained models and scored on the stand-in:
 

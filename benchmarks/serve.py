@@ -5,6 +5,7 @@ recognizer, over loopback HTTP.
     python benchmarks/serve.py --train-data ../shared/data/sign_mnist_train.csv.gz --epochs 3
     python benchmarks/serve.py --model-uri models:/asl-recognizer@champion   # uses MLFLOW_TRACKING_URI
     python benchmarks/serve.py --load                   # both servers under 8 clients -> serve-load.json
+    python benchmarks/serve.py --load --ensemble 1 --ensemble 2   # the same for each, and their ratios
 
 --load: `mlflow models serve -w N` and `asl-mlops serve --workers N` (N = CPU count), one after the other
 on the same model: single-client p50/p99 (pixel row, PNG), then 8 clients for 20 s each sending LOAD_MIX
@@ -12,7 +13,8 @@ on the same model: single-client p50/p99 (pixel row, PNG), then 8 clients for 20
 a 25 MiB body), with status codes by kind, p50/p99 of the valid requests, throughput, 5xx count and the
 server's resident memory, side by side with asl-mlops/mlflow ratios. The clients share the CPUs with the
 server, as on one machine. Targets (asl-mlops serve): p50 < 40 ms and p99 < 150 ms under load, single-client
-p50 < 15 ms.
+p50 < 15 ms. With several --ensemble values, a model of each (trained alike, registered under its own name) is
+put through the same, one after the other, with the ratios of each to the first.
 
 Measures: cold start (process start -> first answered /invocations), p50/p99 latency of single-image
 requests (pixel row and 28x28 PNG), and latency/throughput of pixel batches of 1, 32 and 256, plus the
@@ -39,8 +41,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGETS = {"p50_single_ms": 25.0, "batch256_ms": 150.0, "cold_start_s": 15.0}
 
 
-def train_and_register(workdir: Path, train_data: str | None, epochs: int) -> str:
-    """Train a cnn (synthetic data unless `train_data`), register it as asl-recognizer@champion."""
+def train_and_register(workdir: Path, train_data: str | None, epochs: int, ensemble: str = "auto",
+                       name: str = "asl-recognizer") -> str:
+    """Train a cnn (synthetic data unless `train_data`; `ensemble` networks), register it as <name>@champion."""
     import mlflow
 
     from asl_mlops.config import TrainConfig
@@ -51,12 +54,13 @@ def train_and_register(workdir: Path, train_data: str | None, epochs: int) -> st
     train = train_data or str(workdir / "data" / "sign_mnist_train.csv")
     config = TrainConfig(train_data=train, test_data=str(workdir / "data" / "sign_mnist_test.csv"),
                          cache_dir=str(workdir / "cache"), epochs=epochs, batch_size=32 if not train_data else 128,
-                         ema=False, seed=0)
+                         ema=False, seed=0, ensemble=ensemble)
     result = train_and_evaluate(config)
-    version = mlflow.register_model(result.model_uri, "asl-recognizer")
-    mlflow.MlflowClient().set_registered_model_alias("asl-recognizer", "champion", version.version)
-    print(f"trained run {result.run_id}: val_accuracy {result.val_accuracy:.4f}", file=sys.stderr)
-    return "models:/asl-recognizer@champion"
+    version = mlflow.register_model(result.model_uri, name)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    print(f"trained run {result.run_id} ({config.ensemble_members} network(s)): val_accuracy "
+          f"{result.val_accuracy:.4f}", file=sys.stderr)
+    return f"models:/{name}@champion"
 
 
 def free_port() -> int:
@@ -391,6 +395,10 @@ def main() -> None:
     parser.add_argument("--model-uri", help="Serve this model (from MLFLOW_TRACKING_URI) instead of training one.")
     parser.add_argument("--train-data", help="Train on this Sign MNIST CSV instead of synthetic data.")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--ensemble", action="append", default=None,
+                        help="Networks of the model trained (TrainConfig.ensemble; default 'auto', as `mlflow run` "
+                             "trains: 2 for the cnn). Repeatable with --load: each model in turn, with ratios to "
+                             "the first.")
     parser.add_argument("--requests", type=int, default=200, help="Requests per single-image latency figure.")
     parser.add_argument("--out", type=Path, help="Result JSON [default: benchmarks/results/serve.json, "
                                                   "serve-load.json with --load].")
@@ -403,6 +411,9 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=20.0, help="--load: seconds of load per server.")
     args = parser.parse_args()
     args.out = args.out or ROOT / "benchmarks" / "results" / ("serve-load.json" if args.load else "serve.json")
+    ensembles = args.ensemble or ["auto"]
+    if len(ensembles) > 1 and (args.model_uri or not args.load):
+        parser.error("several --ensemble values need --load and a model trained here (no --model-uri)")
 
     import cv2
     import mlflow
@@ -414,13 +425,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="asl-serve-bench-"))
     try:
         if args.model_uri:
-            model_uri = args.model_uri
+            model_uris = {"given": args.model_uri}
         else:
             uri = f"sqlite:///{workdir / 'mlflow.db'}"
             os.chdir(workdir)  # artifacts (./mlruns) land in workdir
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)  # also exported to the server through the environment
-            model_uri = train_and_register(workdir, args.train_data, args.epochs)
+            model_uris = {e: train_and_register(workdir, args.train_data, args.epochs, e,
+                                                "asl-recognizer" if len(ensembles) == 1 else f"asl-recognizer-{e}")
+                          for e in ensembles}
+        model_uri = next(iter(model_uris.values()))
 
         images = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
 
@@ -432,16 +446,34 @@ def main() -> None:
         png_body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[png]]}})
 
         if args.load:
-            load_before = os.getloadavg()[0]
-            results = load_mode(args, model_uri, workdir, pixels(1), png_body)
-            results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                   "python": platform.python_version(), "load_average_1min": load_before,
-                                   "load_average_1min_after": os.getloadavg()[0]},
-                       "model_uri": model_uri, "trained_on": args.train_data or ("synthetic" if not args.model_uri else None),
-                       **results}
+            runs = {}
+            for ensemble, uri in model_uris.items():
+                load_before = os.getloadavg()[0]
+                results = load_mode(args, uri, workdir, pixels(1), png_body)
+                runs[ensemble] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                              "python": platform.python_version(), "load_average_1min": load_before,
+                                              "load_average_1min_after": os.getloadavg()[0]},
+                                  "model_uri": uri, "ensemble": ensemble,
+                                  "trained_on": args.train_data or ("synthetic" if not args.model_uri else None),
+                                  **results}
+                print_load(runs[ensemble])
+            if len(runs) == 1:
+                results = next(iter(runs.values()))
+            else:  # each model's asl-mlops serve figures as a ratio to the first model's
+                def ours(r: dict) -> dict:
+                    return r["servers"]["asl-mlops serve"]["load"]
+
+                first = ours(next(iter(runs.values())))
+                results = {"by_ensemble": runs, "asl_mlops_serve_ratios_to_first": {
+                    e: {"valid_p50": ours(r)["valid"]["p50_ms"] / first["valid"]["p50_ms"],
+                        "valid_p99": ours(r)["valid"]["p99_ms"] / first["valid"]["p99_ms"],
+                        "server_cpu_ms_per_request": ours(r)["server_cpu_ms_per_request"]
+                        / first["server_cpu_ms_per_request"]} for e, r in runs.items()}}
+                for e, ratio in results["asl_mlops_serve_ratios_to_first"].items():
+                    print(f"ensemble {e} / ensemble {ensembles[0]} (asl-mlops serve): p50 x{ratio['valid_p50']:.2f}, "
+                          f"p99 x{ratio['valid_p99']:.2f}, server CPU per request x{ratio['server_cpu_ms_per_request']:.2f}")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2))
-            print_load(results)
             print(f"wrote {args.out}")
             return
         process, url, cold_start = start_server(model_uri, workdir / "server.log", pixels(1))

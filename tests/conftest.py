@@ -83,7 +83,7 @@ PLUMBING_CNN = "16,32,16"
 
 @pytest.fixture
 def fast_config(synthetic_dir: Path, tmp_path: Path):
-    """A TrainConfig that trains the cnn on the synthetic set in seconds and still learns (>= 0.9)."""
+    """A TrainConfig that trains one cnn on the synthetic set in seconds and still learns (>= 0.9)."""
     from asl_mlops.config import TrainConfig
 
     return TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
@@ -91,7 +91,7 @@ def fast_config(synthetic_dir: Path, tmp_path: Path):
                        cache_dir=str(tmp_path / "cache"), epochs=5, batch_size=32, ema=False, seed=0,
                        # 5 epochs of the default augmentation reach only ~0.86 here; tests/test_augment.py
                        # covers augmentation itself.
-                       augment=False, cnn_filters=PLUMBING_CNN)
+                       augment=False, cnn_filters=PLUMBING_CNN, ensemble=1)
 
 
 # --- PostgreSQL and a real MLflow tracking server --------------------------------------------------

@@ -34,6 +34,30 @@ def test_weights_auto_resolves_per_architecture():
     assert TrainConfig(architecture="resnet50", weights="w.h5").to_params()["resolved_weights"] == "w.h5"
 
 
+def test_ensemble_auto_is_two_cnns_and_one_resnet50():
+    assert TrainConfig().ensemble == "auto" and TrainConfig().ensemble_members == 2
+    assert TrainConfig(architecture="resnet50").ensemble_members == 1
+    params = TrainConfig().to_params()
+    assert params["ensemble"] == "auto" and params["ensemble_members"] == 2
+
+
+@pytest.mark.parametrize("given, spelled, members", [(1, "1", 1), ("3", "3", 3), ("2.0", "2", 2), (" AUTO ", "auto", 2)])
+def test_ensemble_has_one_spelling_whatever_it_came_from(given, spelled, members):
+    config = TrainConfig(ensemble=given)  # Python (1), the CLI ('3'), `mlflow run` ('2.0')
+    assert (config.ensemble, config.ensemble_members) == (spelled, members)
+
+
+@pytest.mark.parametrize("value", ["0", "9", "2.5", "two", ""])
+def test_bad_ensemble_is_named(value):
+    with pytest.raises(InputError, match="ensemble must be 'auto' or a whole number from 1 to 8"):
+        TrainConfig(ensemble=value)
+
+
+def test_resnet50_ensembles_are_refused():
+    with pytest.raises(InputError, match="ensemble > 1 is for architecture cnn only"):
+        TrainConfig(architecture="resnet50", ensemble="2")
+
+
 def test_params_use_field_names():
     params = TrainConfig().to_params()
     assert params["learning_rate"] == TrainConfig().learning_rate

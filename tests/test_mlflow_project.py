@@ -46,9 +46,10 @@ def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
     params, metrics = run.data.params, run.data.metrics
     assert params["epochs"] == str(EPOCHS) and params["architecture"] == "cnn" and params["augment"] == "true"
     assert params["ema"] == "true" and params["val_split"] == "grouped" and params["batch_size"] == "128"
+    assert params["ensemble"] == "auto" and params["ensemble_members"] == "2"  # the default: two networks
     assert params["train_data_hash"] == load_csv(synthetic_dir / "sign_mnist_train.csv").content_hash
     assert int(params["trainable_params"]) > 0 and int(params["total_params"]) >= int(params["trainable_params"])
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "member1_val_accuracy"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(EPOCHS)), key
     assert metrics["test_accuracy"] >= 0.9
 

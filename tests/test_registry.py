@@ -191,7 +191,7 @@ def test_registry_show_and_promote_cli(mlflow_store):
 @pytest.mark.slow
 def test_train_register_registers_after_the_run(mlflow_store, fast_config, monkeypatch):
     args = ["train", "--train-data", fast_config.train_data, "--test-data", fast_config.test_data,
-            "--cache-dir", fast_config.cache_dir, "--epochs", "1", "--batch-size", "32", "--ema", "false",
+            "--cache-dir", fast_config.cache_dir, "--epochs", "1", "--batch-size", "32", "--ema", "false", "--ensemble", "1",
             "--register", "true", "--model-name", "from-train"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

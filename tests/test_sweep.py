@@ -38,7 +38,7 @@ def base_config(synthetic_dir: Path, cache_dir: Path, **changes) -> TrainConfig:
     config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                          test_data=str(synthetic_dir / "sign_mnist_test.csv"),
                          cache_dir=str(cache_dir), epochs=2, batch_size=32, ema=False, seed=0,
-                         cnn_filters=PLUMBING_CNN, tta=False)
+                         cnn_filters=PLUMBING_CNN, tta=False, ensemble=1)
     return config.replace(**changes)
 
 
