@@ -19,7 +19,7 @@ ARCHITECTURES = ("cnn", "resnet50")
 VAL_SPLITS = ("grouped", "random")
 #: Settings added with a default that differs from what runs did before they existed, and that earlier value: a
 #: sweep study recorded before the setting ran with the earlier value (asl_mlops.sweep.check_same_settings).
-VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"ema_momentum": 0.99, "recompute_batchnorm": False}
+VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"ema_momentum": 0.99, "recompute_batchnorm": False, "ensemble": "1"}
 #: Registered model names we accept: they are quoted into MLflow search filters, so no quotes.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*")
 

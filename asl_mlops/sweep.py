@@ -311,8 +311,9 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
     # what the code did before the setting existed where that differs.
     before = TrainConfig().replace(**VALUES_BEFORE_THE_SETTING).to_params()
     recorded = {**before, **SweepConfig().to_params(), **previous}
-    # str(): `ensemble` was a number before 'auto' (1 then, '1' now).
-    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if str(recorded.get(k)) != str(v)]
+    # Also equal as text: `ensemble` was a number before 'auto' (1 then, '1' now).
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items()
+               if recorded.get(k) != v and str(recorded.get(k)) != str(v)]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")

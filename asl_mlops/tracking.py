@@ -74,7 +74,13 @@ def same_param(logged: str, value: Any) -> bool:
             return float(logged) == float(value)
         except ValueError:
             return False
-    return logged == str(value)
+    if logged == str(value):
+        return True
+    # A setting we respell ('2.0' or ' AUTO ' typed, `ensemble` '2' or 'auto' in TrainConfig).
+    try:
+        return float(logged) == float(value)
+    except ValueError:
+        return logged.strip().lower() == str(value).strip().lower()
 
 
 def log_new_params(params: dict[str, Any]) -> None:

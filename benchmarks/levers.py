@@ -14,7 +14,9 @@ each lever is applied to the trained models and scored on the stand-in:
   pass over T with the training augmentation (Keras' EMA averages only trainable weights, so the
   statistics belong to the raw weights of the last steps). Training does this itself since the default
   `ema_momentum` became 0.999 (asl_mlops.train.reestimate_batchnorm), so for models trained since, it
-  only re-runs that pass; it tells on models trained before (kept in `--models-dir`).
+  only re-runs that pass; it tells on models trained before (kept in `--models-dir`). With `--set ensemble=2`
+  it changes nothing (the kept model's BatchNorm layers are inside its members, and training did each
+  member's pass).
 - `bn-reestimate+tta`: both.
 - `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
 - `tta-zero5`: the same with zeros shifted in (what Keras' ZeroPadding2D + Cropping2D do in a model).

@@ -410,10 +410,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="--load: concurrent clients.")
     parser.add_argument("--load-seconds", type=float, default=20.0, help="--load: seconds of load per server.")
     args = parser.parse_args()
-    args.out = args.out or ROOT / "benchmarks" / "results" / ("serve-load.json" if args.load else "serve.json")
+    # Resolved now: training below runs in a temporary folder (its ./mlruns land there).
+    args.out = (args.out or ROOT / "benchmarks" / "results" / ("serve-load.json" if args.load else "serve.json")).resolve()
+    if args.train_data:
+        args.train_data = str(Path(args.train_data).resolve())
     ensembles = args.ensemble or ["auto"]
-    if len(ensembles) > 1 and (args.model_uri or not args.load):
-        parser.error("several --ensemble values need --load and a model trained here (no --model-uri)")
+    if args.ensemble and args.model_uri:
+        parser.error("--ensemble sets the model trained here: not with --model-uri")
+    if len(ensembles) > 1 and not args.load:
+        parser.error("several --ensemble values need --load")
 
     import cv2
     import mlflow

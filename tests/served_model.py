@@ -149,7 +149,7 @@ def acquire() -> ServedModel:
         config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                              test_data=str(synthetic_dir / "sign_mnist_test.csv"),
                              cache_dir=str(workdir / "cache"), epochs=5, batch_size=32, ema=False, seed=0,
-                             cnn_filters=PLUMBING_CNN)
+                             cnn_filters=PLUMBING_CNN, ensemble=1)
         cwd = Path.cwd()
         os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
         try:

@@ -91,7 +91,7 @@ def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_
                        "-P", f"test_data={synthetic_dir / 'sign_mnist_test.csv'}",
                        "-P", f"cache_dir={tmp_path / 'cache'}", "-P", "epochs=2", "-P", "batch_size=32",
                        "-P", "augment=false", "-P", "ema=false", "-P", "n_trials=2", "-P", "study_name=e2e",
-                       "-P", f"cnn_filters={PLUMBING_CNN}", "-P", "tta=false",
+                       "-P", f"cnn_filters={PLUMBING_CNN}", "-P", "tta=false", "-P", "ensemble=1",
                        "-P", "pruner=none", "-P", "model_name=e2e-recognizer"], mlflow_store, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=["tune"], output_format="list")

@@ -185,6 +185,14 @@ def test_a_study_from_before_a_setting_existed_resumes_with_that_settings_defaul
     sweep_module.check_same_settings(study, {"ema_momentum": 0.99, "recompute_batchnorm": "false"})
     with pytest.raises(InputError, match="recompute_batchnorm 'false' -> 'true'"):
         sweep_module.check_same_settings(study, {"ema_momentum": 0.99, "recompute_batchnorm": "true"})
+    # one network before `ensemble` existed ('auto', two cnn networks, now); a study that recorded the number 1
+    # resumes with the '1' a config spells now
+    sweep_module.check_same_settings(study, {"epochs": 2, "ensemble": "1"})
+    with pytest.raises(InputError, match="ensemble '1' -> 'auto'"):
+        sweep_module.check_same_settings(study, {"epochs": 2, "ensemble": "auto"})
+    recorded_a_number = optuna.create_study()
+    recorded_a_number.set_user_attr("settings", {"ensemble": 1, "rotation": 10.0})
+    sweep_module.check_same_settings(recorded_a_number, {"ensemble": "1", "rotation": 10})
 
 
 def test_second_sweep_that_cannot_win_keeps_the_champion(swept):
@@ -357,7 +365,7 @@ def tune_command(synthetic_dir: Path, cache_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "asl_mlops", "tune", "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),
             "--test-data", str(synthetic_dir / "sign_mnist_test.csv"), "--cache-dir", str(cache_dir),
             "--epochs", "1", "--batch-size", "32", "--ema", "false", "--seed", "0", "--cnn-filters", PLUMBING_CNN,
-            "--tta", "false", *args]
+            "--tta", "false", "--ensemble", "1", *args]
 
 
 @needs_postgres

@@ -37,3 +37,22 @@ def test_runs_logging_the_same_new_dataset_at_once_all_link_it(mlflow_server):
         for run_id in run_ids:
             inputs = mlflow.get_run(run_id).inputs.dataset_inputs
             assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [(f"race-{attempt}", f"digest{attempt}")]
+
+
+def test_params_mlflow_run_logged_as_typed_are_kept_when_they_mean_the_same(mlflow_store):
+    """`mlflow run -P ensemble=2.0` logs '2.0' before our code runs, which spells it '2': the same value, no clash;
+    a different value still is one."""
+    import pytest
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.tracking import log_config
+
+    for typed, config in (("2.0", TrainConfig(ensemble="2.0")), (" AUTO", TrainConfig(ensemble=" AUTO"))):
+        with mlflow.start_run() as run:
+            mlflow.log_params({"ensemble": typed, "epochs": "12.0", "ema": "True"})
+            log_config(config)
+        assert mlflow.get_run(run.info.run_id).data.params["ensemble"] == typed
+    with mlflow.start_run():
+        mlflow.log_param("ensemble", "3")
+        with pytest.raises(ValueError, match="params already logged with other values.*ensemble"):
+            log_config(TrainConfig(ensemble="2"))
