@@ -62,7 +62,7 @@ class TrainConfig:
                                         "first block's: 32,64,32 needs 0.42x the CPU per training step of the earlier "
                                         "default 75,50,25 and 0.7x per served image. With val_fraction 0.2 (and the shorter "
                                         "weight average then), at 24 epochs it made 45.2 +- 16.9 stand-in errors (worst "
-                                        "68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12; with today's defaults "
+                                        "68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12; with val_fraction 0.05 "
                                         "the two are within the seed spread (4.8 +- 7.7, worst 18, against 2.6 +- 3.8, "
                                         "worst 9; README, Seed robustness).")
     # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
@@ -75,7 +75,8 @@ class TrainConfig:
     ensemble: str = knob("auto", "Networks to train (seeds seed, seed+1, ...), logged as one model that averages "
                                  "their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 "
                                  "(whose ensembles are not supported). Each trains for --epochs, so K networks cost K "
-                                 "times the training and K times the served image. The default 2 x 12 epochs is the "
+                                 "times the training and about K times the network's part of a served request (two: "
+                                 "1.1-1.2x the server CPU per request). The default 2 x 12 epochs is the "
                                  "training steps of one 24-epoch network: on the stand-in test set (TTA) pairs of "
                                  "12-epoch networks made 2.1 +- 3.4 errors of 5,517 (worst 10, 45 pairs) against "
                                  "6.1 +- 7.2 (worst 18, 8 seeds) for one 24-epoch network (README, Seed robustness).")
