@@ -362,6 +362,18 @@ def load_mode(args: argparse.Namespace, model_uri: str, workdir: Path, pixels_bo
             "ratios_asl_over_mlflow": ratios, "targets": LOAD_TARGETS, "targets_met": met}
 
 
+def ratios_to_first(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Each `load_mode` run's asl-mlops serve figures (p50, p99, server CPU per request) over the first run's."""
+    def ours(run: dict) -> dict:
+        return run["servers"]["asl-mlops serve"]["load"]
+
+    first = ours(next(iter(runs.values())))
+    return {e: {"valid_p50": ours(r)["valid"]["p50_ms"] / first["valid"]["p50_ms"],
+                "valid_p99": ours(r)["valid"]["p99_ms"] / first["valid"]["p99_ms"],
+                "server_cpu_ms_per_request": ours(r)["server_cpu_ms_per_request"] / first["server_cpu_ms_per_request"]}
+            for e, r in runs.items()}
+
+
 def print_load(results: dict) -> None:
     print(f"{args_line(results)}")
     print(f"{'server':<22}{'1-client p50 px/png':>22}{'load p50':>10}{'load p99':>10}{'valid/s':>9}{'all/s':>8}"
@@ -464,16 +476,8 @@ def main() -> None:
                 print_load(runs[ensemble])
             if len(runs) == 1:
                 results = next(iter(runs.values()))
-            else:  # each model's asl-mlops serve figures as a ratio to the first model's
-                def ours(r: dict) -> dict:
-                    return r["servers"]["asl-mlops serve"]["load"]
-
-                first = ours(next(iter(runs.values())))
-                results = {"by_ensemble": runs, "asl_mlops_serve_ratios_to_first": {
-                    e: {"valid_p50": ours(r)["valid"]["p50_ms"] / first["valid"]["p50_ms"],
-                        "valid_p99": ours(r)["valid"]["p99_ms"] / first["valid"]["p99_ms"],
-                        "server_cpu_ms_per_request": ours(r)["server_cpu_ms_per_request"]
-                        / first["server_cpu_ms_per_request"]} for e, r in runs.items()}}
+            else:
+                results = {"by_ensemble": runs, "asl_mlops_serve_ratios_to_first": ratios_to_first(runs)}
                 for e, ratio in results["asl_mlops_serve_ratios_to_first"].items():
                     print(f"ensemble {e} / ensemble {ensembles[0]} (asl-mlops serve): p50 x{ratio['valid_p50']:.2f}, "
                           f"p99 x{ratio['valid_p99']:.2f}, server CPU per request x{ratio['server_cpu_ms_per_request']:.2f}")
