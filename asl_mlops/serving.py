@@ -79,7 +79,7 @@ INPUT_FORMS = {
     "max_image_bytes": str(MAX_IMAGE_BYTES),
 }
 #: Packages the served model imports; pinned to the versions it was logged with.
-SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "opencv-python-headless")
+SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "opencv-contrib-python")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
