@@ -130,13 +130,9 @@ def square_28(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(square, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded PNG/JPEG bytes -> 28x28 uint8 gray image (steps 2-6 of the module docstring).
-
-    Raises ValueError with a short reason; callers add where the bytes came from.
-    """
-    import cv2
-
+def check_encoded_image(data: bytes) -> str:
+    """The format ("png" or "jpeg") of bytes that are safe to decode: steps 2-3 of the module docstring (size
+    limits from the header, no truncation). Raises ValueError with a short reason; every decoder calls it first."""
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is {len(data)} bytes, more than the limit of {MAX_IMAGE_BYTES}")
     kind, width, height = image_header_size(data)
@@ -151,6 +147,17 @@ def decode_image(data: bytes) -> np.ndarray:
         scan = data.find(b"\xff\xda")
         if scan < 0 or data.rfind(b"\xff\xd9") < scan:
             raise ValueError("truncated JPEG (no image data, or no end-of-image marker after it)")
+    return kind
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded PNG/JPEG bytes -> 28x28 uint8 gray image (steps 2-6 of the module docstring).
+
+    Raises ValueError with a short reason; callers add where the bytes came from.
+    """
+    import cv2
+
+    kind = check_encoded_image(data)
     gray = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
     if gray is None or gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"{kind.upper()} data could not be decoded (corrupt file)")
