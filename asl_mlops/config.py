@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from asl_mlops.errors import InputError
 
-ARCHITECTURES = ("cnn", "resnet50")
+ARCHITECTURES = ("auto", "cnn", "resnet50", "keypoints")
 VAL_SPLITS = ("grouped", "random")
 #: Settings added with a default that differs from what runs did before they existed, and that earlier value: a
 #: sweep study recorded before the setting ran with the earlier value (asl_mlops.sweep.check_same_settings).
@@ -34,8 +35,10 @@ class TrainConfig:
     """Everything one training run depends on; logged as MLflow params by `tracking.log_config`."""
 
     # Data
-    train_data: str = knob("data/sign_mnist_train.csv", "Sign MNIST training CSV (.csv or .csv.gz).")
-    test_data: str = knob("data/sign_mnist_test.csv", "Sign MNIST test CSV, used only for the final evaluation.")
+    train_data: str = knob("data/sign_mnist_train.csv", "Training data: a Sign MNIST CSV (.csv or .csv.gz), or a photo "
+                                                        "folder with one sub-folder of PNG/JPEG photos per letter.")
+    test_data: str = knob("data/sign_mnist_test.csv", "Test data of the same kind (CSV or photo folder), used only for "
+                                                      "the final evaluation.")
     val_split: str = knob("grouped", "How validation is held out of the training CSV: 'grouped' holds out whole families "
                                      "of near-duplicate images (new photos, as in the test set; see asl_mlops/split.py), "
                                      "'random' holds out rows (their near-twins stay in training, so it saturates "
@@ -51,10 +54,12 @@ class TrainConfig:
     split_seed: int = knob(0, "Seed of the train/validation split only (fixed, so runs with other training seeds "
                               "share their validation rows).")
     cache_dir: str = knob("data/cache", "Cache folder: resnet50's frozen-trunk features go to <cache_dir>/trunk/ "
-                                       "(keyed by data + settings). Unused by cnn.")
+                                       "(keyed by data + settings), the hands found in photos to <cache_dir>/hands/ "
+                                       "(keyed by photo and hand model). Unused by cnn.")
     # Model
-    architecture: str = knob("cnn", "Model to train: 'cnn' (compact, default) or 'resnet50' (the original design).",
-                             choices=ARCHITECTURES)
+    architecture: str = knob("auto", "Model to train: 'cnn' (compact Sign MNIST network), 'resnet50' (the original "
+                                     "design), 'keypoints' (the photo recognizer: hand keypoints into a small network); "
+                                     "'auto' = keypoints for a photo folder, cnn for a CSV.", choices=ARCHITECTURES)
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
     # The cnn's width: filters of its three conv blocks (asl_mlops.models.build_cnn).
@@ -73,8 +78,8 @@ class TrainConfig:
                                "drawn once with the seed and cached; each epoch uses one per image.")
     # A small ensemble exported as ONE Keras model (asl_mlops.models.average_ensemble), so serving stays one model.
     ensemble: str = knob("auto", "Networks to train (seeds seed, seed+1, ...), logged as one model that averages "
-                                 "their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 "
-                                 "(whose ensembles are not supported). Each trains for --epochs, so K networks cost K "
+                                 "their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 and "
+                                 "keypoints (whose ensembles are not supported). Each trains for --epochs, so K networks cost K "
                                  "times the training and about K times the network's part of a served request (two: "
                                  "1.1-1.2x the server CPU per request). The default 2 x 12 epochs is the "
                                  "training steps of one 24-epoch network: on the stand-in test set (TTA) pairs of "
@@ -125,6 +130,8 @@ class TrainConfig:
     model_name: str = knob("asl-recognizer", "Registered model name used when --register is on.")
 
     def __post_init__(self) -> None:
+        if self.architecture == "auto":  # resolved here, so the logged params name what was trained
+            object.__setattr__(self, "architecture", "keypoints" if Path(self.train_data).is_dir() else "cnn")
         checks = [
             (self.val_split in VAL_SPLITS, f"val_split must be one of {', '.join(VAL_SPLITS)}"),
             (self.architecture in ARCHITECTURES, f"architecture must be one of {', '.join(ARCHITECTURES)}"),

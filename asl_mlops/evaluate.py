@@ -68,9 +68,17 @@ def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int =
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
 
 
-def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray) -> Evaluation:
-    """Score predicted probabilities against true class indices."""
+def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray, found: np.ndarray | None = None) -> Evaluation:
+    """Score predicted probabilities against true class indices. With `found` (photos), `probabilities` are those
+    of the photos where a hand was found; the others count as errors (predicted class -1, uniform
+    probabilities in the loss)."""
+    if found is not None:
+        full = np.full((len(found), NUM_CLASSES), 1.0 / NUM_CLASSES)
+        full[found] = probabilities
+        probabilities = full
     y_pred = probabilities.argmax(axis=1)
+    if found is not None:
+        y_pred = np.where(found, y_pred, -1)
     report = classification_report(y_true, y_pred, labels=np.arange(NUM_CLASSES), target_names=list(LETTERS),
                                    output_dict=True, zero_division=0)
     clipped = np.clip(probabilities, 1e-7, 1.0)  # float32 softmax rows sum to 1 only within rounding

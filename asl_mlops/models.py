@@ -140,10 +140,28 @@ def average_ensemble(members: list[keras.Model]) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{members[0].name}_ensemble{len(members)}")
 
 
+def build_keypoint_mlp(num_features: int, l2: float = 0.0, units: tuple[int, int] = (256, 128),
+                       dropout: float = 0.2) -> keras.Model:
+    """The photo recognizer's network: keypoint features (asl_mlops.keypoints) -> standardisation (a
+    Normalization layer, adapted to the training features by `fit`) -> two ReLU layers with dropout -> softmax
+    over 24. The features are few (~450) and informative, so a small dense network is enough."""
+    inputs = keras.Input((num_features,), name="keypoints")
+    x = layers.Normalization(name="standardize")(inputs)
+    for k, width in enumerate(units, start=1):
+        x = layers.Dense(width, activation="relu", kernel_regularizer=regularizers.l2(l2), name=f"dense{k}")(x)
+        x = layers.Dropout(dropout, name=f"dropout{k}")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="letter")(x)
+    return keras.Model(inputs, outputs, name="keypoints_asl")
+
+
 def build_model(config: TrainConfig) -> keras.Model:
     """The network `config.architecture` names, with its L2 strength and weights."""
     if config.architecture == "resnet50":
         return build_resnet50(config.resolved_weights, config.l2)
+    if config.architecture == "keypoints":
+        from asl_mlops.keypoints import NUM_FEATURES
+
+        return build_keypoint_mlp(NUM_FEATURES, config.l2)
     return build_cnn(config.l2, config.filter_counts)
 
 

@@ -54,7 +54,7 @@ def training_curves_figure(history: dict[str, list[float]]) -> Figure:
 
 
 def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, max_images: int = 36) -> Figure:
-    """Grid of up to `max_images` misclassified 28x28 images titled 'true X / pred Y'."""
+    """Grid of up to `max_images` misclassified images (28x28 gray, or photo thumbnails) titled 'true X / pred Y'."""
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
@@ -62,8 +62,9 @@ def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndar
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), wrong):
-        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true {LETTERS[y_true[i]]} / pred {LETTERS[y_pred[i]]}", fontsize=8,
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)  # RGB photo thumbnails ignore the colour map
+        predicted = LETTERS[y_pred[i]] if y_pred[i] >= 0 else "no hand"
+        ax.set_title(f"true {LETTERS[y_true[i]]} / pred {predicted}", fontsize=8,
                      color="tab:red")
     fig.suptitle(f"Misclassified test images: {int(np.sum(y_true != y_pred))} of {len(y_true)}"
                  + (f" (first {len(wrong)} shown)" if len(wrong) < np.sum(y_true != y_pred) else ""))

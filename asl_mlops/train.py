@@ -25,6 +25,8 @@ from asl_mlops import plots
 from asl_mlops.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
 from asl_mlops.data import Dataset, load_csv
+from asl_mlops.errors import InputError
+from asl_mlops.hands import file_sha256
 from asl_mlops.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
 from asl_mlops.fused_batchnorm import fused_batchnorm
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
@@ -65,8 +67,12 @@ class PreparedData:
     y_val: np.ndarray  # one-hot
     x_test: np.ndarray
     y_test: np.ndarray  # class indices (N,)
-    test_images: np.ndarray  # raw uint8 (N, 28, 28), for the misclassified grid
+    test_images: np.ndarray  # raw uint8 (N, 28, 28), or photo thumbnails (N, 64, 64, 3), for the misclassified grid
     params: dict[str, object] = field(default_factory=dict)  # data hashes and row counts
+    # Photo data only: which validation and test photos had a hand found (the others count as errors).
+    val_found: np.ndarray | None = None  # over all validation photos; x_val/y_val hold the found ones only
+    val_labels: np.ndarray | None = None  # class indices of all validation photos
+    test_found: np.ndarray | None = None  # x_test has zero rows where no hand was found
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,16 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
-    """Validate both CSVs (raising InputError before any run starts), split, shape the model inputs."""
+    """Validate both data sets (raising InputError before any run starts), split, shape the model inputs: raw
+    pixels of CSVs, keypoint features of photo folders (architecture keypoints)."""
+    if (config.architecture == "keypoints") != Path(config.train_data).is_dir():
+        if config.architecture == "keypoints":
+            raise InputError(f"train_data {config.train_data}: architecture keypoints trains on a photo folder (one "
+                             "sub-folder of photos per letter), not a CSV")
+        raise InputError(f"train_data {config.train_data} is a photo folder: architecture {config.architecture} "
+                         "trains on Sign MNIST CSVs; photo folders train architecture keypoints (or auto)")
+    if config.architecture == "keypoints":
+        return prepare_photo_data(config)
     train_csv = load_csv(config.train_data)
     test = load_csv(config.test_data)
     split = split_train_val(train_csv, config.val_split, config.val_fraction, config.split_seed)
@@ -109,6 +124,37 @@ def split_data(train_csv: Dataset, split: Split, test: Dataset) -> PreparedData:
     return PreparedData(to_model_input(split.train.images), one_hot(split.train.labels),
                         to_model_input(split.held_out.images), one_hot(split.held_out.labels),
                         to_model_input(test.images), labels_to_indices(test.labels), test.images, params)
+
+
+def prepare_photo_data(config: TrainConfig) -> PreparedData:
+    """Photo folders -> keypoint features: find the hand in every photo (cached under <cache_dir>/hands/), split
+    the training photos at random per letter, and turn each training hand into augmented copies."""
+    from asl_mlops import photo_data
+    from asl_mlops.hands import hand_model_path
+
+    train_set, test_set = photo_data.load_photo_sets(config.train_data, config.test_data)
+    model = hand_model_path()
+    cache = Path(config.cache_dir)
+    check_cache_dir(cache)
+    train_hands = photo_data.detect(train_set, model, cache, "training photos").hands
+    test_hands = photo_data.detect(test_set, model, cache, "test photos").hands
+    train_index, val_index = photo_data.stratified_split(train_set.labels, config.val_fraction, config.split_seed)
+    x_train, y_train = photo_data.augmented_training_features(
+        tuple(train_hands[i] for i in train_index), train_set.labels[train_index], config.split_seed)
+    val_hands = tuple(train_hands[i] for i in val_index)
+    x_val, val_found = photo_data.features_or_zeros(val_hands)
+    x_test, test_found = photo_data.features_or_zeros(test_hands)
+    val_set = train_set.subset(val_index)
+    params = {"train_data_hash": train_set.content_hash, "val_data_hash": val_set.content_hash,
+              "test_data_hash": test_set.content_hash, "train_photos": len(train_set),
+              "train_rows": len(train_index), "val_rows": len(val_index), "test_rows": len(test_set),
+              "train_hands_found": int(sum(h is not None for h in train_hands)),
+              "test_hands_found": int(test_found.sum()), "augment_copies": photo_data.AUGMENT_COPIES,
+              "hand_model_sha256": file_sha256(model)}
+    return PreparedData(x_train, y_train, x_val[val_found], photo_data.one_hot_labels(val_set.labels)[val_found],
+                        x_test, labels_to_indices(test_set.labels), photo_data.thumbnails(test_set, test_hands),
+                        params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),
+                        test_found=test_found)
 
 
 def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -147,8 +193,13 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input: Any = (tuple(features.val), data.y_val)
     else:
         target = model
+        # Keypoint features were augmented as keypoints (asl_mlops.photo_data); image layers don't apply to them.
+        augmentation = build_augmentation(config) if config.architecture != "keypoints" else None
         train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
-                                   augmentation=build_augmentation(config), shuffle=True)
+                                   augmentation=augmentation, shuffle=True)
+        for layer in model.layers:  # the keypoint network standardises its features with training statistics
+            if isinstance(layer, keras.layers.Normalization):
+                layer.adapt(data.x_train)
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     target.compile(optimizer=training_optimizer(config), **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
@@ -223,13 +274,26 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, y: np.ndarray, confi
             layer.momentum = m
 
 
+def final_evaluations(model: keras.Model, data: PreparedData, config: TrainConfig) -> tuple[Evaluation, Evaluation]:
+    """(validation, test) evaluations of the model as it will be served: with test-time augmentation when on
+    (Sign MNIST), counting photos with no hand found as errors (photos)."""
+    if data.val_found is None or data.test_found is None or data.val_labels is None:
+        val = evaluate_probabilities(data.y_val.argmax(axis=1), predict_probabilities(model, data.x_val, tta=config.tta))
+        test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test, tta=config.tta))
+        return val, test
+    val = evaluate_probabilities(data.val_labels, predict_probabilities(model, data.x_val), found=data.val_found)
+    test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test[data.test_found]),
+                                  found=data.test_found)
+    return val, test
+
+
 def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflow.data.dataset.Dataset"]:
     """The run's training, validation and test data as MLflow datasets (model inputs, class indices),
     with the data's content hash as digest and its CSV as source, so the UI lists them under "Datasets"."""
     import mlflow.data
 
     def dataset(x: np.ndarray, y: np.ndarray, csv: str, part: str, digest: str) -> "mlflow.data.dataset.Dataset":
-        source = str(Path(csv).resolve()) if Path(csv).is_file() else None
+        source = str(Path(csv).resolve()) if Path(csv).exists() else None
         with warnings.catch_warnings():
             # MLflow registers its local-file source under two schemes and warns, every run, that a path "can be
             # interpreted in multiple ways" (both LocalArtifactDatasetSource): the same source either way.
@@ -322,15 +386,19 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), **loss_and_metrics(config))
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
-        val = evaluate_probabilities(data.y_val.argmax(axis=1),
-                                     predict_probabilities(model, data.x_val, tta=config.tta))
+        val, test = final_evaluations(model, data, config)
         final_val = {"final_val_accuracy": val.accuracy, "final_val_loss": val.loss}
         mlflow.log_metrics(final_val)
-        test = evaluate_probabilities(data.y_test, predict_probabilities(model, data.x_test, tta=config.tta))
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         # The run's one model, registered and served as it was measured above.
-        model_info = log_recognizer(model, data.test_images, architecture=config.architecture, tta=config.tta)
+        if config.architecture == "keypoints":
+            from asl_mlops.hand_recognizer import log_hand_recognizer
+            from asl_mlops.hands import hand_model_path
+
+            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data)
+        else:
+            model_info = log_recognizer(model, data.test_images, architecture=config.architecture, tta=config.tta)
         # The final metrics, linked to the logged model (its page in the UI, and every registered version of
         # it, show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()

