@@ -114,18 +114,22 @@ def main(verbose: bool) -> None:
 
 @main.group()
 def data() -> None:
-    """Get, make and check Sign Language MNIST CSV files."""
+    """Get, make and check data: Sign Language MNIST CSV files, or photo folders (one sub-folder per letter)."""
 
 
 @data.command("download")
+@click.option("--dataset", type=click.Choice(["sign-mnist", "asl-alphabet", "massey"]), default="sign-mnist",
+              show_default=True, help="Kaggle dataset: sign-mnist (the two CSVs), asl-alphabet "
+                                      "(grassknoted/asl-alphabet) or massey (ayuraj/asl-dataset), the last two as a "
+                                      "photo folder DEST/<dataset>/<LETTER>/.")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
-              help="Folder to put sign_mnist_train.csv and sign_mnist_test.csv in.")
+              help="Folder to put the CSVs or the photo folder in.")
 @user_errors
-def data_download(dest: Path) -> None:
-    """Download Sign Language MNIST from Kaggle (datamunge/sign-language-mnist; needs Kaggle credentials)."""
-    from asl_mlops.data import download
+def data_download(dataset: str, dest: Path) -> None:
+    """Download a dataset from Kaggle (needs Kaggle credentials)."""
+    from asl_mlops.photos import download
 
-    for path in download(dest):
+    for path in download(dataset, dest):
         click.echo(str(path))
 
 
@@ -149,14 +153,35 @@ def data_synth(out: Path, train_rows: int, test_rows: int, variants: int, seed: 
         click.echo(str(path))
 
 
-@data.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@data.command("synth-photos")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the letter folders to.")
+@click.option("--per-letter", type=click.IntRange(min=1), default=4, show_default=True, help="Photos per letter.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed writes the same files.")
 @user_errors
-def data_validate(files: tuple[Path, ...]) -> None:
-    """Check Sign MNIST CSV FILES (header, labels, pixels); exit 2 naming the first bad row and column."""
-    from asl_mlops.data import load_csv
+def data_synth_photos(out: Path, per_letter: int, seed: int) -> None:
+    """Write a synthetic photo folder: letters drawn over noise, no hands (for tests of the folder format)."""
+    from asl_mlops.photos import write_synthetic_photos
 
-    for path in files:
+    click.echo(str(write_synthetic_photos(out, per_letter=per_letter, seed=seed)))
+
+
+@data.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def data_validate(paths: tuple[Path, ...]) -> None:
+    """Check Sign MNIST CSV files and photo folders; exit 2 naming the first bad row and column, or bad photo."""
+    from asl_mlops.data import load_csv
+    from asl_mlops.labels import label_to_letter
+    from asl_mlops.photos import is_photo_folder, load_photo_folder
+
+    for path in paths:
+        if is_photo_folder(path):
+            photos = load_photo_folder(path)
+            letters = "".join(sorted({label_to_letter(label) for label in photos.labels.tolist()}))
+            click.echo(f"{path}: ok, {len(photos)} photos, letters {letters}, skipped folders "
+                       f"{photos.skipped_folders}, content sha256 {photos.content_hash}")
+            continue
         dataset = load_csv(path)
         counts = ", ".join(f"{n}" for n in sorted(set(dataset.labels.tolist())))
         click.echo(f"{path}: ok, {len(dataset)} rows, labels {counts}, content sha256 {dataset.content_hash}")
