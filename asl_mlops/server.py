@@ -16,6 +16,9 @@ ASGI middleware around that app, only adds what a long-running server needs in f
   mode in a folder this server owns): requests by path and status, a latency histogram, predictions
   by letter (read from the answers MLflow's app sends).
 - **one access-log line per request**: client, method, path, status, rows answered, milliseconds.
+- **the web page** at GET / (asl_mlops/page/index.html, one self-contained file): upload a photo or turn on the
+  camera and see the letter. It POSTs to /invocations like any client, so the limits above apply to it too,
+  and its Content-Security-Policy lets it load nothing from another host.
 
 Each worker freezes the garbage collector's view of what loading left behind (`gc.freeze`), and the
 listening socket is created as TCP explicitly (so asyncio turns Nagle off): both cost requests tens to
@@ -31,6 +34,7 @@ purpose; see asl_mlops.serving). Its /invocations handler is also a second copy 
 from __future__ import annotations
 
 import gc
+import importlib.resources
 import json
 import logging
 import os
@@ -74,7 +78,18 @@ MAX_DEFAULT_WORKERS = 4
 #: The environment variable that carries ServeConfig (as JSON) to the uvicorn worker processes.
 CONFIG_ENV = "ASL_MLOPS_SERVE_CONFIG"
 #: Paths counted under their own name in the metrics; anything else is counted as "other".
-KNOWN_PATHS = ("/invocations", "/ping", "/health", "/version", "/metrics")
+KNOWN_PATHS = ("/", "/invocations", "/ping", "/health", "/version", "/metrics")
+#: Paths that answer the web page.
+PAGE_PATHS = ("/", "/index.html")
+#: The page's headers besides its length: it is revalidated on every load (a new version shows at once), and
+#: the browser refuses anything it would load from another host (the page is self-contained and works offline).
+PAGE_HEADERS = (
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+                                 b"style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+)
 #: Latency histogram buckets, seconds: single images take ~5-15 ms, batches of 1,024 a few hundred.
 LATENCY_BUCKETS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5.0, 10.0)
 
@@ -248,14 +263,21 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def page_html() -> bytes:
+    """The web page served at GET /, read from the installed package."""
+    return (importlib.resources.files("asl_mlops") / "page" / "index.html").read_bytes()
+
+
 class RequestGuard:
     """ASGI middleware around MLflow's scoring app: refuses hostile /invocations requests before they reach
-    it, serves /metrics, and observes every answer (metrics, access log). See the module docstring."""
+    it, serves the web page and /metrics, and observes every answer (metrics, access log). See the module
+    docstring."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  metrics: Metrics | None = None) -> None:
         self.app, self.max_body_bytes = app, max_body_bytes
         self.metrics = metrics or Metrics()
+        self.page = page_html()  # once per worker: a missing page fails at start-up, not at the first visit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: MLflow's app has nothing to start, pass it on
@@ -271,6 +293,11 @@ class RequestGuard:
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", content_type.encode())]})
                 await send({"type": "http.response.body", "body": body})
+            elif path in PAGE_PATHS and method == "GET":
+                state["status"] = 200
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*PAGE_HEADERS, (b"content-length", str(len(self.page)).encode())]})
+                await send({"type": "http.response.body", "body": self.page})
             elif path == "/invocations" and method == "POST":
                 await self._invocations(scope, receive, send, state)
             else:

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from asl_mlops.errors import InputError
-from asl_mlops.server import (DEFAULT_MAX_BODY_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, Refusal, ServeConfig, bind,
-                              check_content_type, check_declared_length, json_shape_problem)
+from asl_mlops.server import (DEFAULT_MAX_BODY_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, Refusal, RequestGuard,
+                              ServeConfig, bind, check_content_type, check_declared_length, json_shape_problem)
 from asl_mlops.serving import MAX_IMAGE_BYTES, MAX_ROWS, PIXEL_COLUMNS
 from served_model import acquire, free_port, images_body, pixels_body, release, stop_server
 
@@ -106,6 +106,45 @@ def test_listening_socket_says_tcp_so_answers_are_not_held_by_nagle():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def asgi_get(app, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET request through an ASGI app, in this process; returns (status, headers, body)."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "client": ("127.0.0.1", 1)}
+    asyncio.run(app(scope, receive, send))
+    start, bodies = sent[0], [m.get("body", b"") for m in sent[1:]]
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, b"".join(bodies)
+
+
+def test_the_page_is_served_at_root_and_other_gets_pass_through(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    async def not_found(scope, receive, send) -> None:  # stands in for MLflow's app
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = RequestGuard(not_found)
+    for path in ("/", "/index.html"):
+        status, headers, body = asgi_get(guard, path)
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+        assert headers["cache-control"] == "no-cache" and int(headers["content-length"]) == len(body)
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert body.startswith(b"<!doctype html>") and b'data-testid="letter"' in body
+        # self-contained: nothing from another host (the browser test checks the requests themselves)
+        assert b"http://" not in body and b"https://" not in body and b"//cdn" not in body
+    assert asgi_get(guard, "/favicon.ico")[0] == 404
+    samples = guard.metrics.exposition()[0].decode()
+    assert 'asl_http_requests_total{method="GET",path="/",status="200"} 1.0' in samples
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
