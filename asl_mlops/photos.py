@@ -145,8 +145,8 @@ def load_photo_folder(path: str | Path) -> PhotoSet:
         if not found:
             logger.warning("%s: no photos, letter %s has no training examples", folder, letter)
     if not_images:
-        shown = ", ".join(str(p) for p in not_images[:5]) + (f" and {len(not_images) - 5} more" if len(not_images) > 5 else "")
-        logger.warning("skipped %d file(s) that are not %s photos: %s", len(not_images), "/".join(IMAGE_SUFFIXES), shown)
+        logger.warning("skipped %d file(s) that are not %s photos: %s", len(not_images), "/".join(IMAGE_SUFFIXES),
+                       _first([str(p) for p in not_images], 5))
     if not photos:
         raise InputError(f"{path}: no photos ({'/'.join(IMAGE_SUFFIXES)}) in any letter folder; expected {_EXPECTED}")
 
@@ -162,10 +162,15 @@ def _describe(entries: list[Path]) -> str:
     files = len(entries) - len(folders)
     parts = []
     if folders:
-        parts.append("folders " + ", ".join(repr(n) for n in folders[:8]) + (f" and {len(folders) - 8} more" if len(folders) > 8 else ""))
+        parts.append("folders " + _first([repr(name) for name in folders], 8))
     if files:
         parts.append(f"{files} file(s)")
     return " and ".join(parts) if parts else "nothing (the folder is empty)"
+
+
+def _first(items: list[str], count: int) -> str:
+    """The first `count` items, comma-separated, and how many more: keeps a message to one readable line."""
+    return ", ".join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
 # ---------------------------------------------------------------------------------------------
