@@ -178,6 +178,17 @@ def test_decode_rgb_gray_becomes_three_channels() -> None:
         np.testing.assert_array_equal(rgb[..., channel], gray)
 
 
+def test_decode_rgb_applies_exif_orientation_like_a_browser() -> None:
+    wide = np.zeros((10, 20, 3), dtype=np.uint8)
+    wide[:, :10] = 255  # left half white
+    jpeg = encoded(wide, ".jpg")
+    # An APP1 Exif segment with Orientation (tag 0x0112) = 6: "rotate 90 degrees clockwise to display", as phones write.
+    exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0"
+    rotated = decode_rgb(jpeg[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + jpeg[2:])
+    assert decode_rgb(jpeg).shape == (10, 20, 3) and rotated.shape == (20, 10, 3)
+    assert rotated[:8].min() > 200 and rotated[12:].max() < 60  # the left half is now on top
+
+
 def test_decode_rgb_refuses_huge_declared_size_and_junk() -> None:
     data = bytearray(encoded(np.zeros((2, 2), dtype=np.uint8)))
     data[16:24] = (5000).to_bytes(4, "big") * 2  # IHDR width and height: a decompression bomb's header
