@@ -6,8 +6,9 @@ first and fails on bad input in about a second."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.pyfunc
@@ -110,22 +111,35 @@ def check_model_uri(model_uri: str) -> None:
         raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
 
 
-def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True,
-                       dataset: Dataset | None = None) -> Evaluation:
-    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV
-    (`dataset`, if already loaded from `data_path`), as it would answer when served (test-time augmentation
-    included if its run used it); with `log`, record it as an MLflow run."""
-    from asl_mlops.labels import labels_to_indices
-
-    dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
+def load_recognizer(model_uri: str) -> Any:
+    """The Python model (LetterRecognizer or HandRecognizer) of a logged recognizer; InputError otherwise."""
     check_model_uri(model_uri)  # before TensorFlow is imported: a wrong URI fails in about a second
     import_tensorflow_quietly()
     try:
         recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except MlflowException as err:  # a pyfunc that is not a PythonModel
         raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer ({err.message})") from err
-    if not hasattr(recognizer, "probabilities"):
+    if not hasattr(recognizer, "probabilities") and not hasattr(recognizer, "probabilities_of"):
         raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer")
+    return recognizer
+
+
+def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True,
+                       dataset: Dataset | None = None) -> Evaluation:
+    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV
+    (`dataset`, if already loaded from `data_path`) or a photo folder, as it would answer when served
+    (test-time augmentation included if its run used it; a photo with no hand found is an error); with `log`,
+    record it as an MLflow run."""
+    from pathlib import Path
+
+    from asl_mlops.labels import labels_to_indices
+
+    if Path(data_path).is_dir():
+        return evaluate_photos(model_uri, data_path, log)
+    dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
+    recognizer = load_recognizer(model_uri)
+    if not hasattr(recognizer, "probabilities"):
+        raise InputError(f"--data {data_path}: {model_uri} is a photo recognizer: evaluate it on a photo folder")
     probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
                                     for i in range(0, len(dataset), batch_size)])
     evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
@@ -134,4 +148,33 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
             mlflow.log_params({"model_uri": model_uri, "data": data_path, "data_hash": dataset.content_hash,
                                "rows": len(dataset)})
             log_evaluation(evaluation, dataset.images, prefix="test")
+    return evaluation
+
+
+def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation:
+    """Evaluate a photo recognizer on a photo folder, photo by photo (no hand found = an error)."""
+    from tqdm import tqdm
+
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.photo_data import thumbnails
+    from asl_mlops.photos import load_photo_folder, read_rgb
+
+    photos = load_photo_folder(folder)  # validates before anything is loaded or logged
+    recognizer = load_recognizer(model_uri)
+    if not hasattr(recognizer, "probabilities_of"):
+        raise InputError(f"--data {folder}: {model_uri} is a Sign MNIST recognizer: evaluate it on a CSV")
+    probabilities, hands = [], []
+    for path in tqdm(photos.paths, desc="evaluating", unit="photo", disable=not sys.stderr.isatty()):
+        found, (hand,) = recognizer.probabilities_of([read_rgb(path)])
+        probabilities.append(found)
+        hands.append(hand)
+    found_mask = np.array([hand is not None for hand in hands])
+    evaluation = evaluate_probabilities(labels_to_indices(photos.labels), np.concatenate(probabilities),
+                                        found=found_mask)
+    if log:
+        with mlflow.start_run(run_name="evaluate"):
+            mlflow.log_params({"model_uri": model_uri, "data": folder, "data_hash": photos.content_hash,
+                               "rows": len(photos)})
+            mlflow.log_metric("test_hands_found", float(found_mask.sum()))
+            log_evaluation(evaluation, thumbnails(photos, tuple(hands)), prefix="test")
     return evaluation

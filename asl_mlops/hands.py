@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import weakref
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -207,7 +208,8 @@ class HandDetector:
     """MediaPipe's HandLandmarker in IMAGE mode, one hand per photo; `detect` is thread-compatible, not
     thread-safe (one detector per worker process)."""
 
-    def __init__(self, model_path: str | Path, min_confidence: float = 0.3) -> None:
+    def __init__(self, model_path: str | Path, min_confidence: float = 0.3,
+                 retries: Sequence[tuple[float, bool]] = RETRIES) -> None:
         from asl_mlops.quiet_import import import_tensorflow_quietly
 
         import_tensorflow_quietly()  # mediapipe imports TensorFlow, which prints CUDA noise otherwise
@@ -219,9 +221,13 @@ class HandDetector:
             running_mode=vision.RunningMode.IMAGE,
             min_hand_detection_confidence=min_confidence, min_hand_presence_confidence=min_confidence)
         self._landmarker = vision.HandLandmarker.create_from_options(options)
+        self.retries = tuple(retries)
+        # Closed at interpreter exit at the latest, while MediaPipe's modules still exist (its own __del__ then
+        # fails with "'NoneType' object is not callable").
+        self._closer = weakref.finalize(self, self._landmarker.close)
 
     def close(self) -> None:
-        self._landmarker.close()
+        self._closer()
 
     def __enter__(self) -> "HandDetector":
         return self
@@ -239,7 +245,7 @@ class HandDetector:
         """The hand in an RGB uint8 photo (H, W, 3), or None if there is none. A photo with no hand found is
         searched again in the RETRIES views, in order, until one finds it."""
         height, width = rgb.shape[:2]
-        for pad, brighten in ((0.0, False), *RETRIES):
+        for pad, brighten in ((0.0, False), *self.retries):
             view = brightened(rgb) if brighten else rgb
             px, py = round(pad * width), round(pad * height)
             if px or py:
@@ -314,7 +320,8 @@ class Detections:
 
 
 def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
-                  progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> Detections:
+                  progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+                  retries: Sequence[tuple[float, bool]] = RETRIES) -> Detections:
     """Find the hand in every photo of `photos`, reading and writing the per-photo cache under `cache_dir`
     (None: no cache). Unreadable photos raise InputError naming the file (asl_mlops.photos.read_rgb)."""
     import time
@@ -323,6 +330,8 @@ def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
 
     start = time.perf_counter()
     model_digest = file_sha256(model_path)
+    if tuple(retries) != RETRIES:  # another search, another cache
+        model_digest = hashlib.sha256(f"{model_digest}{tuple(retries)}".encode()).hexdigest()
     hands: list[Hand | None] = [None] * len(photos)
     todo: list[int] = []
     for i, digest in enumerate(photos.file_hashes):
@@ -332,7 +341,7 @@ def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
         if not hit:
             todo.append(i)
     if todo:
-        with HandDetector(model_path) as detector:
+        with HandDetector(model_path, retries=retries) as detector:
             for i in (progress or (lambda items: items))(todo):
                 hands[i] = detector.detect(read_rgb(photos.paths[i]))
                 if cache_dir is not None:

@@ -21,10 +21,12 @@ REQUEST_TIMEOUT = 60.0  # seconds; the scoring server's own request timeout is 6
 class Prediction:
     """One answer row of the recognizer."""
 
-    letter: str
+    letter: str  # "" when the photo recognizer found no hand (`reason` says so)
     label: int
     confidence: float
     top3: list[dict]
+    box: dict | None = None  # the hand's box as fractions of the photo (photo recognizer only)
+    reason: str = ""  # why there is no letter: "no hand found"
 
 
 class Predictor(Protocol):
@@ -32,7 +34,9 @@ class Predictor(Protocol):
 
 
 def _prediction(row: dict) -> Prediction:
-    return Prediction(str(row["letter"]), int(row["label"]), float(row["confidence"]), list(row["top3"]))
+    box = row.get("box")
+    return Prediction(str(row["letter"]), int(row["label"]), float(row["confidence"]), list(row["top3"]),
+                      box if isinstance(box, dict) else None, str(row.get("reason") or ""))
 
 
 def local_predictor(model_uri: str) -> Predictor:
@@ -116,7 +120,8 @@ def paths_from(stream: TextIO, prompt: TextIO | None = None) -> Iterator[str]:
 
 
 def run(paths: Iterable[str], predictor: Predictor, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print `path: letter (confidence)` per image, or `error: path: reason`; returns how many failed.
+    """Print `path: letter (confidence)` per image (with the hand's box from the photo recognizer, or `path: no
+    hand found`), or `error: path: reason`; returns how many failed.
 
     `out` and `err` default to the sys.stdout and sys.stderr of the moment of the call.
     """
@@ -130,6 +135,12 @@ def run(paths: Iterable[str], predictor: Predictor, out: TextIO | None = None, e
             err.write(f"error: {error}\n")
             err.flush()
             continue
-        out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f})\n")
+        if prediction.reason:
+            out.write(f"{path}: {prediction.reason}\n")
+        elif prediction.box:
+            box = ", ".join(f"{k} {prediction.box[k]:.2f}" for k in ("x", "y", "w", "h"))
+            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f}), hand at {box}\n")
+        else:
+            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f})\n")
         out.flush()
     return failures

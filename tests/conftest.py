@@ -12,6 +12,36 @@ import pytest  # noqa: E402
 from asl_mlops.data import write_csv  # noqa: E402
 from asl_mlops.synth import make_synthetic, write_synthetic  # noqa: E402
 
+#: Real photos of hands (../shared/data/hands beside the repository); tests that need a real hand skip without them.
+REAL_HANDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands"
+
+
+def real_hand_photos(letter: str, signer: str = "massey-hand1", count: int = 1, skip: int = 0) -> list[Path]:
+    """`count` real photos of `letter` by `signer` (from the manifest), after the first `skip`."""
+    import csv
+
+    rows = [row for row in csv.DictReader(open(REAL_HANDS / "manifest.csv"))
+            if row["letter"] == letter and row["signer"] == signer]
+    return [REAL_HANDS / row["path"] for row in rows[skip:skip + count]]
+
+
+def real_hand_photo(letter: str, signer: str = "massey-hand1") -> tuple[Path, str]:
+    """One real photo of `letter` and its letter."""
+    return real_hand_photos(letter, signer)[0], letter
+
+
+@pytest.fixture(scope="session")
+def hand_model() -> Path:
+    """The HandLandmarker bundle, found as the product finds it (ASL_MLOPS_HAND_MODEL, the user cache, or
+    repacked from the mediapipe wheel on the package index once per machine)."""
+    from asl_mlops.errors import InputError
+    from asl_mlops.hands import hand_model_path
+
+    try:
+        return hand_model_path()
+    except InputError as err:
+        pytest.skip(f"no hand model: {err}")
+
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
