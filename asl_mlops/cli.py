@@ -209,16 +209,18 @@ def train_command(**options: Any) -> None:
 @main.command("evaluate")
 @click.option("--model-uri", required=True, help="MLflow URI of a run's recognizer (runs:/RUN_ID/recognizer, or models:/m-ID) or a registered version "
                    "(models:/asl-recognizer@champion).")
-@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Sign MNIST CSV to evaluate on.")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Labelled data to evaluate on: a Sign MNIST CSV, or a photo folder for the photo recognizer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help="Prediction batch size.")
 @click.option("--log/--no-log", default=True, show_default=True,
               help="Record the evaluation (metrics, report, plots) as an MLflow run named 'evaluate'.")
 @user_errors
 def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool) -> None:
-    """Evaluate a logged recognizer on a labelled CSV: accuracy, loss, per-letter report."""
+    """Evaluate a logged recognizer on a labelled CSV or photo folder: accuracy, loss, per-letter report."""
     from asl_mlops.data import load_csv
 
-    dataset = load_csv(data_path)  # bad input fails here, before MLflow and TensorFlow are imported
+    # bad input fails here, before MLflow and TensorFlow are imported (a photo folder is checked the same way)
+    dataset = None if data_path.is_dir() else load_csv(data_path)
     from asl_mlops.evaluate import evaluate_model_uri
 
     use_default_experiment()
