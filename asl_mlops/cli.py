@@ -316,7 +316,8 @@ def serve_command(**options: Any) -> None:
     """Serve the recognizer over HTTP until Ctrl-C: MLflow's scoring app (the same requests and answers as
     `mlflow models serve`) under uvicorn workers, with request limits and Prometheus metrics.
 
-    Endpoints: POST /invocations, GET /ping and /health, GET /version, GET /metrics (Prometheus).
+    Endpoints: GET / (a web page: upload a photo or turn on the camera and see the letter), POST /invocations,
+    GET /ping and /health, GET /version, GET /metrics (Prometheus).
     Missing or other Content-Types get 415, bodies over --max-body-bytes 413 (before they are read),
     JSON that is a list, malformed or nested over 32 levels 400; the model's own checks answer 400 as before.
     One access-log line per request on stdout: client, method, path, status, rows, milliseconds.

@@ -310,6 +310,15 @@ def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflo
 
 def run_description(config: TrainConfig, data: PreparedData) -> str:
     """The run's description (the UI's "Description"): what was trained, on what, validated how."""
+    if config.architecture == "keypoints":
+        return (f"Photo recognizer (hand keypoints into a small network) trained for {config.epochs} epochs (Adam lr "
+                f"{config.learning_rate:g}, seed {config.seed}) on the hands found in {data.params['train_rows']} "
+                f"photos of {config.train_data} ({data.params['train_hands_found']} of "
+                f"{data.params['train_photos']} had a hand), validated on {data.params['val_rows']} photos held out "
+                f"at random per letter (split_seed {config.split_seed}), tested on {config.test_data} (a photo with "
+                "no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model as an "
+                "artifact; takes base64 photos, answers letter, top 3 and the hand's box; what is registered and "
+                "served).")
     return (f"{config.architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
             f"{config.decay_rate:g}, batch {config.batch_size}, seed {config.seed}) on {data.params['train_rows']} "
             f"rows of {config.train_data}, validated on {data.params['val_rows']} rows held out "

@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from asl_mlops.server import DEFAULT_MAX_BODY_BYTES
+from conftest import REAL_HANDS, real_hand_photos
 from served_model import free_port, png_base64, stop_server, using_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -121,17 +122,7 @@ def sign_mnist_page_server() -> Iterator[tuple[str, Path, str]]:
             process = subprocess.Popen([sys.executable, "-m", "asl_mlops", "serve", "--model-uri",
                                         f"runs:/{result.run_id}/recognizer", "--port", str(port), "--workers", "1"],
                                        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"asl-mlops serve did not answer /ping in {START_TIMEOUT} s"
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
+        url = wait_for_ping(process, port, log)
 
         # A 28x28 test image scaled up 10x (the server's area resize gives back the same 28x28 pixels), one the
         # model reads correctly both as the photo and as the fake camera's frame of it, confidently.
@@ -154,15 +145,64 @@ def sign_mnist_page_server() -> Iterator[tuple[str, Path, str]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextmanager
+def photo_page_server(hand_model: Path) -> Iterator[tuple[str, Path, str]]:
+    """`asl-mlops serve` of a small photo recognizer trained here on real hands (tests/photo_model.py), and a
+    real hand photo of the other signer that it reads correctly, as the photo and as a camera frame of it."""
+    from photo_model import train_photo_recognizer
+
+    workdir = Path(tempfile.mkdtemp(prefix="asl-page-tests-"))
+    process = None
+    try:
+        env = train_photo_recognizer(workdir, hand_model)
+        port, log = free_port(), workdir / "server.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "asl_mlops", "serve", "--model-uri",
+                                        "models:/asl-recognizer@champion", "--port", str(port), "--workers", "1"],
+                                       env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        url = wait_for_ping(process, port, log)
+        for letter in ("B", "L", "Y", "A", "W", "C"):
+            for photo_path in real_hand_photos(letter, "massey-hand2", 3, skip=2):
+                photo = cv2.imread(str(photo_path))
+                as_photo = predicted(url, png_base64(photo))
+                as_frame = predicted(url, as_browser_sends(camera_frame(photo)))
+                if as_photo["letter"] == as_frame["letter"] == letter and as_photo["box"]:
+                    yield url, photo_path, letter
+                    return
+        raise AssertionError("the photo recognizer read none of the candidate photos right as photo and camera frame")
+    finally:
+        if process is not None:
+            stop_server(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_for_ping(process: subprocess.Popen, port: int, log: Path) -> str:
+    """The server's base URL once it answers /ping."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"asl-mlops serve did not answer /ping in {START_TIMEOUT} s"
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return url
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
-def page_server() -> Iterator[tuple[str, Path, str]]:
+def page_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, str]]:
     """(base URL of a running `asl-mlops serve`, a photo path, the letter the page must show for it).
 
-    For now the Sign MNIST recognizer on a synthetic glyph (its answers have no `box` and no `reason`); to be
-    replaced by the photo recognizer and a real hand photo, whose answers carry a box. The tests below only
-    use this contract (and the camera test films the photo with `camera_frame`)."""
-    with sign_mnist_page_server() as served:
-        yield served
+    The photo recognizer and a real hand photo (its answers carry a box) where ../shared/data/hands exists; the
+    Sign MNIST recognizer on a synthetic glyph elsewhere, so the page is still tested in any clone."""
+    if REAL_HANDS.is_dir():
+        with photo_page_server(request.getfixturevalue("hand_model")) as served:
+            yield served
+    else:
+        with sign_mnist_page_server() as served:
+            yield served
 
 
 # --- the browser ----------------------------------------------------------------------------------
@@ -220,6 +260,12 @@ def test_an_uploaded_photo_shows_its_letter_confidence_and_top3(visit, page_serv
     assert top3.first.text_content().startswith(letter)
     expect(visit.by_id("message")).to_have_text("")
     assert visit.page.locator("img").first.is_visible()
+    if REAL_HANDS.is_dir():  # the photo recognizer's answer: the hand's box is drawn over the photo
+        assert visit.page.evaluate("""() => {
+            const canvas = document.querySelector("canvas");
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            return data.some((value, i) => i % 4 === 3 && value > 0);
+        }""")
     assert visit.foreign_requests() == []
     assert any(url == visit.base_url + "/invocations" for url in visit.urls)
 

@@ -27,6 +27,7 @@ from asl_mlops.hands import Hand
 from asl_mlops.labels import LETTERS
 
 from conftest import REAL_HANDS, real_hand_photos
+from photo_model import train_photo_recognizer
 
 needs_real_hands = pytest.mark.skipif(not REAL_HANDS.is_dir(), reason=f"no real hand photos at {REAL_HANDS}")
 
@@ -68,24 +69,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory: pytest.TempPathFactory, hand_model: Path):
-    """`asl-mlops train --register true` on 6 photos a letter of one Massey signer, tested on 2 a letter of the
-    other (and one photo with no hand); everything in a temporary SQLite store."""
+    """The photo recognizer trained, logged and registered by `asl-mlops train` (tests/photo_model.py)."""
     if not REAL_HANDS.is_dir():
         pytest.skip(f"no real hand photos at {REAL_HANDS}")
     root = tmp_path_factory.mktemp("photo-run")
-    for letter in LETTERS:
-        for split, signer, count in (("train", "massey-hand1", 6), ("test", "massey-hand2", 2)):
-            (root / split / letter).mkdir(parents=True)
-            for photo in real_hand_photos(letter, signer, count):
-                shutil.copy(photo, root / split / letter)
-    cv2.imwrite(str(root / "test" / "A" / "wall.png"), np.full((120, 160, 3), 200, dtype=np.uint8))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "ASL_MLOPS_HAND_MODEL": str(hand_model)}
-    done = subprocess.run([sys.executable, "-m", "asl_mlops", "train", "--train-data", str(root / "train"),
-                           "--test-data", str(root / "test"), "--cache-dir", str(root / "cache"), "--register", "true"],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = train_photo_recognizer(root, hand_model)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    yield root, env, done.stdout
+    yield root, env, ""
     mlflow.set_tracking_uri(None)
 
 

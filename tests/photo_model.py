@@ -1,0 +1,45 @@
+"""A small photo recognizer trained on real hand photos (../shared/data/hands), shared by the tests that serve one.
+
+`asl-mlops train` on 6 photos a letter of one Massey signer, tested on 2 a letter of the other and one photo
+with no hand; in a temporary SQLite store under `root`, registered as asl-recognizer (champion)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from asl_mlops.labels import LETTERS
+
+from conftest import real_hand_photos
+
+
+def real_hand_folders(root: Path, train_per_letter: int = 6, test_per_letter: int = 2) -> tuple[Path, Path]:
+    """(train, test) photo folders of real hands: one signer for training, the other for testing, plus a photo
+    of a plain wall (no hand) in the test folder."""
+    for letter in LETTERS:
+        for split, signer, count in (("train", "massey-hand1", train_per_letter),
+                                     ("test", "massey-hand2", test_per_letter)):
+            (root / split / letter).mkdir(parents=True, exist_ok=True)
+            for photo in real_hand_photos(letter, signer, count):
+                shutil.copy(photo, root / split / letter)
+    cv2.imwrite(str(root / "test" / "A" / "wall.png"), np.full((120, 160, 3), 200, dtype=np.uint8))
+    return root / "train", root / "test"
+
+
+def train_photo_recognizer(root: Path, hand_model: Path) -> dict[str, str]:
+    """Train and register the photo recognizer with `asl-mlops train`; returns the environment (tracking store,
+    hand model) its store is read with."""
+    train, test = real_hand_folders(root)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+           "MLFLOW_REGISTRY_URI": f"sqlite:///{root}/mlflow.db", "ASL_MLOPS_HAND_MODEL": str(hand_model)}
+    done = subprocess.run([sys.executable, "-m", "asl_mlops", "train", "--train-data", str(train), "--test-data",
+                           str(test), "--cache-dir", str(root / "cache"), "--register", "true"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return env
