@@ -62,3 +62,11 @@ def test_params_use_field_names():
     params = TrainConfig().to_params()
     assert params["learning_rate"] == TrainConfig().learning_rate
     assert "batch_size" in params and "l2" in params
+
+
+def test_architecture_auto_is_keypoints_for_a_photo_folder_and_cnn_for_a_csv(tmp_path):
+    (tmp_path / "photos" / "A").mkdir(parents=True)
+    assert TrainConfig(train_data=str(tmp_path / "photos")).architecture == "keypoints"
+    assert TrainConfig(train_data=str(tmp_path / "train.csv")).architecture == "cnn"
+    assert TrainConfig(train_data=str(tmp_path / "photos")).ensemble_members == 1
+    assert TrainConfig(architecture="resnet50", train_data=str(tmp_path / "photos")).architecture == "resnet50"

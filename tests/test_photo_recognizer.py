@@ -163,3 +163,37 @@ def test_mlflow_models_serve_answers_photos_with_a_box_and_no_hand_explicitly(ph
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@needs_real_hands
+@pytest.mark.parametrize(("train", "test", "architecture", "message"), [
+    ("train", "test", "cnn", "is a photo folder: architecture cnn trains on Sign MNIST CSVs"),
+    ("train", "missing.csv", "auto", "the test data must be one too"),
+])
+def test_a_photo_folder_with_the_wrong_partner_is_refused_before_any_run(photo_run, train, test, architecture,
+                                                                         message):
+    root, env, _ = photo_run
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("asl-mlops").experiment_id
+    before = len(client.search_runs([experiment]))
+    done = subprocess.run([sys.executable, "-m", "asl_mlops", "train", "--train-data", str(root / train),
+                           "--test-data", str(root / test), "--architecture", architecture],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert len(client.search_runs([experiment])) == before  # no run left behind
+
+
+@needs_real_hands
+def test_a_sweep_tunes_the_photo_recognizer(photo_run):
+    root, env, _ = photo_run
+    done = subprocess.run([sys.executable, "-m", "asl_mlops", "tune", "--train-data", str(root / "train"),
+                           "--test-data", str(root / "test"), "--cache-dir", str(root / "cache"), "--n-trials", "2",
+                           "--epochs", "3", "--study-name", "photos", "--register", "false"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "study 'photos' (2 complete)" in done.stdout
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    trials = client.search_runs([client.get_experiment_by_name("asl-mlops").experiment_id],
+                                "tags.mlflow.runName LIKE 'trial-%'")
+    assert len(trials) == 2 and all(t.data.params["architecture"] == "keypoints" for t in trials)
+    assert all(t.data.params["train_data_hash"] == trials[0].data.params["train_data_hash"] for t in trials)

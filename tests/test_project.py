@@ -68,3 +68,18 @@ def test_every_command_has_help():
 
 def test_tune_entry_point_mirrors_tune_command():
     check_entry_point_mirrors("tune", main.commands["tune"])
+
+
+def test_one_opencv_distribution_and_cv2_imports_without_a_display():
+    import os
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    opencv = sorted({d.metadata["Name"].lower() for d in metadata.distributions()
+                     if (d.metadata["Name"] or "").lower().startswith("opencv")})
+    assert opencv == ["opencv-contrib-python"], opencv  # mediapipe's, and nothing else writing the cv2 package
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run([sys.executable, "-c", "import cv2, mediapipe; print(cv2.__version__)"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
