@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -345,31 +345,35 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
 
 # kagglehub's metadata request has no timeout, so an unreachable network can hang for minutes;
 # a quick probe of the same API host fails in seconds instead (and honours HTTPS_PROXY like it).
-_KAGGLE_API = "https://api.kaggle.com"
-_PROBE_TIMEOUT = (5, 10)  # seconds: connect, read
+KAGGLE_API = "https://api.kaggle.com"
+PROBE_TIMEOUT = (5, 10)  # seconds: connect, read
 
 
-def download(dest_dir: Path) -> list[Path]:
-    """Download Sign MNIST from Kaggle with kagglehub and copy the two CSVs into dest_dir."""
+def kaggle_dataset(handle: str, advice: Callable[[str], str]) -> Path:
+    """`kagglehub.dataset_download(handle)`, after a quick probe of Kaggle's API host; a failure is an InputError
+    whose message is `advice(reason)` (what went wrong, and how to get the data anyway)."""
     import kagglehub
     import requests
     from kagglehub import exceptions as kaggle_errors
 
-    dest_dir = Path(dest_dir)
     try:
-        requests.head(_KAGGLE_API, timeout=_PROBE_TIMEOUT)
+        requests.head(KAGGLE_API, timeout=PROBE_TIMEOUT)
     except requests.RequestException as err:
-        raise InputError(_download_help(f"cannot reach {_KAGGLE_API} ({type(err).__name__}; offline?)")) from None
-
+        raise InputError(advice(f"cannot reach {KAGGLE_API} ({type(err).__name__}; offline?)")) from None
     started = time.monotonic()
     try:
-        dataset_dir = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+        return Path(kagglehub.dataset_download(handle))
     except (requests.RequestException, kaggle_errors.CredentialError, kaggle_errors.UnauthenticatedError,
             kaggle_errors.BackendError, kaggle_errors.NotFoundError, kaggle_errors.DataCorruptionError,
             ValueError) as err:  # ValueError: a malformed ~/.kaggle/kaggle.json
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(_download_help(f"kagglehub failed after {time.monotonic() - started:.0f}s: {reason}")) from None
+        raise InputError(advice(f"kagglehub failed after {time.monotonic() - started:.0f}s: {reason}")) from None
 
+
+def download(dest_dir: Path) -> list[Path]:
+    """Download Sign MNIST from Kaggle with kagglehub and copy the two CSVs into dest_dir."""
+    dest_dir = Path(dest_dir)
+    dataset_dir = kaggle_dataset(KAGGLE_DATASET, _download_help)
     copied = []
     for csv_name in CSV_NAMES:
         # The Kaggle archive has each CSV both at the top level and in a same-named folder.

@@ -39,7 +39,7 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "mediapi
 def photos_from_frame(frame: Any) -> list[np.ndarray]:
     """Validate a request and decode its photos to RGB arrays; InputError naming the row and column."""
     from asl_mlops.photos import decode_rgb
-    from asl_mlops.serving import IMAGE_COLUMN, MAX_ROWS
+    from asl_mlops.serving import IMAGE_COLUMN, MAX_ROWS, base64_bytes
 
     if isinstance(frame, dict):
         frame = pd.DataFrame(frame)
@@ -58,30 +58,10 @@ def photos_from_frame(frame: Any) -> list[np.ndarray]:
     photos = []
     for row, text in enumerate(frame.iloc[:, 0].tolist()):
         try:
-            photos.append(decode_rgb(_base64_bytes(text)))
+            photos.append(decode_rgb(base64_bytes(text)))
         except ValueError as err:
             raise InputError(f"row {row}, column {IMAGE_COLUMN}: {err}") from None
     return photos
-
-
-def _base64_bytes(text: object) -> bytes:
-    import base64
-    import binascii
-
-    from asl_mlops.serving import MAX_IMAGE_BYTES
-
-    if not isinstance(text, str):
-        shown = "null" if text is None or (isinstance(text, float) and np.isnan(text)) else type(text).__name__
-        raise ValueError(f"expected a base64-encoded PNG or JPEG string, got {shown}")
-    if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise ValueError(f"base64 text is longer than an image of {MAX_IMAGE_BYTES} bytes")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ValueError(f"not valid base64 ({err})") from None
-    if not data:
-        raise ValueError("empty image (no bytes after base64 decoding)")
-    return data
 
 
 def answer_rows(probabilities: np.ndarray, hands: list[Any]) -> pd.DataFrame:

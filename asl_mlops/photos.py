@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -262,25 +261,8 @@ def download(dataset: str, dest: str | Path) -> list[Path]:
         return data.download(dest)
     if dataset not in KAGGLE_PHOTO_SETS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    import kagglehub
-    import requests
-    from kagglehub import exceptions as kaggle_errors
-
     handle, url = KAGGLE_PHOTO_SETS[dataset]
-    try:  # kagglehub has no timeout of its own; see asl_mlops.data.download
-        requests.head(data._KAGGLE_API, timeout=data._PROBE_TIMEOUT)
-    except requests.RequestException as err:
-        raise InputError(_download_help(handle, url, f"cannot reach {data._KAGGLE_API} "
-                                                     f"({type(err).__name__}; offline?)")) from None
-    started = time.monotonic()
-    try:
-        downloaded = Path(kagglehub.dataset_download(handle))
-    except (requests.RequestException, kaggle_errors.CredentialError, kaggle_errors.UnauthenticatedError,
-            kaggle_errors.BackendError, kaggle_errors.NotFoundError, kaggle_errors.DataCorruptionError,
-            ValueError) as err:  # ValueError: a malformed ~/.kaggle/kaggle.json
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(_download_help(handle, url, f"kagglehub failed after {time.monotonic() - started:.0f}s: "
-                                                     f"{reason}")) from None
+    downloaded = data.kaggle_dataset(handle, lambda reason: _download_help(handle, url, reason))
     return [layout_letter_folders(downloaded, dest / dataset)]
 
 

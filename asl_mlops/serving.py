@@ -166,6 +166,11 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def decode_base64_image(text: object) -> np.ndarray:
     """A base64 string of a PNG/JPEG -> 28x28 uint8 image; ValueError with a short reason."""
+    return decode_image(base64_bytes(text))
+
+
+def base64_bytes(text: object) -> bytes:
+    """The bytes of a request's base64 `image` cell (at most MAX_IMAGE_BYTES); ValueError with a short reason."""
     if not isinstance(text, str):
         shown = "null" if text is None or (isinstance(text, float) and np.isnan(text)) else type(text).__name__
         raise ValueError(f"expected a base64-encoded PNG or JPEG string, got {shown}")
@@ -177,7 +182,7 @@ def decode_base64_image(text: object) -> np.ndarray:
         raise ValueError(f"not valid base64 ({err})") from None
     if not data:
         raise ValueError("empty image (no bytes after base64 decoding)")
-    return decode_image(data)
+    return data
 
 
 def encode_image_file(path: str | Path) -> str:
