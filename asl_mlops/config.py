@@ -130,8 +130,6 @@ class TrainConfig:
     model_name: str = knob("asl-recognizer", "Registered model name used when --register is on.")
 
     def __post_init__(self) -> None:
-        if self.architecture == "auto":  # resolved here, so the logged params name what was trained
-            object.__setattr__(self, "architecture", "keypoints" if Path(self.train_data).is_dir() else "cnn")
         checks = [
             (self.val_split in VAL_SPLITS, f"val_split must be one of {', '.join(VAL_SPLITS)}"),
             (self.architecture in ARCHITECTURES, f"architecture must be one of {', '.join(ARCHITECTURES)}"),
@@ -148,7 +146,8 @@ class TrainConfig:
             (self._filter_counts() is not None,
              "cnn_filters must be three whole numbers from 1 to 512, comma-separated (e.g. 32,64,32)"),
             (self._members() is not None, "ensemble must be 'auto' or a whole number from 1 to 8"),
-            (self._members() in (None, 1) or self.architecture == "cnn", "ensemble > 1 is for architecture cnn only"),
+            (self._members() in (None, 1) or self.resolved_architecture == "cnn",
+             "ensemble > 1 is for architecture cnn only"),
             (0 <= self.brightness < 1, "brightness must be in [0, 1)"),
             (0 <= self.contrast < 1, "contrast must be in [0, 1)"),
             (0 <= self.rotation <= 180, "rotation must be in [0, 180] degrees"),
@@ -167,7 +166,7 @@ class TrainConfig:
     def _members(self) -> int | None:
         text = str(self.ensemble).strip().lower()
         if text == "auto":
-            return 2 if self.architecture == "cnn" else 1
+            return 2 if self.resolved_architecture == "cnn" else 1
         try:
             number = float(text)  # `mlflow run` may pass '2.0'
         except ValueError:
@@ -195,10 +194,17 @@ class TrainConfig:
         return counts
 
     @property
+    def resolved_architecture(self) -> str:
+        """The model actually trained: 'auto' resolved by the training data (a photo folder: keypoints)."""
+        if self.architecture == "auto":
+            return "keypoints" if Path(self.train_data).is_dir() else "cnn"
+        return self.architecture
+
+    @property
     def resolved_weights(self) -> str:
         """The weights actually used: 'auto' resolved per architecture."""
         if self.weights == "auto":
-            return "imagenet" if self.architecture == "resnet50" else "none"
+            return "imagenet" if self.resolved_architecture == "resnet50" else "none"
         return self.weights
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -206,11 +212,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_params(self) -> dict[str, Any]:
-        """The MLflow params for this config: every field under its own name, plus `resolved_weights` and
-        `ensemble_members`."""
+        """The MLflow params for this config: every field under its own name, plus `resolved_architecture`,
+        `resolved_weights` and `ensemble_members`."""
         # Booleans as MLproject spells them ('true'/'false'), so CLI and `mlflow run` runs log the same.
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in dataclasses.asdict(self).items()}
-        return {**params, "resolved_weights": self.resolved_weights, "ensemble_members": self.ensemble_members}
+        return {**params, "resolved_architecture": self.resolved_architecture, "resolved_weights": self.resolved_weights,
+                "ensemble_members": self.ensemble_members}
 
 
 #: Default size of `asl-mlops data synth`'s training CSV: 9,600 rows give the default batch of 128 enough

@@ -155,10 +155,10 @@ def build_keypoint_mlp(num_features: int, l2: float = 0.0, units: tuple[int, int
 
 
 def build_model(config: TrainConfig) -> keras.Model:
-    """The network `config.architecture` names, with its L2 strength and weights."""
-    if config.architecture == "resnet50":
+    """The network `config.resolved_architecture` names, with its L2 strength and weights."""
+    if config.resolved_architecture == "resnet50":
         return build_resnet50(config.resolved_weights, config.l2)
-    if config.architecture == "keypoints":
+    if config.resolved_architecture == "keypoints":
         from asl_mlops.keypoints import NUM_FEATURES
 
         return build_keypoint_mlp(NUM_FEATURES, config.l2)

@@ -293,7 +293,8 @@ def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) ->
     """What makes trials of one study comparable: the fixed training settings, the data, the search."""
     params = {k: v for k, v in base.to_params().items()
               if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "register", "model_name",
-                           "ensemble_members")}  # (ensemble_members follows from ensemble and architecture)
+                           "ensemble_members", "resolved_architecture")}  # (they follow from the others and the data)
+    params["architecture"] = base.resolved_architecture  # 'auto' and what it chose are the same study
     search = {k: v for k, v in sweep.to_params().items()
               if k not in ("n_trials", "study_name", "heartbeat_interval", "workers", "register", "model_name")}
     return {**params, **search, "train_data_hash": data.params["train_data_hash"],

@@ -97,13 +97,13 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Validate both data sets (raising InputError before any run starts), split, shape the model inputs: raw
     pixels of CSVs, keypoint features of photo folders (architecture keypoints)."""
-    if (config.architecture == "keypoints") != Path(config.train_data).is_dir():
-        if config.architecture == "keypoints":
+    if (config.resolved_architecture == "keypoints") != Path(config.train_data).is_dir():
+        if config.resolved_architecture == "keypoints":
             raise InputError(f"train_data {config.train_data}: architecture keypoints trains on a photo folder (one "
                              "sub-folder of photos per letter), not a CSV")
-        raise InputError(f"train_data {config.train_data} is a photo folder: architecture {config.architecture} "
+        raise InputError(f"train_data {config.train_data} is a photo folder: architecture {config.resolved_architecture} "
                          "trains on Sign MNIST CSVs; photo folders train architecture keypoints (or auto)")
-    if config.architecture == "keypoints":
+    if config.resolved_architecture == "keypoints":
         return prepare_photo_data(config)
     train_csv = load_csv(config.train_data)
     test = load_csv(config.test_data)
@@ -194,7 +194,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
     else:
         target = model
         # Keypoint features were augmented as keypoints (asl_mlops.photo_data); image layers don't apply to them.
-        augmentation = build_augmentation(config) if config.architecture != "keypoints" else None
+        augmentation = build_augmentation(config) if config.resolved_architecture != "keypoints" else None
         train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
                                    augmentation=augmentation, shuffle=True)
         for layer in model.layers:  # the keypoint network standardises its features with training statistics
@@ -221,7 +221,7 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
                              verbose=verbose, shuffle=False)
         if any(not np.isfinite(v) for v in history.history.get("loss", [])):
             raise FloatingPointError("training diverged: the loss became NaN/inf (try a lower learning_rate)")
-        if config.ema and config.recompute_batchnorm and config.architecture == "cnn":
+        if config.ema and config.recompute_batchnorm and config.resolved_architecture == "cnn":
             # The averaged weights (in the model since fit ended) get BatchNorm statistics of their own.
             start = time.perf_counter()
             reestimate_batchnorm(model, data.x_train, data.y_train, config)
@@ -310,7 +310,7 @@ def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflo
 
 def run_description(config: TrainConfig, data: PreparedData) -> str:
     """The run's description (the UI's "Description"): what was trained, on what, validated how."""
-    if config.architecture == "keypoints":
+    if config.resolved_architecture == "keypoints":
         return (f"Photo recognizer (hand keypoints into a small network) trained for {config.epochs} epochs (Adam lr "
                 f"{config.learning_rate:g}, seed {config.seed}) on the hands found in {data.params['train_rows']} "
                 f"photos of {config.train_data} ({data.params['train_hands_found']} of "
@@ -319,7 +319,7 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
                 "no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model as an "
                 "artifact; takes base64 photos, answers letter, top 3 and the hand's box; what is registered and "
                 "served).")
-    return (f"{config.architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
+    return (f"{config.resolved_architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
             f"{config.decay_rate:g}, batch {config.batch_size}, seed {config.seed}) on {data.params['train_rows']} "
             f"rows of {config.train_data}, validated on {data.params['val_rows']} rows held out "
             f"{'as whole families of near-duplicates' if config.val_split == 'grouped' else 'at random'} "
@@ -370,7 +370,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         check_cache_dir(trunk_cache_dir(config))  # likewise a cache folder that cannot be written
     with unseeded_python_random():
         # Names say what ran and differ between runs: cnn-seed42-<MLflow's random words>.
-        name = run_name or f"{config.architecture}-seed{config.seed}-{generate_run_name()}"
+        name = run_name or f"{config.resolved_architecture}-seed{config.seed}-{generate_run_name()}"
         run_context = mlflow.start_run(run_name=name, nested=nested, tags=tags)
     with run_context as run:
         if run.info.run_name != name:  # a run `mlflow run` created (and named) for us
@@ -401,13 +401,13 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         # The run's one model, registered and served as it was measured above.
-        if config.architecture == "keypoints":
+        if config.resolved_architecture == "keypoints":
             from asl_mlops.hand_recognizer import log_hand_recognizer
             from asl_mlops.hands import hand_model_path
 
             model_info = log_hand_recognizer(model, hand_model_path(), config.test_data)
         else:
-            model_info = log_recognizer(model, data.test_images, architecture=config.architecture, tta=config.tta)
+            model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture, tta=config.tta)
         # The final metrics, linked to the logged model (its page in the UI, and every registered version of
         # it, show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()

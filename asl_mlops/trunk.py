@@ -123,7 +123,7 @@ def augmentation_settings(config: TrainConfig) -> dict[str, object]:
 
 def entry_key(x: np.ndarray, config: TrainConfig, boundary: tuple[str, ...], view: int | None) -> str:
     """The cache key of one view (None: the plain, unaugmented images) of the inputs `x`."""
-    settings = {"version": TRUNK_CACHE_VERSION, "architecture": config.architecture,
+    settings = {"version": TRUNK_CACHE_VERSION, "architecture": config.resolved_architecture,
                 "weights": weights_identity(config), "boundary": list(boundary),
                 "augmentation": augmentation_settings(config) if view is not None else {"augment": False},
                 "view": view}
@@ -284,4 +284,4 @@ class ViewBatches(keras.utils.PyDataset):
 
 def uses_trunk_cache(config: TrainConfig) -> bool:
     """Whether a run trains on cached trunk features (resnet50 with trunk_cache on)."""
-    return config.architecture == "resnet50" and config.trunk_cache
+    return config.resolved_architecture == "resnet50" and config.trunk_cache

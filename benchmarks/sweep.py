@@ -95,7 +95,7 @@ def main() -> None:
     report = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "settings": {"train_data": args.train_data, "test_data": args.test_data, "n_trials": args.n_trials,
-                     "epochs": args.epochs, "architecture": base.architecture, "mlflow": uri},
+                     "epochs": args.epochs, "architecture": base.resolved_architecture, "mlflow": uri},
         "default_run": {"seconds": round(default_seconds, 1), "val_accuracy": default.val_accuracy,
                         "test_accuracy": default.test.accuracy, "run_id": default.run_id},
         "sweeps": sweeps,

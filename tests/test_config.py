@@ -66,7 +66,9 @@ def test_params_use_field_names():
 
 def test_architecture_auto_is_keypoints_for_a_photo_folder_and_cnn_for_a_csv(tmp_path):
     (tmp_path / "photos" / "A").mkdir(parents=True)
-    assert TrainConfig(train_data=str(tmp_path / "photos")).architecture == "keypoints"
-    assert TrainConfig(train_data=str(tmp_path / "train.csv")).architecture == "cnn"
+    assert TrainConfig(train_data=str(tmp_path / "photos")).resolved_architecture == "keypoints"
+    assert TrainConfig(train_data=str(tmp_path / "train.csv")).resolved_architecture == "cnn"
     assert TrainConfig(train_data=str(tmp_path / "photos")).ensemble_members == 1
-    assert TrainConfig(architecture="resnet50", train_data=str(tmp_path / "photos")).architecture == "resnet50"
+    assert TrainConfig(architecture="resnet50", train_data=str(tmp_path / "photos")).resolved_architecture == "resnet50"
+    params = TrainConfig(train_data=str(tmp_path / "photos")).to_params()  # as asked, and as trained
+    assert params["architecture"] == "auto" and params["resolved_architecture"] == "keypoints"

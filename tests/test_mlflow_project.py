@@ -44,7 +44,7 @@ def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
     client = MlflowClient()
     run = client.get_run(run_id)
     params, metrics = run.data.params, run.data.metrics
-    assert params["epochs"] == str(EPOCHS) and params["architecture"] == "cnn" and params["augment"] == "true"
+    assert params["epochs"] == str(EPOCHS) and params["architecture"] == "auto" and params["resolved_architecture"] == "cnn" and params["augment"] == "true"
     assert params["ema"] == "true" and params["val_split"] == "grouped" and params["batch_size"] == "128"
     assert params["ensemble"] == "auto" and params["ensemble_members"] == "2"  # the default: two networks
     assert params["train_data_hash"] == load_csv(synthetic_dir / "sign_mnist_train.csv").content_hash

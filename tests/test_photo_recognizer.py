@@ -86,7 +86,7 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
     run = client.search_runs([client.get_experiment_by_name("asl-mlops").experiment_id])[0]
     assert run.info.status == "FINISHED"
     params, metrics = run.data.params, run.data.metrics
-    assert params["architecture"] == "keypoints" and params["ensemble_members"] == "1"
+    assert params["resolved_architecture"] == "keypoints" and params["ensemble_members"] == "1"
     assert int(params["train_hands_found"]) >= 140 and params["test_rows"] == "49"
     # Learns the other signer's hands well above chance (1 in 24), the photo with no hand counting as an error.
     assert metrics["test_accuracy"] >= 0.6, metrics["test_accuracy"]
@@ -195,5 +195,5 @@ def test_a_sweep_tunes_the_photo_recognizer(photo_run):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     trials = client.search_runs([client.get_experiment_by_name("asl-mlops").experiment_id],
                                 "tags.mlflow.runName LIKE 'trial-%'")
-    assert len(trials) == 2 and all(t.data.params["architecture"] == "keypoints" for t in trials)
+    assert len(trials) == 2 and all(t.data.params["resolved_architecture"] == "keypoints" for t in trials)
     assert all(t.data.params["train_data_hash"] == trials[0].data.params["train_data_hash"] for t in trials)
