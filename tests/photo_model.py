@@ -1,6 +1,6 @@
 """A small photo recognizer trained on real hand photos (../shared/data/hands), shared by the tests that serve one.
 
-`asl-mlops train` on 6 photos a letter of one Massey signer, tested on 2 a letter of the other and one photo
+`mlflow run .` (the main entry point, every parameter at its default but the data) on 6 photos a letter of one Massey signer, tested on 2 a letter of the other and one photo
 with no hand; in a temporary SQLite store under `root`, registered as asl-recognizer (champion)."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from asl_mlops.labels import LETTERS
 
 from conftest import real_hand_photos
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def real_hand_folders(root: Path, train_per_letter: int = 6, test_per_letter: int = 2) -> tuple[Path, Path]:
     """(train, test) photo folders of real hands: one signer for training, the other for testing, plus a photo
@@ -33,13 +35,14 @@ def real_hand_folders(root: Path, train_per_letter: int = 6, test_per_letter: in
 
 
 def train_photo_recognizer(root: Path, hand_model: Path) -> dict[str, str]:
-    """Train and register the photo recognizer with `asl-mlops train`; returns the environment (tracking store,
-    hand model) its store is read with."""
+    """Train and register the photo recognizer with `mlflow run . -P train_data=... -P test_data=...`; returns the
+    environment (tracking store, hand model) its store is read with."""
     train, test = real_hand_folders(root)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
            "MLFLOW_REGISTRY_URI": f"sqlite:///{root}/mlflow.db", "ASL_MLOPS_HAND_MODEL": str(hand_model)}
-    done = subprocess.run([sys.executable, "-m", "asl_mlops", "train", "--train-data", str(train), "--test-data",
-                           str(test), "--cache-dir", str(root / "cache"), "--register", "true"],
+    done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",
+                           "--experiment-name", "asl-mlops", "-P", f"train_data={train}", "-P", f"test_data={test}",
+                           "-P", f"cache_dir={root / 'cache'}", "-P", "register=true"],
                           env=env, capture_output=True, text=True, timeout=600, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return env

@@ -1,4 +1,4 @@
-"""The photo recognizer end to end: trained by `asl-mlops train` on a small folder of real hand photos, logged,
+"""The photo recognizer end to end: trained by `mlflow run .` on a small folder of real hand photos, logged,
 registered, served by `mlflow models serve`, loaded with no network; and its answers' contract."""
 
 from __future__ import annotations
