@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="Timed requests per photo.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/photo-serve.json"), help="JSON to write.")
     args = parser.parse_args()
+    if not args.photo.is_file():
+        sys.exit(f"{args.photo}: no such photo")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "asl_mlops", "serve", "--model-uri", args.model_uri,
                                "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
