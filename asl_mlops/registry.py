@@ -49,8 +49,8 @@ LOCK_SUFFIX = ".lock"
 LOCK_LEASE_SECONDS = 120.0
 LOCK_WAIT_SECONDS = 300.0
 DECISION_TAG = "champion_decision"
-PARAM_TAGS = ("architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size", "seed",
-              "train_data_hash", "val_data_hash", "test_data_hash")
+PARAM_TAGS = ("architecture", "resolved_architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size",
+              "seed", "train_data_hash", "val_data_hash", "test_data_hash")
 
 
 @dataclass(frozen=True)
