@@ -74,15 +74,19 @@ def photo_run(tmp_path_factory: pytest.TempPathFactory, hand_model: Path):
         pytest.skip(f"no real hand photos at {REAL_HANDS}")
     root = tmp_path_factory.mktemp("photo-run")
     env = train_photo_recognizer(root, hand_model)
+    # Both URIs: a module run before this one in the same worker may have left a registry URI set.
+    registry = mlflow.get_registry_uri()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(env["MLFLOW_REGISTRY_URI"])
     yield root, env, ""
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(registry)
 
 
 @needs_real_hands
 def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run):
     root, env, stdout = photo_run
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_REGISTRY_URI"])
     run = client.search_runs([client.get_experiment_by_name("asl-mlops").experiment_id])[0]
     assert run.info.status == "FINISHED"
     params, metrics = run.data.params, run.data.metrics
@@ -173,7 +177,7 @@ def test_mlflow_models_serve_answers_photos_with_a_box_and_no_hand_explicitly(ph
 def test_a_photo_folder_with_the_wrong_partner_is_refused_before_any_run(photo_run, train, test, architecture,
                                                                          message):
     root, env, _ = photo_run
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_REGISTRY_URI"])
     experiment = client.get_experiment_by_name("asl-mlops").experiment_id
     before = len(client.search_runs([experiment]))
     done = subprocess.run([sys.executable, "-m", "asl_mlops", "train", "--train-data", str(root / train),
@@ -192,7 +196,7 @@ def test_a_sweep_tunes_the_photo_recognizer(photo_run):
                           env=env, capture_output=True, text=True, timeout=600, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "study 'photos' (2 complete)" in done.stdout
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_REGISTRY_URI"])
     trials = client.search_runs([client.get_experiment_by_name("asl-mlops").experiment_id],
                                 "tags.mlflow.runName LIKE 'trial-%'")
     assert len(trials) == 2 and all(t.data.params["resolved_architecture"] == "keypoints" for t in trials)
