@@ -58,7 +58,8 @@ def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndar
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.8, rows * 2.0), squeeze=False)
+    # constrained layout leaves room for every title (tight_layout let a row's images cover the next row's titles)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.8, rows * 2.1 + 0.4), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), wrong):
@@ -68,5 +69,4 @@ def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndar
                      color="tab:red")
     fig.suptitle(f"Misclassified test images: {int(np.sum(y_true != y_pred))} of {len(y_true)}"
                  + (f" (first {len(wrong)} shown)" if len(wrong) < np.sum(y_true != y_pred) else ""))
-    fig.tight_layout()
     return fig
