@@ -85,6 +85,9 @@ class HandRecognizer(mlflow.pyfunc.PythonModel):
     """Photos in, letters out: the hand model + the keypoint network."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from asl_mlops.quiet_import import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # `mlflow models serve` would print TensorFlow's CUDA lookups on a CPU machine
         import keras
 
         from asl_mlops.hands import HandDetector

@@ -320,6 +320,9 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
     """Raw pixels or encoded images in, letters out: the Keras network (raw pixels in) + label map."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from asl_mlops.quiet_import import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # `mlflow models serve` would print TensorFlow's CUDA lookups on a CPU machine
         import keras
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)

@@ -258,3 +258,13 @@ def test_random_payloads_never_get_a_5xx(served, payload):
     response = requests.post(f"{served.url}/invocations", data=json.dumps(payload),
                              headers={"Content-Type": "application/json"}, timeout=60)
     assert response.status_code < 500, (payload, response.status_code, response.text[:500])
+
+
+@pytest.mark.e2e
+def test_mlflow_models_serve_prints_no_gpu_noise_on_a_cpu(served):
+    # TensorFlow's wheel logs its CUDA lookups ("failed call to cuInit", "Could not find cuda drivers") at import;
+    # the recognizer imports it with them silenced.
+    assert served.post(pixels_body(served.test_images[:1])).status_code == 200
+    log = (served.workdir / "server.log").read_text(errors="replace")
+    assert "Listening at" in log or "Uvicorn running" in log or "Application startup complete" in log, log[-2000:]
+    assert "cuInit" not in log and "cuda drivers" not in log.lower(), log[-3000:]
