@@ -147,10 +147,10 @@ def example_frame(test_data: str | Path) -> pd.DataFrame | None:
     return pd.DataFrame({"image": [encode_image_file(photos.paths[0])]}) if len(photos) else None
 
 
-def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Path,
-                        name: str = "recognizer") -> "mlflow.models.model.ModelInfo":
+def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Path, name: str = "recognizer",
+                        step: int = 0) -> "mlflow.models.model.ModelInfo":
     """Log `HandRecognizer` (the keypoint network and the hand model as artifacts, asl_mlops as code) to the
-    active run; returns its ModelInfo."""
+    active run; returns its ModelInfo. `step` as for asl_mlops.serving.log_recognizer."""
     import asl_mlops
     from asl_mlops.tracking import pinned_requirements
 
@@ -162,4 +162,4 @@ def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Pat
             artifacts={"keras_model": str(keras_path), "hand_model": str(hand_model)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=signature(),
             input_example=example_frame(test_data), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": "keypoints"})
+            metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": "keypoints"}, step=step)

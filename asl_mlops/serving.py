@@ -367,8 +367,10 @@ def pixel_frame(images: np.ndarray) -> pd.DataFrame:
 
 
 def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture: str, tta: bool = False,
-                   name: str = "recognizer") -> "mlflow.models.model.ModelInfo":
+                   name: str = "recognizer", step: int = 0) -> "mlflow.models.model.ModelInfo":
     """Log `LetterRecognizer` around `keras_model` (raw pixels in) to the active run; returns its ModelInfo.
+    `step`: the run's step the model belongs to. MLflow copies the run's metrics of that step onto the model, so
+    training passes the step after its last epoch, which no per-epoch value has.
     `model_config` records the architecture and `tta`: with it, the recognizer averages each prediction over
     asl_mlops.tta's views.
 
@@ -387,5 +389,6 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture
             input_example=pixel_frame(example_images[:2]), pip_requirements=pinned_requirements(SERVING_PACKAGES),
             # tta as the run's params spell it: MLflow also logs model_config as run params, which must agree.
             metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": architecture,
-                                                                 "tta": "true" if tta else "false"})
+                                                                 "tta": "true" if tta else "false"},
+            step=step)
     return info

@@ -400,14 +400,16 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         mlflow.log_metrics(final_val)
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
-        # The run's one model, registered and served as it was measured above.
+        # The run's one model, registered and served as it was measured above. Logged at the step after the last
+        # epoch: MLflow copies the run's metrics of the model's step onto it, and per-epoch values are not its own.
         if config.resolved_architecture == "keypoints":
             from asl_mlops.hand_recognizer import log_hand_recognizer
             from asl_mlops.hands import hand_model_path
 
-            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data)
+            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data, step=config.epochs)
         else:
-            model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture, tta=config.tta)
+            model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture,
+                                        tta=config.tta, step=config.epochs)
         # The final metrics, linked to the logged model (its page in the UI, and every registered version of
         # it, show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()

@@ -104,6 +104,11 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     by_key = {(m.key, m.dataset_digest): m.value for m in mlflow.get_logged_model(model_id).metrics}
     assert by_key[("final_val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
     assert by_key[("test_accuracy", params["test_data_hash"][:16])] == pytest.approx(result.test.accuracy)
+    # ...and nothing else: no per-epoch value (MLflow copies the run's metrics of the model's step onto it), each
+    # final metric once per dataset
+    keys = [m.key for m in mlflow.get_logged_model(model_id).metrics]
+    assert sorted(keys) == sorted({"final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
+                                   "test_errors"}), keys
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
