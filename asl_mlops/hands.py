@@ -210,7 +210,7 @@ class HandDetector:
 
     def __init__(self, model_path: str | Path, min_confidence: float = 0.3,
                  retries: Sequence[tuple[float, bool]] = RETRIES) -> None:
-        from asl_mlops.quiet_import import import_tensorflow_quietly
+        from asl_mlops.quiet_import import import_tensorflow_quietly, quiet_stderr
 
         import_tensorflow_quietly()  # mediapipe imports TensorFlow, which prints CUDA noise otherwise
         import mediapipe as mp
@@ -220,11 +220,14 @@ class HandDetector:
             base_options=mp.tasks.BaseOptions(model_asset_path=str(model_path)), num_hands=1,
             running_mode=vision.RunningMode.IMAGE,
             min_hand_detection_confidence=min_confidence, min_hand_presence_confidence=min_confidence)
-        self._landmarker = vision.HandLandmarker.create_from_options(options)
+        # MediaPipe's C++ logs its set-up and first inference to stderr (LiteRT, XNNPACK, alignment warnings).
+        with quiet_stderr():
+            self._landmarker = vision.HandLandmarker.create_from_options(options)
+            self._find(np.zeros((64, 64, 3), dtype=np.uint8))
         self.retries = tuple(retries)
-        # Closed at interpreter exit at the latest, while MediaPipe's modules still exist (its own __del__ then
-        # fails with "'NoneType' object is not callable").
-        self._closer = weakref.finalize(self, self._landmarker.close)
+        # Closed when garbage-collected or at interpreter exit at the latest (MediaPipe's own __del__ may then still
+        # print "'NoneType' object is not callable" once its modules are torn down: harmless).
+        self._closer = weakref.finalize(self, _close_quietly, self._landmarker)
 
     def close(self) -> None:
         self._closer()
@@ -265,6 +268,16 @@ class HandDetector:
         world = np.array([[p.x, p.y, p.z] for p in result.hand_world_landmarks[0]], dtype=np.float32)
         category = result.handedness[0][0]
         return Hand(landmarks, world, category.category_name, float(category.score), (width, height))
+
+
+def _close_quietly(landmarker: Any) -> None:
+    from asl_mlops.quiet_import import quiet_stderr
+
+    with quiet_stderr():  # its C++ side logs each accelerator it releases
+        try:
+            landmarker.close()
+        except RuntimeError:  # at interpreter exit MediaPipe's dispatcher thread has stopped; the OS frees the rest
+            pass
 
 
 def brightened(rgb: np.ndarray, gamma: float = 0.5) -> np.ndarray:

@@ -6,8 +6,26 @@ each `asl-mlops serve` worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Run the block with the process's stderr (fd 2) sent to /dev/null: for native libraries that log through
+    their own C++ loggers at start-up (TensorFlow, MediaPipe), which Python's logging settings cannot reach.
+    Python exceptions still propagate, and are shown once stderr is back."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def import_tensorflow_quietly() -> None:
@@ -18,14 +36,7 @@ def import_tensorflow_quietly() -> None:
     which device trained."""
     if "tensorflow" in sys.modules:
         return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
+    with quiet_stderr():
         import tensorflow
 
         tensorflow.config.list_physical_devices("GPU")  # the CUDA lookup, done once per process
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
