@@ -71,10 +71,12 @@ def features(hands: Sequence[Hand]) -> np.ndarray:
 
 
 def rotated_copies(image: np.ndarray, world: np.ndarray, copies: int, degrees: float, scale: float,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int, jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints followed by `copies` randomly turned copies of them: each hand rotated about all three axes
     by up to `degrees` and (image keypoints) scaled by 1 +- `scale`, as the same hand seen from another angle
-    and distance. Training augmentation; returns arrays of (copies + 1) * N hands."""
+    and distance, and each keypoint moved by Gaussian noise of `jitter` times the hand's extent (another hand's
+    proportions, and the landmarker's own error; the wrist stays at the origin). Training augmentation; returns
+    arrays of (copies + 1) * N hands."""
     from scipy.spatial.transform import Rotation
 
     rng = np.random.default_rng(seed)
@@ -83,6 +85,12 @@ def rotated_copies(image: np.ndarray, world: np.ndarray, copies: int, degrees: f
         turn = Rotation.from_euler("xyz", rng.uniform(-degrees, degrees, (len(image), 3)), degrees=True)
         matrices = turn.as_matrix().astype(np.float32)
         zoom = rng.uniform(1 - scale, 1 + scale, (len(image), 1, 1)).astype(np.float32)
-        images.append(np.einsum("nij,nkj->nki", matrices, image) * zoom)
-        worlds.append(np.einsum("nij,nkj->nki", matrices, world))
+        turned = [np.einsum("nij,nkj->nki", matrices, image) * zoom, np.einsum("nij,nkj->nki", matrices, world)]
+        if jitter:
+            for k, points in enumerate(turned):
+                extent = np.linalg.norm(points, axis=2).max(axis=1)[:, None, None]
+                moved = points + rng.normal(0.0, jitter, points.shape).astype(np.float32) * extent
+                turned[k] = moved - moved[:, :1]
+        images.append(turned[0].astype(np.float32))
+        worlds.append(turned[1].astype(np.float32))
     return np.concatenate(images), np.concatenate(worlds)

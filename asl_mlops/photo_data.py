@@ -26,10 +26,12 @@ logger = logging.getLogger(__name__)
 #: Side of the test photos' thumbnails in the misclassified grid.
 THUMBNAIL = 64
 #: Training augmentation of the keypoints (asl_mlops.keypoints.rotated_copies): copies per hand, largest turn
-#: about each axis in degrees, and scale change. benchmarks/hands.py compares the settings.
+#: about each axis in degrees, scale change, and keypoint noise as a fraction of the hand's extent.
+#: benchmarks/hands.py measures what each buys on signers the model never saw.
 AUGMENT_COPIES = 5
 AUGMENT_DEGREES = 30.0
 AUGMENT_SCALE = 0.1
+AUGMENT_JITTER = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarr
     if not kept:
         raise InputError("no hand was found in any training photo: the photo recognizer has nothing to learn from")
     image, world = canonical_points([hands[i] for i in kept])
-    image, world = rotated_copies(image, world, AUGMENT_COPIES, AUGMENT_DEGREES, AUGMENT_SCALE, seed)
+    image, world = rotated_copies(image, world, AUGMENT_COPIES, AUGMENT_DEGREES, AUGMENT_SCALE, seed,
+                                  jitter=AUGMENT_JITTER)
     y = np.tile(one_hot_labels(labels[kept]), (AUGMENT_COPIES + 1, 1))
     return features_from_points(image, world), y
 

@@ -6,8 +6,10 @@ signer's, counting a photo with no hand found as an error (as the served model a
 Repeated over --seeds; prints and writes per-signer accuracy, the no-hand rate, mean +- sd and the worst.
 
 Variants (--variant, repeatable), each the shipped recipe with one thing changed:
-- keypoints: the shipped recipe (hand search with retries, 5 turned copies of each training hand, the network);
-- no-augment: no turned copies;
+- keypoints: the shipped recipe (hand search with retries, 5 turned and jittered copies of each training hand,
+  the network);
+- no-jitter: the copies turned but their keypoints not moved;
+- no-augment: no copies;
 - no-retries: the hand searched for in the photo as it is only (asl_mlops.hands.RETRIES off);
 - logreg: logistic regression on the same features (the issue's floor), no augmentation.
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from provenance import provenance
 
-VARIANTS = ("keypoints", "no-augment", "no-retries", "logreg")
+VARIANTS = ("keypoints", "no-jitter", "no-augment", "no-retries", "logreg")
 
 
 def signers_of(photos, manifest: Path) -> np.ndarray:
@@ -69,13 +71,15 @@ def run_fold(variant: str, hands, labels, train_mask, test_mask, seed: int, epoc
         probabilities = np.zeros((int(found.sum()), 24))
         probabilities[:, model.classes_] = model.predict_proba(x_test[found])
         return evaluate_probabilities(y_test, probabilities, found=found).accuracy
-    copies = photo_data.AUGMENT_COPIES
+    copies, jitter = photo_data.AUGMENT_COPIES, photo_data.AUGMENT_JITTER
     try:
         if variant == "no-augment":
             photo_data.AUGMENT_COPIES = 0
+        if variant == "no-jitter":
+            photo_data.AUGMENT_JITTER = 0.0
         x_train, y_train = photo_data.augmented_training_features(train_hands, labels[train_mask], seed)
     finally:
-        photo_data.AUGMENT_COPIES = copies
+        photo_data.AUGMENT_COPIES, photo_data.AUGMENT_JITTER = copies, jitter
     config = TrainConfig(architecture="keypoints", epochs=epochs, seed=seed)
     keras.utils.set_random_seed(seed)
     model = build_model(config)

@@ -201,3 +201,17 @@ def test_rotated_copies_keep_the_hands_shape():
     x = features_from_points(turned_image, turned_world)
     np.testing.assert_allclose(x[2:4, start:start + len(_PAIRS[0])], x[:2, start:start + len(_PAIRS[0])], atol=1e-4)
     assert not np.allclose(x[2:4, :63], x[:2, :63])
+
+
+def test_jittered_copies_move_the_keypoints_but_not_the_wrist():
+    image, world = canonical_points([synthetic_hand(0), synthetic_hand(1)])
+    plain = rotated_copies(image, world, copies=2, degrees=30, scale=0.1, seed=0)
+    moved = rotated_copies(image, world, copies=2, degrees=30, scale=0.1, seed=0, jitter=0.05)
+    for points in (*moved, *plain):
+        np.testing.assert_allclose(points[:, 0], 0.0, atol=1e-6)  # wrist at the origin
+    np.testing.assert_array_equal(moved[0][:2], image)  # the originals come first, unchanged
+    # The first copies share their turn (drawn before any noise): what differs is the noise, 0.05 of the hand per
+    # axis on the keypoint and on the wrist it is measured from.
+    shift = np.linalg.norm(moved[0][2:4] - plain[0][2:4], axis=2)[:, 1:]
+    extent = np.linalg.norm(plain[0][2:4], axis=2).max(axis=1)[:, None]
+    assert 0.05 < float(np.median(shift / extent)) < 0.2
