@@ -162,4 +162,5 @@ def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Pat
             artifacts={"keras_model": str(keras_path), "hand_model": str(hand_model)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=signature(),
             input_example=example_frame(test_data), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": "keypoints"}, step=step)
+            metadata={"input_forms": INPUT_FORMS}, model_config={"resolved_architecture": "keypoints"},
+            step=step)

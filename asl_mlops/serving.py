@@ -327,7 +327,8 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         config = context.model_config or {}
-        self.architecture = config.get("architecture")
+        # `resolved_architecture` since architecture 'auto'; `architecture` in models logged before it.
+        self.architecture = config.get("resolved_architecture", config.get("architecture"))
         if self.architecture is None:  # logged before networks took raw pixels
             self.model, self.architecture = with_preprocessing(self.model)
         # Test-time augmentation (asl_mlops.tta), as the run measured it.
@@ -387,8 +388,9 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture
             name=name, python_model=LetterRecognizer(), artifacts={"keras_model": str(keras_path)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=recognizer_signature(),
             input_example=pixel_frame(example_images[:2]), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            # tta as the run's params spell it: MLflow also logs model_config as run params, which must agree.
-            metadata={"input_forms": INPUT_FORMS}, model_config={"architecture": architecture,
+            # Keys and values as the run's params spell them: MLflow also logs model_config as run params, which
+            # must agree (the run's `architecture` may be 'auto'; `resolved_architecture` is what was trained).
+            metadata={"input_forms": INPUT_FORMS}, model_config={"resolved_architecture": architecture,
                                                                  "tta": "true" if tta else "false"},
             step=step)
     return info

@@ -45,4 +45,5 @@ def train_photo_recognizer(root: Path, hand_model: Path) -> dict[str, str]:
                            "-P", f"cache_dir={root / 'cache'}", "-P", "register=true"],
                           env=env, capture_output=True, text=True, timeout=600, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Failed to log model config as params" not in done.stderr, done.stderr[-3000:]  # config agrees with params
     return env
