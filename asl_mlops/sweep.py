@@ -575,6 +575,9 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     logger.info("study '%s' in %s: %d of %d trials finished (sampler seed %d)", sweep.study_name,
                 hide_password(url), finished_count(study), sweep.n_trials, seed)
 
+    if finished_count(study) >= sweep.n_trials and not mlflow.active_run() and not os.environ.get("MLFLOW_RUN_ID"):
+        return finished_study(study, sweep, url)  # nothing to run: no new (empty) sweep run
+
     fixed = {k: v for k, v in base.to_params().items() if k not in (*SWEPT_FIELDS, "register", "model_name")}
     tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url),
             "optuna.sampler_seed": str(seed)}
@@ -607,6 +610,28 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     return SweepResult(sweep.study_name, hide_password(url), parent.info.run_id, dict(states),
                        best.number if best else None, best.value if best else None,
                        best.user_attrs.get("val_loss") if best else None,
+                       dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
+                       registration)
+
+
+def finished_study(study: optuna.Study, sweep: SweepConfig, url: str) -> SweepResult:
+    """The result of a study that already has its trials, reported from the study and its latest sweep run
+    without starting a run. Its best model is registered if it is not yet (`register_if_better` registers a run
+    once)."""
+    best = best_trial(study)
+    earlier = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
+                                 filter_string=f"tags.`{STUDY_TAG}` = '{sweep.study_name}' and "
+                                               f"tags.`{ROLE_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"])
+    parent = earlier[0].info.run_id if earlier else ""
+    logger.info("study '%s' already has %d trials: nothing to run", sweep.study_name, finished_count(study))
+    registration = None
+    if best is not None and sweep.register:
+        registration = register_if_better(best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"],
+                                          sweep.model_name, tags={"study_name": sweep.study_name,
+                                                                  "trial_number": best.number, "sweep_run_id": parent})
+    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return SweepResult(sweep.study_name, hide_password(url), parent, dict(states), best.number if best else None,
+                       best.value if best else None, best.user_attrs.get("val_loss") if best else None,
                        dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
                        registration)
 

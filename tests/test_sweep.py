@@ -159,10 +159,12 @@ def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir:
     assert accuracy > 0.5, accuracy  # chance is 1/24
 
 
-def test_rerun_of_a_finished_study_runs_no_new_trial(swept):
+def test_rerun_of_a_finished_study_runs_no_new_trial_and_makes_no_empty_run(swept):
+    runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     again = run_sweep(swept["base"], swept["sweep"])
     assert again.states == {"COMPLETE": 4} and again.best_run_id == swept["result"].best_run_id
-    assert children_of(again.parent_run_id) == []
+    assert again.parent_run_id == swept["result"].parent_run_id  # reported from the sweep run that ran it
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == runs_before
     assert again.registration.version == swept["result"].registration.version  # not registered twice
 
 
