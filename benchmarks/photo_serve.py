@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from provenance import provenance
+from provenance import provenance, write_results
 
 
 def free_port() -> int:
@@ -94,9 +93,7 @@ def main() -> None:
         r = results[case]
         print(f"{case:8s} answer {r['answer']['letter'] or r['answer']['reason']!r}: p50 {r['p50_ms']:.1f} ms, "
               f"p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms over {r['requests']} requests")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ photo's hand is searched for) in a temporary MLflow store, and records the wall 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import provenance
+from provenance import provenance, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,9 +51,7 @@ def main() -> None:
     print(f"mlflow run: {wall:.0f} s wall ({wall / 60:.1f} min), train_seconds "
           f"{results['metrics'].get('train_seconds', float('nan')):.0f}; hands found in "
           f"{results['params']['train_hands_found']} of {results['params']['train_photos']} photos")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,12 @@ def provenance() -> dict[str, object]:
             "machine": {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version()},
             "command": " ".join(["python", *sys.argv])}
+
+
+def write_results(path: Path, results: dict[str, object]) -> None:
+    """Write a benchmark's results as indented JSON (folders made as needed) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
