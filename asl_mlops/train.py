@@ -328,6 +328,22 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
             f"registered and served).")
 
 
+def model_description(config: TrainConfig, data: PreparedData, val: Evaluation, test: Evaluation) -> str:
+    """What the logged model is, what it takes and answers, and how it scored (its UI "Description")."""
+    if config.resolved_architecture == "keypoints":
+        what = ("Photo recognizer: finds one hand in a photo (MediaPipe HandLandmarker, bundled) and reads the letter "
+                "from its 21 keypoints. Input: column `image`, base64 PNG/JPEG photos. Answer: letter, label, "
+                "confidence, top3, box (the hand) and reason ('no hand found' instead of a guess).")
+    else:
+        members = f"{config.ensemble_members} averaged " if config.ensemble_members > 1 else ""
+        what = (f"Sign MNIST recognizer: {members}{config.resolved_architecture} network(s) on 28x28 gray hands"
+                f"{', test-time augmentation on' if config.tta else ''}. Input: columns pixel1..pixel784, or column "
+                "`image` (base64 PNG/JPEG). Answer: letter, label, confidence, top3.")
+    return (f"{what}\n\nValidation accuracy {val.accuracy:.4f} on {len(val.y_true)} held-out rows of "
+            f"{config.train_data}; test accuracy {test.accuracy:.4f} ({test.errors} errors of {len(test.y_true)}) on "
+            f"{config.test_data}.")
+
+
 def generate_run_name() -> str:
     """MLflow's own random run name (adjective-animal-number)."""
     from mlflow.utils.name_utils import _generate_random_name
@@ -416,6 +432,9 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
                       if k in ("test_accuracy", "test_loss", "test_errors")}
         mlflow.log_metrics(final_val, model_id=model_info.model_id, dataset=datasets["validation"])
         mlflow.log_metrics(final_test, model_id=model_info.model_id, dataset=datasets["test"])
+        # The logged model's "Description" in the UI (and of every registered version of it).
+        mlflow.set_logged_model_tags(model_info.model_id,
+                                     {"mlflow.note.content": model_description(config, data, val, test)})
         logger.info("run %s: val_accuracy %.4f, test_accuracy %.4f (%d errors of %d)", run.info.run_id,
                     val.accuracy, test.accuracy, test.errors, len(data.y_test))
     return RunResult(run.info.run_id, model_info.model_uri, val.accuracy, val.loss, test,

@@ -102,6 +102,10 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
     assert "plots/test_misclassified.png" in artifacts and "plots/test_confusion_matrix.png" in artifacts
     version = client.get_model_version_by_alias("asl-recognizer", "champion")
     assert version.run_id == run.info.run_id
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the version points at it
+    assert logged.tags["mlflow.note.content"].startswith("Photo recognizer")  # the model page's description
+    assert {m.key for m in logged.metrics} == {"final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
+                                              "test_errors"}  # final values only
 
 
 @needs_real_hands

@@ -109,6 +109,8 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     keys = [m.key for m in mlflow.get_logged_model(model_id).metrics]
     assert sorted(keys) == sorted({"final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
                                    "test_errors"}), keys
+    description = mlflow.get_logged_model(model_id).tags["mlflow.note.content"]  # the UI's "Description"
+    assert description.startswith("Sign MNIST recognizer") and f"test accuracy {result.test.accuracy:.4f}" in description
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
