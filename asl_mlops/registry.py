@@ -235,7 +235,8 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name`; move `champion`
     to it only under the no-regression rule.
 
-    Metrics and the data hash are read from the run itself (`final_val_accuracy`, `final_val_loss`,
+    Metrics and the data hash are read from the run itself (`val_accuracy`, `val_loss`, or
+    `final_val_accuracy`, `final_val_loss` in runs logged before the per-epoch curves became `epoch_*`;
     `test_accuracy`, `val_data_hash`), so any finished run can be registered; they are stored as version
     tags at full precision, which the rule compares. Only a FINISHED run is accepted, and a
     run already registered under `model_name` is not registered twice (a re-run sweep returns its version).
@@ -244,10 +245,13 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
     run = client.get_run(run_id)
     if run.info.status != "FINISHED":
         raise InputError(f"run {run_id} is {run.info.status}: only a run that finished cleanly is registered")
-    if "final_val_accuracy" not in run.data.metrics:
-        raise InputError(f"run {run_id} has no final_val_accuracy metric: it was not made by asl-mlops train/tune")
-    val_accuracy = run.data.metrics["final_val_accuracy"]
-    val_loss = run.data.metrics.get("final_val_loss")  # runs from before it was logged have none
+    metrics = run.data.metrics
+    # Older runs: val_accuracy was the per-epoch curve and final_val_accuracy the served model's.
+    prefix = "final_" if "final_val_accuracy" in metrics else ""
+    if f"{prefix}val_accuracy" not in metrics:
+        raise InputError(f"run {run_id} has no val_accuracy metric: it was not made by asl-mlops train/tune")
+    val_accuracy = metrics[f"{prefix}val_accuracy"]
+    val_loss = metrics.get(f"{prefix}val_loss")  # runs from before it was logged have none
 
     # repr: the shortest text that reads back as the same float, so the rule compares what was measured.
     version_tags = {"val_accuracy": repr(float(val_accuracy)), "run_id": run_id,

@@ -153,10 +153,11 @@ def training_device() -> str:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every metric Keras reports at the end of an epoch (loss, accuracy, val_*, learning_rate)
-    with step=epoch, and `epoch_seconds` (the epoch's wall time, validation included). Place it after
-    the LearningRateScheduler so `learning_rate` is in the logs. With `prefix`, every key gets it (the
-    further members of an ensemble: `member1_loss`, ...)."""
+    """Logs every metric Keras reports at the end of an epoch (loss, accuracy, val_*, learning_rate) as
+    `epoch_<name>` with step=epoch, and `epoch_seconds` (the epoch's wall time, validation included): names
+    that say they are per epoch, apart from the run's one `val_accuracy`, the served model's. Place it after the
+    LearningRateScheduler so `learning_rate` is in the logs. With `prefix`, every key gets it (the further
+    members of an ensemble: `member1_epoch_loss`, ...)."""
 
     def __init__(self, prefix: str = "") -> None:
         super().__init__()
@@ -175,7 +176,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             logger.error("epoch %d: non-finite %s; stopping", epoch, ", ".join(bad))
             self.model.stop_training = True
             metrics = {k: v for k, v in metrics.items() if k not in bad}
-        mlflow.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=epoch)
+        mlflow.log_metrics({self.prefix + (k if k.startswith("epoch_") else f"epoch_{k}"): v
+                            for k, v in metrics.items()}, step=epoch)
 
 
 def log_figures(figures: dict[str, Figure], artifact_dir: str = "plots") -> None:

@@ -412,7 +412,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
         val, test = final_evaluations(model, data, config)
-        final_val = {"final_val_accuracy": val.accuracy, "final_val_loss": val.loss}
+        # The run's one validation accuracy: the served model's (per-epoch values are epoch_val_accuracy, ...).
+        final_val = {"val_accuracy": val.accuracy, "val_loss": val.loss}
         mlflow.log_metrics(final_val)
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})

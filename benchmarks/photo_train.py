@@ -43,7 +43,7 @@ def main() -> None:
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     run = mlflow.search_runs(experiment_names=["bench"], output_format="list")[0]
-    keep = ("train_seconds", "final_val_accuracy", "test_accuracy", "test_errors")
+    keep = ("train_seconds", "val_accuracy", "test_accuracy", "test_errors")
     results = {**provenance(), "mlflow_run": " ".join(command), "wall_seconds": wall,
                "metrics": {k: run.data.metrics[k] for k in keep if k in run.data.metrics},
                "params": {k: run.data.params.get(k) for k in ("architecture", "train_photos", "train_hands_found",

@@ -100,7 +100,7 @@ def mlflow_run(params: dict[str, object], store: Path, env: dict[str, str] | Non
         return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
 
     return {"wall_s": wall, "run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
-            "tags": run.data.tags, "val_accuracy_per_epoch": per_epoch("val_accuracy"),
+            "tags": run.data.tags, "val_accuracy_per_epoch": per_epoch("epoch_val_accuracy"),
             # this machine loses a core in bursts: an epoch's seconds vary more than the kernels' speed does
             "epoch_seconds": per_epoch("epoch_seconds")}
 
@@ -264,7 +264,9 @@ def cpu_peak_flops() -> float | None:
 
 def run_summary(r: dict) -> dict:
     """Wall and fit seconds and grouped-validation errors of one `mlflow_run` result."""
-    accuracy, val_rows = r["metrics"]["final_val_accuracy"], int(r["params"]["val_rows"])
+    metrics = r["metrics"]
+    accuracy = metrics.get("final_val_accuracy", metrics.get("val_accuracy"))  # final_ in runs before epoch_*
+    val_rows = int(r["params"]["val_rows"])
     return {"wall_s": r["wall_s"], "run_id": r["run_id"], "device": r["tags"].get("device"),
             "train_seconds": r["metrics"]["train_seconds"], "fastest_epoch_s": min(r["epoch_seconds"]),
             "median_epoch_s": sorted(r["epoch_seconds"])[len(r["epoch_seconds"]) // 2],

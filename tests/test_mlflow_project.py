@@ -52,7 +52,8 @@ def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
     assert params["ensemble"] == "auto" and params["ensemble_members"] == "2"  # the default: two networks
     assert params["train_data_hash"] == load_csv(synthetic_dir / "sign_mnist_train.csv").content_hash
     assert int(params["trainable_params"]) > 0 and int(params["total_params"]) >= int(params["trainable_params"])
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "member1_val_accuracy"):
+    for key in ("epoch_loss", "epoch_accuracy", "epoch_val_loss", "epoch_val_accuracy", "epoch_learning_rate",
+                "member1_epoch_val_accuracy"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(EPOCHS)), key
     assert metrics["test_accuracy"] >= 0.9
 
@@ -105,7 +106,7 @@ def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_
     assert parent.data.tags[STUDY_TAG] == "e2e" and parent.info.status == "FINISHED"
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert {(c.data.params["cnn_filters"], c.data.params["tta"]) for c in children} == {(PLUMBING_CNN, "false")}
-    assert parent.data.metrics["best_val_accuracy"] == max(c.data.metrics["final_val_accuracy"] for c in children)
+    assert parent.data.metrics["best_val_accuracy"] == max(c.data.metrics["val_accuracy"] for c in children)
     assert (tmp_path / "optuna.db").exists()  # default storage: beside the SQLite MLflow store
     champion = MlflowClient().get_model_version_by_alias("e2e-recognizer", CHAMPION)
     assert champion.run_id in {c.info.run_id for c in children}

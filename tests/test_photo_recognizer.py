@@ -95,7 +95,7 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
     # Learns the other signer's hands well above chance (1 in 24), the photo with no hand counting as an error.
     assert metrics["test_accuracy"] >= 0.6, metrics["test_accuracy"]
     assert metrics["test_errors"] >= 1
-    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    history = client.get_metric_history(run.info.run_id, "epoch_val_accuracy")
     assert [m.step for m in history] == list(range(12))
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train-train", "train-val", "test-test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -104,7 +104,7 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
     assert version.run_id == run.info.run_id
     logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the version points at it
     assert logged.tags["mlflow.note.content"].startswith("Photo recognizer")  # the model page's description
-    assert {m.key for m in logged.metrics} == {"final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
+    assert {m.key for m in logged.metrics} == {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                               "test_errors"}  # final values only
 
 

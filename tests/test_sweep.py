@@ -83,8 +83,8 @@ def test_sweep_has_one_parent_and_one_nested_run_per_trial(swept):
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags[STATE_TAG] == "COMPLETE" and child.data.tags[STUDY_TAG] == "s1"
-        assert len(MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")) == 2  # per epoch
-        assert "final_val_accuracy" in child.data.metrics and "test_accuracy" in child.data.metrics
+        assert len(MlflowClient().get_metric_history(child.info.run_id, "epoch_val_accuracy")) == 2  # per epoch
+        assert "val_accuracy" in child.data.metrics and "test_accuracy" in child.data.metrics
     assert result.states == {"COMPLETE": 4}
 
 
@@ -98,7 +98,7 @@ def test_objective_is_grouped_validation_accuracy(swept):
     for child in children_of(swept["result"].parent_run_id):
         assert child.data.params["val_split"] == "grouped"
         assert child.data.params["val_data_hash"] == grouped["val_data_hash"]
-        assert values[child.info.run_id] == child.data.metrics["final_val_accuracy"]
+        assert values[child.info.run_id] == child.data.metrics["val_accuracy"]
 
 
 def test_default_storage_is_beside_the_mlflow_store(swept):
@@ -121,10 +121,10 @@ def test_parent_logs_best_params_of_best_child(swept):
     parent = mlflow.get_run(result.parent_run_id)
     children = sorted(children_of(result.parent_run_id), key=lambda r: int(r.data.tags[TRIAL_TAG]))
     # the registry's ordering: highest accuracy, then lowest loss; max keeps the earliest of full ties
-    best_child = max(children, key=lambda r: (r.data.metrics["final_val_accuracy"], -r.data.metrics["final_val_loss"]))
+    best_child = max(children, key=lambda r: (r.data.metrics["val_accuracy"], -r.data.metrics["val_loss"]))
     assert parent.data.tags["best_run_id"] == best_child.info.run_id == result.best_run_id
-    assert parent.data.metrics["best_val_accuracy"] == best_child.data.metrics["final_val_accuracy"] == result.best_value
-    assert parent.data.metrics["best_val_loss"] == best_child.data.metrics["final_val_loss"] == result.best_val_loss
+    assert parent.data.metrics["best_val_accuracy"] == best_child.data.metrics["val_accuracy"] == result.best_value
+    assert parent.data.metrics["best_val_loss"] == best_child.data.metrics["val_loss"] == result.best_val_loss
     for name in ("learning_rate", "decay_rate", "l2"):
         assert float(parent.data.params[f"best_{name}"]) == pytest.approx(float(best_child.data.params[name]))
 
@@ -139,8 +139,8 @@ def test_parent_logs_trials_csv_and_figures(swept):
     # both numbers of the ordering, per trial: value is the final val_accuracy, then the final val_loss
     for child in children_of(parent_id):
         row = trials[trials["number"] == int(child.data.tags[TRIAL_TAG])].iloc[0]
-        assert row["value"] == pytest.approx(child.data.metrics["final_val_accuracy"], rel=1e-12)
-        assert row["user_attrs_val_loss"] == pytest.approx(child.data.metrics["final_val_loss"], rel=1e-12)
+        assert row["value"] == pytest.approx(child.data.metrics["val_accuracy"], rel=1e-12)
+        assert row["user_attrs_val_loss"] == pytest.approx(child.data.metrics["val_loss"], rel=1e-12)
 
 
 def test_best_model_is_registered_as_champion_and_predicts(swept, synthetic_dir: Path):
@@ -337,9 +337,9 @@ def test_bad_trial_is_pruned_and_failing_trial_does_not_stop_the_sweep(mlflow_st
     runs = {r.data.tags[TRIAL_TAG]: r for r in study_runs("prune") if TRIAL_TAG in r.data.tags}
     assert (runs["1"].info.status, runs["1"].data.tags[STATE_TAG]) == ("FAILED", "FAIL")
     assert (runs["2"].info.status, runs["2"].data.tags[STATE_TAG]) == ("KILLED", "PRUNED")
-    epochs_logged = len(MlflowClient().get_metric_history(runs["2"].info.run_id, "val_accuracy"))
+    epochs_logged = len(MlflowClient().get_metric_history(runs["2"].info.run_id, "epoch_val_accuracy"))
     assert epochs_logged == 1  # stopped after its first epoch, before its last
-    assert len(MlflowClient().get_metric_history(runs["0"].info.run_id, "val_accuracy")) == 2
+    assert len(MlflowClient().get_metric_history(runs["0"].info.run_id, "epoch_val_accuracy")) == 2
 
 
 # --- bad options -----------------------------------------------------------------------------------

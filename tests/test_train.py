@@ -102,19 +102,20 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     assert client.get_model_version("linked", registered.version).source == f"models:/{model_id}"
     assert '"name": "linked"' in mlflow.get_logged_model(model_id).tags["mlflow.modelVersions"]
     by_key = {(m.key, m.dataset_digest): m.value for m in mlflow.get_logged_model(model_id).metrics}
-    assert by_key[("final_val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
+    assert by_key[("val_accuracy", params["val_data_hash"][:16])] == pytest.approx(result.val_accuracy)
     assert by_key[("test_accuracy", params["test_data_hash"][:16])] == pytest.approx(result.test.accuracy)
     # ...and nothing else: no per-epoch value (MLflow copies the run's metrics of the model's step onto it), each
     # final metric once per dataset
     keys = [m.key for m in mlflow.get_logged_model(model_id).metrics]
-    assert sorted(keys) == sorted({"final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
+    assert sorted(keys) == sorted({"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                    "test_errors"}), keys
     description = mlflow.get_logged_model(model_id).tags["mlflow.note.content"]  # the UI's "Description"
     assert description.startswith("Sign MNIST recognizer") and f"test accuracy {result.test.accuracy:.4f}" in description
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
+    for key in ("epoch_loss", "epoch_accuracy", "epoch_val_loss", "epoch_val_accuracy", "epoch_learning_rate",
+                "epoch_seconds"):
         history = client.get_metric_history(result.run_id, key)
         assert [m.step for m in history] == list(range(fast_config.epochs)), key
-    lrs = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    lrs = [m.value for m in client.get_metric_history(result.run_id, "epoch_learning_rate")]
     schedule = learning_rate_schedule(fast_config)
     assert lrs == pytest.approx([schedule(e) for e in range(fast_config.epochs)], rel=1e-5)
     metrics = run.data.metrics
@@ -259,7 +260,7 @@ def test_ensemble_is_logged_and_served_as_one_model_averaging_its_members(fast_c
     np.testing.assert_allclose(network.predict(x, verbose=0), (outputs[0] + outputs[1]) / 2, atol=1e-6)  # averaged
     assert result.trainable_params == 2 * sum(int(np.prod(w.shape)) for w in members[0].trainable_weights)
     client = MlflowClient()
-    for key in ("val_accuracy", "member1_val_accuracy"):  # each member's epochs are in the run
+    for key in ("epoch_val_accuracy", "member1_epoch_val_accuracy"):  # each member's epochs are in the run
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1, 2], key
     with pytest.raises(InputError, match="ensemble > 1 is for architecture cnn only"):
         fast_config.replace(ensemble=2, architecture="resnet50")
