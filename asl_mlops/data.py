@@ -85,7 +85,8 @@ def load_csv(path: str | Path) -> Dataset:
     path = Path(path)
     name = str(path)
     if not path.exists():
-        raise InputError(f"{name}: file not found. Get the Sign MNIST CSVs with `asl-mlops data download` "
+        raise InputError(f"{name}: file not found (expected a Sign MNIST CSV, or a photo folder with one sub-folder "
+                         f"per letter). Get the Sign MNIST CSVs with `asl-mlops data download` "
                          f"(needs a Kaggle account), or write a synthetic set with `asl-mlops data synth --out "
                          f"data/synthetic` and pass its files (--train-data/--test-data, -P train_data=...)")
     if not path.is_file():
