@@ -361,7 +361,3 @@ def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
                     _save(_cache_file(cache_dir, model_digest, photos.file_hashes[i]), hands[i])
     return Detections(tuple(hands), len(photos) - len(todo), time.perf_counter() - start)
 
-
-def detect_many(detector: HandDetector, images: Sequence[np.ndarray]) -> list[Hand | None]:
-    """`detector.detect` over RGB photos, in order."""
-    return [detector.detect(image) for image in images]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from asl_mlops.errors import InputError
-from asl_mlops.hands import Detections, Hand, detect_photos, hand_model_path
+from asl_mlops.hands import Detections, Hand, detect_photos
 from asl_mlops.keypoints import canonical_points, features, features_from_points, rotated_copies
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 
@@ -32,16 +31,6 @@ AUGMENT_COPIES = 5
 AUGMENT_DEGREES = 30.0
 AUGMENT_SCALE = 0.1
 AUGMENT_JITTER = 0.05
-
-
-@dataclass(frozen=True)
-class PhotoParts:
-    """A photo set split in two, with the hands found in each photo."""
-
-    train: "PhotoSet"
-    held_out: "PhotoSet"
-    train_hands: tuple[Hand | None, ...]
-    held_out_hands: tuple[Hand | None, ...]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,17 +98,17 @@ def features_or_zeros(hands: tuple[Hand | None, ...]) -> tuple[np.ndarray, np.nd
     return x, found
 
 
-def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarray,
-                                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features and one-hot labels of the hands found in the training photos, each hand followed by its
-    AUGMENT_COPIES turned copies (drawn once per run, from `seed`)."""
+def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarray, seed: int,
+                                copies: int = AUGMENT_COPIES,
+                                jitter: float = AUGMENT_JITTER) -> tuple[np.ndarray, np.ndarray]:
+    """Features and one-hot labels of the hands found in the training photos, each hand followed by its `copies`
+    turned copies with keypoint noise `jitter` (drawn once per run, from `seed`)."""
     kept = [i for i, hand in enumerate(hands) if hand is not None]
     if not kept:
         raise InputError("no hand was found in any training photo: the photo recognizer has nothing to learn from")
     image, world = canonical_points([hands[i] for i in kept])
-    image, world = rotated_copies(image, world, AUGMENT_COPIES, AUGMENT_DEGREES, AUGMENT_SCALE, seed,
-                                  jitter=AUGMENT_JITTER)
-    y = np.tile(one_hot_labels(labels[kept]), (AUGMENT_COPIES + 1, 1))
+    image, world = rotated_copies(image, world, copies, AUGMENT_DEGREES, AUGMENT_SCALE, seed, jitter=jitter)
+    y = np.tile(one_hot_labels(labels[kept]), (copies + 1, 1))
     return features_from_points(image, world), y
 
 

@@ -71,15 +71,8 @@ def run_fold(variant: str, hands, labels, train_mask, test_mask, seed: int, epoc
         probabilities = np.zeros((int(found.sum()), 24))
         probabilities[:, model.classes_] = model.predict_proba(x_test[found])
         return evaluate_probabilities(y_test, probabilities, found=found).accuracy
-    copies, jitter = photo_data.AUGMENT_COPIES, photo_data.AUGMENT_JITTER
-    try:
-        if variant == "no-augment":
-            photo_data.AUGMENT_COPIES = 0
-        if variant == "no-jitter":
-            photo_data.AUGMENT_JITTER = 0.0
-        x_train, y_train = photo_data.augmented_training_features(train_hands, labels[train_mask], seed)
-    finally:
-        photo_data.AUGMENT_COPIES, photo_data.AUGMENT_JITTER = copies, jitter
+    recipe = {"no-augment": {"copies": 0}, "no-jitter": {"jitter": 0.0}}.get(variant, {})
+    x_train, y_train = photo_data.augmented_training_features(train_hands, labels[train_mask], seed, **recipe)
     config = TrainConfig(architecture="keypoints", epochs=epochs, seed=seed)
     keras.utils.set_random_seed(seed)
     model = build_model(config)
