@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray, found:
     return Evaluation(float(accuracy_score(y_true, y_pred)), float(loss), report, y_true, y_pred)
 
 
-def log_evaluation(evaluation: Evaluation, images: np.ndarray, prefix: str = "test") -> None:
+def log_evaluation(evaluation: Evaluation, images: "np.ndarray | Sequence[np.ndarray]", prefix: str = "test") -> None:
     """Log metrics, the classification report (text + JSON) and the evaluation plots to the active run."""
     from asl_mlops.tracking import log_figures
 
@@ -156,7 +157,7 @@ def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation
     from tqdm import tqdm
 
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.photo_data import thumbnails
+    from asl_mlops.photo_data import Thumbnails
     from asl_mlops.photos import load_photo_folder, read_rgb
 
     photos = load_photo_folder(folder)  # validates before anything is loaded or logged
@@ -176,5 +177,5 @@ def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation
             mlflow.log_params({"model_uri": model_uri, "data": folder, "data_hash": photos.content_hash,
                                "rows": len(photos)})
             mlflow.log_metric("test_hands_found", float(found_mask.sum()))
-            log_evaluation(evaluation, thumbnails(photos, tuple(hands)), prefix="test")
+            log_evaluation(evaluation, Thumbnails(photos, hands), prefix="test")
     return evaluation

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +21,9 @@ from asl_mlops.errors import InputError
 from asl_mlops.hands import Detections, Hand, detect_photos
 from asl_mlops.keypoints import canonical_points, features, features_from_points, rotated_copies
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
+
+if TYPE_CHECKING:
+    from asl_mlops.photos import PhotoSet
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +72,23 @@ def one_hot_labels(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels_to_indices(labels)]
 
 
-def thumbnails(photos: "PhotoSet", hands: tuple[Hand | None, ...]) -> np.ndarray:
-    """RGB uint8 (N, THUMBNAIL, THUMBNAIL, 3): each photo cropped to its hand's box (whole if none), squared."""
-    import cv2
+class Thumbnails(Sequence):
+    """The photos as the misclassified grid shows them: each cropped to its hand's box (whole if none), squared,
+    RGB uint8 (THUMBNAIL, THUMBNAIL, 3). Made when asked for: the grid shows at most a few dozen, so the test
+    photos are not all decoded again."""
 
-    from asl_mlops.photos import read_rgb
+    def __init__(self, photos: "PhotoSet", hands: Sequence[Hand | None]) -> None:
+        self.paths, self.hands = photos.paths, tuple(hands)
 
-    out = np.zeros((len(photos), THUMBNAIL, THUMBNAIL, 3), dtype=np.uint8)
-    for i, (path, hand) in enumerate(zip(photos.paths, hands)):
-        rgb = read_rgb(path)
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        import cv2
+
+        from asl_mlops.photos import read_rgb
+
+        rgb, hand = read_rgb(self.paths[i]), self.hands[i]
         if hand is not None:
             height, width = rgb.shape[:2]
             x, y, w, h = hand.box
@@ -83,8 +96,7 @@ def thumbnails(photos: "PhotoSet", hands: tuple[Hand | None, ...]) -> np.ndarray
             cx, cy = (x + w / 2) * width, (y + h / 2) * height
             x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
             rgb = rgb[y0:int(cy + side / 2) + 1, x0:int(cx + side / 2) + 1]
-        out[i] = cv2.resize(rgb, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
-    return out
+        return cv2.resize(rgb, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
 
 
 def features_or_zeros(hands: tuple[Hand | None, ...]) -> tuple[np.ndarray, np.ndarray]:

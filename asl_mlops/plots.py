@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -53,7 +55,7 @@ def training_curves_figure(history: dict[str, list[float]]) -> Figure:
     return fig
 
 
-def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, max_images: int = 36) -> Figure:
+def misclassified_figure(images: "np.ndarray | Sequence[np.ndarray]", y_true: np.ndarray, y_pred: np.ndarray, max_images: int = 36) -> Figure:
     """Grid of up to `max_images` misclassified images (28x28 gray, or photo thumbnails) titled 'true X / pred Y'."""
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     cols = 6

@@ -67,7 +67,8 @@ class PreparedData:
     y_val: np.ndarray  # one-hot
     x_test: np.ndarray
     y_test: np.ndarray  # class indices (N,)
-    test_images: np.ndarray  # raw uint8 (N, 28, 28), or photo thumbnails (N, 64, 64, 3), for the misclassified grid
+    # raw uint8 (N, 28, 28), or the test photos' thumbnails (asl_mlops.photo_data.Thumbnails), for the misclassified grid
+    test_images: np.ndarray | Sequence[np.ndarray]
     params: dict[str, object] = field(default_factory=dict)  # data hashes and row counts
     # Photo data only: which validation and test photos had a hand found (the others count as errors).
     val_found: np.ndarray | None = None  # over all validation photos; x_val/y_val hold the found ones only
@@ -152,7 +153,7 @@ def prepare_photo_data(config: TrainConfig) -> PreparedData:
               "test_hands_found": int(test_found.sum()), "augment_copies": photo_data.AUGMENT_COPIES,
               "hand_model_sha256": file_sha256(model)}
     return PreparedData(x_train, y_train, x_val[val_found], photo_data.one_hot_labels(val_set.labels)[val_found],
-                        x_test, labels_to_indices(test_set.labels), photo_data.thumbnails(test_set, test_hands),
+                        x_test, labels_to_indices(test_set.labels), photo_data.Thumbnails(test_set, test_hands),
                         params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),
                         test_found=test_found)
 
