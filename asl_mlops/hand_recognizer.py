@@ -39,29 +39,16 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "mediapi
 def photos_from_frame(frame: Any) -> list[np.ndarray]:
     """Validate a request and decode its photos to RGB arrays; InputError naming the row and column."""
     from asl_mlops.photos import decode_rgb
-    from asl_mlops.serving import IMAGE_COLUMN, MAX_ROWS, base64_bytes
+    from asl_mlops.serving import IMAGE_COLUMN, base64_bytes, check_batch_size, decoded_cells, request_table
 
-    if isinstance(frame, dict):
-        frame = pd.DataFrame(frame)
-    if not isinstance(frame, pd.DataFrame):
-        raise InputError(f"input must be a table with one column 'image'; got {type(frame).__name__}")
-    columns = [str(c) for c in frame.columns.tolist()]
+    frame, columns = request_table(frame, "one column 'image'")
     if columns != [IMAGE_COLUMN]:
         pixel = any(c.startswith("pixel") for c in columns)
         raise InputError("this recognizer reads photos: send one column 'image' (base64 PNG or JPEG)"
                          + ("; Sign MNIST pixel rows are for the Sign MNIST recognizer" if pixel
                             else f", not {', '.join(repr(c) for c in columns[:5])}"))
-    if len(frame) == 0:
-        raise InputError("empty batch: send at least one row")
-    if len(frame) > MAX_ROWS:
-        raise InputError(f"batch of {len(frame)} rows is larger than the limit of {MAX_ROWS} rows per request")
-    photos = []
-    for row, text in enumerate(frame.iloc[:, 0].tolist()):
-        try:
-            photos.append(decode_rgb(base64_bytes(text)))
-        except ValueError as err:
-            raise InputError(f"row {row}, column {IMAGE_COLUMN}: {err}") from None
-    return photos
+    check_batch_size(len(frame))
+    return decoded_cells(frame.iloc[:, 0].tolist(), lambda text: decode_rgb(base64_bytes(text)))
 
 
 def answer_rows(probabilities: np.ndarray, hands: list[Any]) -> pd.DataFrame:

@@ -221,29 +221,48 @@ def _pixel_rows(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def _image_rows(frame: pd.DataFrame) -> np.ndarray:
-    """Decode the image form; returns uint8 (N, 28, 28)."""
-    images = np.empty((len(frame), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    for row, text in enumerate(frame[IMAGE_COLUMN].tolist()):
+def decoded_cells(cells: list[Any], decode: Callable[[Any], Any]) -> list[Any]:
+    """`decode` of each `image` cell; its ValueError becomes an InputError naming the row and column."""
+    decoded = []
+    for row, text in enumerate(cells):
         try:
-            images[row] = decode_base64_image(text)
+            decoded.append(decode(text))
         except ValueError as err:
             raise InputError(f"row {row}, column {IMAGE_COLUMN}: {err}") from None
-    return images
+    return decoded
 
 
-def images_from_frame(frame: Any) -> np.ndarray:
-    """Validate a request (either form, see the module docstring) and return its images, uint8 (N, 28, 28)."""
+def _image_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Decode the image form; returns uint8 (N, 28, 28)."""
+    return np.stack(decoded_cells(frame[IMAGE_COLUMN].tolist(), decode_base64_image)).astype(np.uint8, copy=False)
+
+
+def request_table(frame: Any, expected: str) -> tuple[pd.DataFrame, list[str]]:
+    """A request as a DataFrame and its column names as text; InputError if it is not a table (`expected` says
+    which columns to send)."""
     if isinstance(frame, dict):
         try:
             frame = pd.DataFrame(frame)
         except (ValueError, TypeError) as err:
             raise InputError(f"input is not a table of rows: {err}") from None
     if not isinstance(frame, pd.DataFrame):
-        raise InputError("input must be a table (dataframe_split or dataframe_records) with columns "
-                         f"pixel1..pixel784 or image; got {type(frame).__name__}")
+        raise InputError(f"input must be a table (dataframe_split or dataframe_records) with {expected}; "
+                         f"got {type(frame).__name__}")
     # tolist() first: iterating pandas' Arrow-backed column index name by name costs ~0.5 ms for 784 names.
-    columns = [str(c) for c in frame.columns.tolist()]
+    return frame, [str(c) for c in frame.columns.tolist()]
+
+
+def check_batch_size(rows: int) -> None:
+    """InputError for an empty batch or one over MAX_ROWS."""
+    if rows == 0:
+        raise InputError("empty batch: send at least one row")
+    if rows > MAX_ROWS:
+        raise InputError(f"batch of {rows} rows is larger than the limit of {MAX_ROWS} rows per request")
+
+
+def images_from_frame(frame: Any) -> np.ndarray:
+    """Validate a request (either form, see the module docstring) and return its images, uint8 (N, 28, 28)."""
+    frame, columns = request_table(frame, "columns pixel1..pixel784 or image")
     unknown = [c for c in columns if c not in _KNOWN_COLUMNS]
     if unknown:
         shown = ", ".join(repr(c) for c in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
@@ -254,10 +273,7 @@ def images_from_frame(frame: Any) -> np.ndarray:
     has_image = IMAGE_COLUMN in columns
     if has_image and any(c.startswith("pixel") for c in columns):
         raise InputError("mixed input forms: send either pixel1..pixel784 columns or an image column, not both")
-    if len(frame) == 0:
-        raise InputError("empty batch: send at least one row")
-    if len(frame) > MAX_ROWS:
-        raise InputError(f"batch of {len(frame)} rows is larger than the limit of {MAX_ROWS} rows per request")
+    check_batch_size(len(frame))
     if frame.columns.tolist() != columns:  # names that were not strings (e.g. from dataframe_records)
         frame = frame.set_axis(columns, axis=1)
     return _image_rows(frame) if has_image else _pixel_rows(frame, columns)
