@@ -137,29 +137,34 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def train_small_recognizer(workdir: Path, experiment: str, **changes: object) -> tuple[str, RunResult]:
+    """A small Sign MNIST recognizer (synthetic set written to workdir/data; 5 epochs of batch 32 learn it) logged
+    in a SQLite store in `workdir`, with `changes` to its TrainConfig; returns (tracking URI, its run)."""
+    write_synthetic(workdir / "data", train_rows=2400, test_rows=720)
+    tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    config = TrainConfig(train_data=str(workdir / "data" / "sign_mnist_train.csv"),
+                         test_data=str(workdir / "data" / "sign_mnist_test.csv"), cache_dir=str(workdir / "cache"),
+                         epochs=5, batch_size=32, ema=False, seed=0, cnn_filters=PLUMBING_CNN, ensemble=1)
+    cwd = Path.cwd()
+    os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
+    try:
+        with using_store(tracking_uri):
+            mlflow.set_experiment(experiment)
+            return tracking_uri, train_and_evaluate(config.replace(**changes))
+    finally:
+        os.chdir(cwd)
+
+
 def acquire() -> ServedModel:
     """The shared served model, trained and started on first use."""
     global _served
     if _served is None:
         workdir = Path(tempfile.mkdtemp(prefix="asl-serving-tests-"))
-        synthetic_dir = workdir / "data"
-        write_synthetic(synthetic_dir, train_rows=2400, test_rows=720)  # small: 5 epochs of batch 32 learn it
-        test = load_csv(synthetic_dir / "sign_mnist_test.csv")
-        tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-        config = TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
-                             test_data=str(synthetic_dir / "sign_mnist_test.csv"),
-                             cache_dir=str(workdir / "cache"), epochs=5, batch_size=32, ema=False, seed=0,
-                             cnn_filters=PLUMBING_CNN, ensemble=1)
-        cwd = Path.cwd()
-        os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
-        try:
-            with using_store(tracking_uri):
-                mlflow.set_experiment("serving-tests")
-                result = train_and_evaluate(config)
-                version = mlflow.register_model(result.model_uri, MODEL_NAME)
-                mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
-        finally:
-            os.chdir(cwd)
+        tracking_uri, result = train_small_recognizer(workdir, "serving-tests")
+        test = load_csv(workdir / "data" / "sign_mnist_test.csv")
+        with using_store(tracking_uri):
+            version = mlflow.register_model(result.model_uri, MODEL_NAME)
+            mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
         process, url = start_server(f"models:/{MODEL_NAME}@champion", tracking_uri, workdir / "server.log")
         _served = ServedModel(url, tracking_uri, result, test.images, test.labels, workdir, process)
     _served.users += 1

@@ -26,7 +26,7 @@ import requests
 
 from asl_mlops.server import DEFAULT_MAX_BODY_BYTES
 from conftest import REAL_HANDS, real_hand_photos
-from served_model import free_port, png_base64, stop_server, using_store
+from served_model import free_port, png_base64, stop_server, train_small_recognizer
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Known to work with Debian's Chromium as root, in a container without a GPU or network.
@@ -89,32 +89,12 @@ def predicted(url: str, image_base64: str) -> dict:
 def sign_mnist_page_server() -> Iterator[tuple[str, Path, str]]:
     """`asl-mlops serve` of a small Sign MNIST recognizer trained here, and a photo it reads correctly:
     yields (base URL, photo path, its letter). Everything lives in one mkdtemp folder, deleted after."""
-    from asl_mlops.config import TrainConfig
     from asl_mlops.data import load_csv
-    from asl_mlops.synth import write_synthetic
-    from asl_mlops.train import train_and_evaluate
-
-    from conftest import PLUMBING_CNN
-
-    import mlflow
 
     workdir = Path(tempfile.mkdtemp(prefix="asl-page-tests-"))
     process = None
     try:
-        write_synthetic(workdir / "data", train_rows=2400, test_rows=720)
-        tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-        config = TrainConfig(train_data=str(workdir / "data" / "sign_mnist_train.csv"),
-                             test_data=str(workdir / "data" / "sign_mnist_test.csv"), cache_dir=str(workdir / "cache"),
-                             epochs=5, batch_size=32, ema=False, seed=0, augment=False, cnn_filters=PLUMBING_CNN,
-                             ensemble=1)
-        cwd = Path.cwd()
-        os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
-        try:
-            with using_store(tracking_uri):
-                mlflow.set_experiment("page-tests")
-                result = train_and_evaluate(config)
-        finally:
-            os.chdir(cwd)
+        tracking_uri, result = train_small_recognizer(workdir, "page-tests", augment=False)
 
         port, log = free_port(), workdir / "server.log"
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri}
