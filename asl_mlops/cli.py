@@ -22,7 +22,7 @@ import click
 from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS, SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.quiet_import import import_tensorflow_quietly
-from asl_mlops.server import ServeConfig
+from asl_mlops.serving.app import ServeConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -127,7 +127,7 @@ def data() -> None:
 @user_errors
 def data_download(dataset: str, dest: Path) -> None:
     """Download a dataset from Kaggle (needs Kaggle credentials)."""
-    from asl_mlops.photos import download
+    from asl_mlops.data.download import download
 
     for path in download(dataset, dest):
         click.echo(str(path))
@@ -147,7 +147,7 @@ def data_download(dataset: str, dest: Path) -> None:
 @user_errors
 def data_synth(out: Path, train_rows: int, test_rows: int, variants: int, seed: int) -> None:
     """Write a learnable synthetic dataset in the exact Sign MNIST CSV format (for tests and demos)."""
-    from asl_mlops.synth import write_synthetic
+    from asl_mlops.data.synth import write_synthetic
 
     for path in write_synthetic(out, train_rows=train_rows, test_rows=test_rows, seed=seed, variants=variants):
         click.echo(str(path))
@@ -161,7 +161,7 @@ def data_synth(out: Path, train_rows: int, test_rows: int, variants: int, seed: 
 @user_errors
 def data_synth_photos(out: Path, per_letter: int, seed: int) -> None:
     """Write a synthetic photo folder: letters drawn over noise, no hands (for tests of the folder format)."""
-    from asl_mlops.photos import write_synthetic_photos
+    from asl_mlops.data.synth import write_synthetic_photos
 
     click.echo(str(write_synthetic_photos(out, per_letter=per_letter, seed=seed)))
 
@@ -171,9 +171,9 @@ def data_synth_photos(out: Path, per_letter: int, seed: int) -> None:
 @user_errors
 def data_validate(paths: tuple[Path, ...]) -> None:
     """Check Sign MNIST CSV files and photo folders; exit 2 naming the first bad row and column, or bad photo."""
-    from asl_mlops.data import load_csv
+    from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.labels import label_to_letter
-    from asl_mlops.photos import is_photo_folder, load_photo_folder
+    from asl_mlops.data.photos import is_photo_folder, load_photo_folder
 
     for path in paths:
         if is_photo_folder(path):
@@ -195,7 +195,7 @@ def train_command(**options: Any) -> None:
     use_default_experiment()
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
-    from asl_mlops.train import train_and_register
+    from asl_mlops.training.run import train_and_register
 
     check_tracking_server()
 
@@ -217,11 +217,11 @@ def train_command(**options: Any) -> None:
 @user_errors
 def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool) -> None:
     """Evaluate a logged recognizer on a labelled CSV or photo folder: accuracy, loss, per-letter report."""
-    from asl_mlops.data import load_csv
+    from asl_mlops.data.sign_mnist import load_csv
 
     # bad input fails here, before MLflow and TensorFlow are imported (a photo folder is checked the same way)
     dataset = None if data_path.is_dir() else load_csv(data_path)
-    from asl_mlops.evaluate import evaluate_model_uri
+    from asl_mlops.training.evaluate import evaluate_model_uri
 
     use_default_experiment()
     evaluation = evaluate_model_uri(model_uri, str(data_path), batch_size, log, dataset=dataset)
@@ -241,7 +241,8 @@ def tune_command(**options: Any) -> None:
     (--register) and becomes 'champion' only if it beats the current one on the same data.
     """
     import_tensorflow_quietly()
-    from asl_mlops.sweep import WorkerFailed, run_sweep, run_workers
+    from asl_mlops.tuning.workers import WorkerFailed, run_workers
+    from asl_mlops.tuning.sweep import run_sweep
 
     sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
     sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
@@ -301,7 +302,7 @@ def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | Non
     With no IMAGES, reads one path per line from standard input until a line `x` (or end of input).
     Unreadable or invalid files print `error: ...` and the rest go on; the exit code is 2 if any failed.
     """
-    from asl_mlops.predict import endpoint_predictor, local_predictor, paths_from, run
+    from asl_mlops.serving.client import endpoint_predictor, local_predictor, paths_from, run
 
     predictor = endpoint_predictor(endpoint) if endpoint else local_predictor(model_uri)
     paths = images or paths_from(sys.stdin, prompt=sys.stderr if sys.stdin.isatty() else None)
@@ -322,7 +323,7 @@ def serve_command(**options: Any) -> None:
     JSON that is a list, malformed or nested over 32 levels 400; the model's own checks answer 400 as before.
     One access-log line per request on stdout: client, method, path, status, rows, milliseconds.
     """
-    from asl_mlops.server import serve
+    from asl_mlops.serving.app import serve
 
     serve(ServeConfig(**options))
 

@@ -19,7 +19,7 @@ from asl_mlops.errors import InputError
 ARCHITECTURES = ("auto", "cnn", "resnet50", "keypoints")
 VAL_SPLITS = ("grouped", "random")
 #: Settings added with a default that differs from what runs did before they existed, and that earlier value: a
-#: sweep study recorded before the setting ran with the earlier value (asl_mlops.sweep.check_same_settings).
+#: sweep study recorded before the setting ran with the earlier value (asl_mlops.tuning.sweep.check_same_settings).
 VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"ema_momentum": 0.99, "recompute_batchnorm": False, "ensemble": "1"}
 #: Registered model names we accept: they are quoted into MLflow search filters, so no quotes.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*")
@@ -40,7 +40,7 @@ class TrainConfig:
     test_data: str = knob("data/sign_mnist_test.csv", "Test data of the same kind (CSV or photo folder), used only for "
                                                       "the final evaluation.")
     val_split: str = knob("grouped", "How validation is held out of the training CSV: 'grouped' holds out whole families "
-                                     "of near-duplicate images (new photos, as in the test set; see asl_mlops/split.py), "
+                                     "of near-duplicate images (new photos, as in the test set; see asl_mlops/data/split.py), "
                                      "'random' holds out rows (their near-twins stay in training, so it saturates "
                                      "near 100%).", choices=VAL_SPLITS)
     # Small: every family held out is a photo the logged model never trains on, and on new hands that costs
@@ -62,7 +62,7 @@ class TrainConfig:
                                      "'auto' = keypoints for a photo folder, cnn for a CSV.", choices=ARCHITECTURES)
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
-    # The cnn's width: filters of its three conv blocks (asl_mlops.models.build_cnn).
+    # The cnn's width: filters of its three conv blocks (asl_mlops.training.models.build_cnn).
     cnn_filters: str = knob("32,64,32", "cnn: filters of its three conv blocks, comma-separated. Cost grows with the "
                                         "first block's: 32,64,32 needs 0.42x the CPU per training step of the earlier "
                                         "default 75,50,25 and 0.7x per served image. With val_fraction 0.2 (and the shorter "
@@ -70,13 +70,13 @@ class TrainConfig:
                                         "68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12; with val_fraction 0.05 "
                                         "the two are within the seed spread (4.8 +- 7.7, worst 18, against 2.6 +- 3.8, "
                                         "worst 9; README, Seed robustness).")
-    # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/trunk.py).
+    # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/training/trunk.py).
     trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
                                    "outputs, and train only the trainable tail on them (same model, ~20x faster "
                                    "epochs). No effect for cnn.")
     trunk_views: int = knob(4, "resnet50 with --trunk-cache and augmentation on: augmented views per training image, "
                                "drawn once with the seed and cached; each epoch uses one per image.")
-    # A small ensemble exported as ONE Keras model (asl_mlops.models.average_ensemble), so serving stays one model.
+    # A small ensemble exported as ONE Keras model (asl_mlops.training.models.average_ensemble), so serving stays one model.
     ensemble: str = knob("auto", "Networks to train (seeds seed, seed+1, ...), logged as one model that averages "
                                  "their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 and "
                                  "keypoints (whose ensembles are not supported). Each trains for --epochs, so K networks cost K "
@@ -99,7 +99,7 @@ class TrainConfig:
     ema: bool = knob(True, "Keep an exponential moving average of the weights and use it for evaluation "
                            "(weight averaging, see --ema-momentum; per-epoch val_* metrics use it too).")
     ema_momentum: float = knob(0.999, "Cap of the weight average's momentum, which warms up as (1 + step) / "
-                                      "(10 + step) (asl_mlops/optimizer.py): 0.99 averages over the last ~100 "
+                                      "(10 + step) (asl_mlops/training/optimizer.py): 0.99 averages over the last ~100 "
                                       "steps; 0.999, reached after 9,000 steps, over about the last tenth of a "
                                       "shorter run. 0.999 with --recompute-batchnorm: 45.6 +- 7.4 stand-in errors, "
                                       "worst 55, against 51.0 +- 19.3, worst 73, for 0.99 without it (README, Seed "
@@ -108,7 +108,7 @@ class TrainConfig:
                                            "averaged weights (the mean of the batch statistics over one pass of the "
                                            "augmented training data; logged as batchnorm_seconds). Training leaves "
                                            "those of the raw weights, which a longer average no longer fits.")
-    # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/tta.py).
+    # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/training/tta.py).
     tta: bool = knob(True, "Test-time augmentation: the recognizer (what is registered and served) and the run's "
                            "final val/test metrics average each prediction over 9 views (1-px shifts, +-6 deg "
                            "rotations, +-6% zooms). The Keras network inside the recognizer stays the plain network.")
@@ -225,7 +225,7 @@ class TrainConfig:
 #: epoch, leave BatchNorm's moving statistics unsettled after 3 epochs and score ~0.14).
 DEMO_TRAIN_ROWS = 9600
 DEMO_TEST_ROWS = 720
-# (Here, not in asl_mlops.synth, so the CLI shows them without importing OpenCV and pandas at start-up.)
+# (Here, not in asl_mlops.data.synth, so the CLI shows them without importing OpenCV and pandas at start-up.)
 
 
 PRUNERS = ("median", "hyperband", "none")
@@ -236,7 +236,7 @@ SWEPT_FIELDS = ("learning_rate", "decay_rate", "l2")  # TrainConfig fields an Op
 class SweepConfig:
     """How `asl-mlops tune` searches: the study, its storage, the pruner and the search-space bounds.
 
-    Everything else a trial needs is a `TrainConfig`, fixed for the whole sweep (asl_mlops.sweep).
+    Everything else a trial needs is a `TrainConfig`, fixed for the whole sweep (asl_mlops.tuning.sweep).
     """
 
     # The study: n_trials counts trials of the whole study, so re-running the same name resumes it.
@@ -305,5 +305,5 @@ class SweepConfig:
         """The MLflow params of the sweep's parent run (the storage URL without its password)."""
         # Booleans as MLproject spells them, like TrainConfig.to_params.
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in dataclasses.asdict(self).items()}
-        params.pop("storage")  # logged as a tag, password hidden (asl_mlops.sweep)
+        params.pop("storage")  # logged as a tag, password hidden (asl_mlops.tuning.sweep)
         return params

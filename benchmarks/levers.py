@@ -13,7 +13,7 @@ each lever is applied to the trained models and scored on the stand-in:
 - `bn-reestimate`: BatchNorm moving statistics recomputed for the final (EMA-averaged) weights by one
   pass over T with the training augmentation (Keras' EMA averages only trainable weights, so the
   statistics belong to the raw weights of the last steps). Training does this itself since the default
-  `ema_momentum` became 0.999 (asl_mlops.train.reestimate_batchnorm), so for models trained since, it
+  `ema_momentum` became 0.999 (asl_mlops.training.run.reestimate_batchnorm), so for models trained since, it
   only re-runs that pass; it tells on models trained before (kept in `--models-dir`). With `--set ensemble=2`
   it changes nothing (the kept model's BatchNorm layers are inside its members, and training did each
   member's pass).
@@ -21,12 +21,12 @@ each lever is applied to the trained models and scored on the stand-in:
 - `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
 - `tta-zero5`: the same with zeros shifted in (what Keras' ZeroPadding2D + Cropping2D do in a model).
 - `tta-affine9`: the shift5 views plus rotations of +-6 degrees and zooms of +-6%.
-- `tta`: asl_mlops.tta as shipped (the recognizer's and the run's final metrics' path): the affine9 views
+- `tta`: asl_mlops.training.tta as shipped (the recognizer's and the run's final metrics' path): the affine9 views
   through `keras.ops.image.affine_transform`.
 - `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
 
 Per lever: stand-in errors mean +- sd and worst over seeds (over combinations for ensembles), the
-photos misread (stand-in families, asl_mlops.split.find_families, with more than half of their variants
+photos misread (stand-in families, asl_mlops.data.split.find_families, with more than half of their variants
 wrong: the errors come in whole photos; `tta_errors_by_photo` in the JSON lists each seed's), and the
 training cost relative to one default run. The `bn-reestimate` rows re-run the pass with the recipe's own
 settings (`--set` included). Models already in `--models-dir` are not trained again; `--out` holds the results.
@@ -56,7 +56,7 @@ def photos_misread(probabilities, y, family) -> int:
 
 def standin_summary(predictions, y, family) -> dict:
     """Stand-in errors (mean +- sd, worst, best) and photos misread over `predictions` (seeds or ensembles)."""
-    from asl_mlops.evaluate import evaluate_probabilities
+    from asl_mlops.training.evaluate import evaluate_probabilities
 
     errors = [evaluate_probabilities(y, p).errors for p in predictions]
     photos = [photos_misread(p, y, family) for p in predictions]
@@ -100,10 +100,10 @@ def tta_views(x, kind: str):
 
 def bn_reestimated(model, x_train, y_train, config):
     """A copy of `model` whose BatchNorm moving statistics are recomputed over one augmented pass of T
-    (asl_mlops.train.reestimate_batchnorm, which training now runs itself after weight averaging)."""
+    (asl_mlops.training.run.reestimate_batchnorm, which training now runs itself after weight averaging)."""
     import keras
 
-    from asl_mlops.train import reestimate_batchnorm
+    from asl_mlops.training.fit import reestimate_batchnorm
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -162,10 +162,10 @@ def main() -> None:
     import numpy as np
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.training.evaluate import evaluate_probabilities, predict_probabilities
     from asl_mlops.labels import index_to_letter
-    from asl_mlops.split import find_families
-    from asl_mlops.train import split_data
+    from asl_mlops.data.split import find_families
+    from asl_mlops.training.inputs import split_data
 
     overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
@@ -210,7 +210,7 @@ def main() -> None:
         probs["tta-affine9"][seed] = np.mean(per_view, axis=0)
         probs["tta-zero5"][seed] = np.mean([per_view[0]] + [predict_probabilities(model, v)
                                                             for v in views["zero5"][1:]], axis=0)
-        probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.tta, as shipped
+        probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.training.tta, as shipped
         config = TrainConfig(seed=seed, **recipe)  # the augmentation and batch size the model trained with
         recalibrated = bn_reestimated(model, data.x_train, data.y_train, config)
         probs["bn-reestimate"][seed] = predict_probabilities(recalibrated, data.x_test)

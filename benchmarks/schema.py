@@ -31,7 +31,8 @@ def main() -> None:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from asl_mlops.serving import IMAGE_COLUMN, LABEL_COLUMN, PIXEL_COLUMNS, pixel_frame, recognizer_signature
+    from asl_mlops.serving.requests import IMAGE_COLUMN, LABEL_COLUMN, PIXEL_COLUMNS, pixel_frame
+    from asl_mlops.serving.recognizer import recognizer_signature
 
     class Rows(mlflow.pyfunc.PythonModel):
         """Answers the row count: a model that costs nothing, so the timings are MLflow's alone."""

@@ -4,7 +4,7 @@ default recipe's spread over training seeds, judged on a stand-in test set.
     python benchmarks/selection.py --train-data ../shared/data/sign_mnist_train.csv.gz
 
 The real test CSV is withheld, so a stand-in is carved from the training CSV: a grouped holdout (whole
-families of near-duplicates, asl_mlops.split) of `--standin-fraction`, fixed by `--standin-seed`, never
+families of near-duplicates, asl_mlops.data.split) of `--standin-fraction`, fixed by `--standin-seed`, never
 used for training or validation. From the rest:
 
 - G, the grouped validation split (`grouped_split`, `--val-fraction`, default 0.2 as runs had before their default
@@ -67,8 +67,8 @@ def carve(train_data: str, standin_fraction: float, standin_seed: int, val_fract
     `val_fraction`: G's share of the rest's families. `all_photos` (benchmarks/levers.py): T as many rows as
     usual, drawn at random from all of the rest's photos (G's included), so T holds every photo but fewer
     variants of each: whether more distinct hands, at the same rows, pay on the stand-in."""
-    from asl_mlops.data import load_csv
-    from asl_mlops.split import Split, grouped_split, random_split
+    from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.data.split import Split, grouped_split, random_split
 
     csv = load_csv(train_data)
     standin = grouped_split(csv, standin_fraction, standin_seed, what="standin_fraction")
@@ -98,10 +98,11 @@ def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None 
     import numpy as np
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.training.evaluate import evaluate_probabilities, predict_probabilities
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.preprocess import to_model_input
-    from asl_mlops.train import split_data, train_and_evaluate
+    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.training.inputs import split_data
+    from asl_mlops.training.run import train_and_evaluate
 
     csv, split, random_val, standin = parts
     changes = recipe_changes(recipe, epochs, overrides)
@@ -215,7 +216,7 @@ def main() -> None:
     if not args.report_only:
         import mlflow
 
-        from asl_mlops.data import load_csv
+        from asl_mlops.data.sign_mnist import load_csv
 
         csv, split, random_val, standin, info = carve(args.train_data, args.standin_fraction, args.standin_seed, args.val_fraction)
         info.update(train_data=args.train_data, train_data_hash=load_csv(args.train_data).content_hash,

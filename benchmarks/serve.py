@@ -47,8 +47,8 @@ def train_and_register(workdir: Path, train_data: str | None, epochs: int, ensem
     import mlflow
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.synth import write_synthetic
-    from asl_mlops.train import train_and_evaluate
+    from asl_mlops.data.synth import write_synthetic
+    from asl_mlops.training.run import train_and_evaluate
 
     write_synthetic(workdir / "data")
     train = train_data or str(workdir / "data" / "sign_mnist_train.csv")
@@ -437,7 +437,7 @@ def main() -> None:
     import numpy as np
     import requests
 
-    from asl_mlops.serving import PIXEL_COLUMNS
+    from asl_mlops.serving.requests import PIXEL_COLUMNS
 
     workdir = Path(tempfile.mkdtemp(prefix="asl-serve-bench-"))
     try:

@@ -28,16 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def nearest_similarity(held_out: np.ndarray, train: np.ndarray, block: int = 2048) -> np.ndarray:
     """Cosine similarity of each held-out image to its nearest training image."""
-    from asl_mlops.split import family_features
+    from asl_mlops.data.split import family_features
 
     a, b = family_features(held_out), family_features(train)
     return np.concatenate([(a[i:i + block] @ b.T).max(axis=1) for i in range(0, len(a), block)])
 
 
 def main() -> None:
-    from asl_mlops.data import load_csv
+    from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.config import TrainConfig
-    from asl_mlops.split import FAMILY_SIMILARITY, find_families, split_train_val
+    from asl_mlops.data.split import FAMILY_SIMILARITY, find_families, split_train_val
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),

@@ -9,7 +9,7 @@ training image (T) is taken (benchmarks/split.py's `nearest_similarity`: the fea
 with; the withheld test set against the whole training CSV: median 0.89, 1% quantile 0.62). Reported per run:
 that profile, the stand-in photos whose nearest relative in T is >= 0.95 (close relatives: the family
 threshold is 0.98), and, for every photo any run misread (more than half of its variants wrong, with TTA),
-its nearest relative in T under each run's carve. T's photos: the pool's families (asl_mlops.split) with a
+its nearest relative in T under each run's carve. T's photos: the pool's families (asl_mlops.data.split) with a
 variant in T. No model is trained or loaded.
 """
 
@@ -41,8 +41,8 @@ def main() -> None:
 
     import numpy as np
 
-    from asl_mlops.data import load_csv
-    from asl_mlops.split import find_families, grouped_split
+    from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.data.split import find_families, grouped_split
 
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import selection

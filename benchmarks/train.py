@@ -25,7 +25,7 @@
    300 steps, in fresh processes with TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn, 3 rounds each; the ratio of the
    medians.
 6. batchnorm (only when asked, `--only batchnorm`): the same step with BatchNormalization on TensorFlow's fused
-   op (asl_mlops.fused_batchnorm, as `fit` trains) and on Keras' own ops, in turn in one process, 3 rounds each.
+   op (asl_mlops.training.fused_batchnorm, as `fit` trains) and on Keras' own ops, in turn in one process, 3 rounds each.
 
 The real test CSV is withheld, so the runs are given 7,172 rows of the training CSV (the real test set's
 size, so the final evaluation costs what it would) as `test_data`: their test_* metrics measure nothing
@@ -59,8 +59,8 @@ def bench_input(train_data: str, repeats: int = 5) -> dict:
     (best of `repeats`): what a cache of model inputs could save at most."""
     import numpy as np
 
-    from asl_mlops.data import load_csv
-    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.training.preprocess import to_model_input
 
     images = load_csv(train_data).images
     shape_s, load_s = [], []
@@ -109,7 +109,7 @@ def cnn_flops_per_image() -> float:
     """Forward FLOPs of the cnn for one image (2 x multiply-adds of conv and dense layers)."""
     import keras
 
-    from asl_mlops.models import build_cnn
+    from asl_mlops.training.models import build_cnn
 
     model = build_cnn()
     flops = 0.0
@@ -129,9 +129,9 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
     import numpy as np
 
     from asl_mlops.labels import NUM_CLASSES
-    from asl_mlops.models import average_ensemble, build_cnn
-    from asl_mlops.serving import traced_forward
-    from asl_mlops.train import LOSS_AND_METRICS
+    from asl_mlops.training.models import average_ensemble, build_cnn
+    from asl_mlops.serving.recognizer import traced_forward
+    from asl_mlops.training.fit import LOSS_AND_METRICS
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (128, 28, 28, 1)).astype(np.float32)
@@ -183,14 +183,15 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     importlib.import_module("asl_mlops")  # first: it picks TensorFlow's CPU kernels before keras loads TensorFlow
     import keras
 
-    from asl_mlops.augment import build_augmentation, make_dataset
+    from asl_mlops.training.augment import build_augmentation, make_dataset
     from asl_mlops.config import TrainConfig
-    from asl_mlops.data import load_csv
-    from asl_mlops.fused_batchnorm import fused_batchnorm
-    from asl_mlops.models import build_model
-    from asl_mlops.preprocess import to_model_input
+    from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.training.fused_batchnorm import fused_batchnorm
+    from asl_mlops.training.models import build_model
+    from asl_mlops.training.preprocess import to_model_input
     from asl_mlops.tracking import training_device
-    from asl_mlops.train import loss_and_metrics, one_hot, training_optimizer
+    from asl_mlops.training.fit import loss_and_metrics, training_optimizer
+    from asl_mlops.training.inputs import one_hot
 
     config = TrainConfig()
     csv = load_csv(train_data)
@@ -309,7 +310,7 @@ def main() -> None:
             for name, t in w["served_image_tta9"].items():
                 rows.append((f"served image, TTA 9 views: {name}", f"{t['cpu_ms']:.2f} ms CPU",
                              f"{t['wall_ms']:.2f} ms wall"))
-        from asl_mlops.data import load_csv, write_csv
+        from asl_mlops.data.sign_mnist import load_csv, write_csv
 
         full = load_csv(train_data)
         test_csv = write_csv((full.images[:TEST_ROWS], full.labels[:TEST_ROWS]), tmp_path / "test-sized.csv")

@@ -50,7 +50,8 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.train import split_data, train_and_evaluate
+    from asl_mlops.training.inputs import split_data
+    from asl_mlops.training.run import train_and_evaluate
 
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import selection

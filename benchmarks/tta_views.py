@@ -4,8 +4,8 @@
         --models-dir /tmp/levers-work
 
 Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.keras` per training seed,
-on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.tta's own
-path (asl_mlops.evaluate.predict_probabilities with another view list). Per set: stand-in errors mean
+on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.training.tta's own
+path (asl_mlops.training.evaluate.predict_probabilities with another view list). Per set: stand-in errors mean
 +- sd and worst over the models, photos misread (stand-in families with more than half of their variants
 wrong: levers.photos_misread), and the mean errors of ensembles of three models. No training.
 """
@@ -32,7 +32,7 @@ def turns_and_zooms(degrees: float, percent: float) -> list[tuple[float, float, 
     return [(0, 0, degrees, 1.0), (0, 0, -degrees, 1.0), (0, 0, 0, 1 + percent / 100), (0, 0, 0, 1 - percent / 100)]
 
 
-#: View sets in asl_mlops.tta.VIEWS' format (shift down px, shift right px, degrees, zoom); the first is shipped.
+#: View sets in asl_mlops.training.tta.VIEWS' format (shift down px, shift right px, degrees, zoom); the first is shipped.
 VIEW_SETS: dict[str, list[tuple[float, float, float, float]]] = {
     "shipped: shifts 1px, +-6 deg, +-6% (9)": IDENTITY + SHIFT1 + turns_and_zooms(6, 6),
     "+ diagonal 1px shifts (13)": IDENTITY + SHIFT1 + DIAGONAL1 + turns_and_zooms(6, 6),
@@ -58,10 +58,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from asl_mlops.evaluate import predict_probabilities
+    from asl_mlops.training.evaluate import predict_probabilities
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.preprocess import to_model_input
-    from asl_mlops.split import find_families
+    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.data.split import find_families
 
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import levers

@@ -9,8 +9,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from asl_mlops.data import write_csv  # noqa: E402
-from asl_mlops.synth import make_synthetic, write_synthetic  # noqa: E402
+from asl_mlops.data.sign_mnist import write_csv
+from asl_mlops.data.synth import make_synthetic, write_synthetic
 
 #: Real photos of hands (../shared/data/hands beside the repository); tests that need a real hand skip without them.
 REAL_HANDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands"
@@ -35,7 +35,7 @@ def hand_model() -> Path:
     """The HandLandmarker bundle, found as the product finds it (ASL_MLOPS_HAND_MODEL, the user cache, or
     repacked from the mediapipe wheel on the package index once per machine)."""
     from asl_mlops.errors import InputError
-    from asl_mlops.hands import hand_model_path
+    from asl_mlops.hands.landmarker import hand_model_path
 
     try:
         return hand_model_path()

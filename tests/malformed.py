@@ -15,8 +15,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from asl_mlops.data import write_csv
-from asl_mlops.synth import make_synthetic
+from asl_mlops.data.sign_mnist import write_csv
+from asl_mlops.data.synth import make_synthetic
 
 BAD_LINE = 5  # file line of the defective row (header = line 1)
 BAD_COLUMN = "pixel17"  # its defective column

@@ -27,10 +27,10 @@ import numpy as np
 import requests
 
 from asl_mlops.config import TrainConfig
-from asl_mlops.data import load_csv
-from asl_mlops.serving import PIXEL_COLUMNS
-from asl_mlops.synth import write_synthetic
-from asl_mlops.train import RunResult, train_and_evaluate
+from asl_mlops.data.sign_mnist import load_csv
+from asl_mlops.serving.requests import PIXEL_COLUMNS
+from asl_mlops.data.synth import write_synthetic
+from asl_mlops.training.run import RunResult, train_and_evaluate
 
 from conftest import PLUMBING_CNN
 

@@ -114,7 +114,7 @@ def test_predict_and_serving_request_parsing_do_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = "import sys, asl_mlops.predict, asl_mlops.cli; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = "import sys, asl_mlops.serving.client, asl_mlops.cli; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asl_mlops.data import load_csv
+from asl_mlops.data.sign_mnist import load_csv
 from asl_mlops.labels import labels_to_indices
 
 from conftest import PLUMBING_CNN
@@ -88,7 +88,7 @@ def test_mlflow_run_with_bad_data_fails_and_leaves_no_running_run(synthetic_dir,
 @pytest.mark.e2e
 def test_mlflow_run_tune_entry_point_sweeps_and_registers(synthetic_dir, mlflow_store, tmp_path):
     from asl_mlops.registry import CHAMPION
-    from asl_mlops.sweep import ROLE_TAG, STUDY_TAG
+    from asl_mlops.tuning.runs import ROLE_TAG, STUDY_TAG
 
     done = mlflow_run(["-e", "tune", "--experiment-name", "tune",
                        "-P", f"train_data={synthetic_dir / 'sign_mnist_train.csv'}",

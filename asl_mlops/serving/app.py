@@ -1,0 +1,227 @@
+"""Serving stage over HTTP: `asl-mlops serve`, MLflow's own scoring app for the recognizer, under uvicorn
+worker processes, behind a guard that refuses hostile requests before they are parsed and counts what
+it serves.
+
+Request parsing and answers are MLflow's (`mlflow.pyfunc.scoring_server.init`, the app `mlflow models
+serve` runs); rows, pixels and images are checked by the model (asl_mlops.serving). `RequestGuard`, an
+ASGI middleware around that app, only adds what a long-running server needs in front of them:
+
+- **limits before parsing**: POST /invocations needs a Content-Type MLflow parses (415 otherwise; MLflow
+  3.17 answers a missing one with 500); a body over `max_body_bytes` gets 413, decided from
+  Content-Length before reading or while a chunked body streams in; a JSON body must be an object, with
+  balanced brackets, nested at most `MAX_JSON_DEPTH` deep and holding at most `MAX_JSON_CONTAINERS` arrays
+  and objects (400; deep nesting makes MLflow's `json.loads` raise RecursionError, a 500). The check is a
+  scan of the bytes in C (regex + numpy), not a parse: `json.loads` runs once, in MLflow.
+- **Prometheus metrics** at GET /metrics, summed over the workers (prometheus_client's multiprocess
+  mode in a folder this server owns): requests by path and status, a latency histogram, predictions
+  by letter (read from the answers MLflow's app sends).
+- **one access-log line per request**: client, method, path, status, rows answered, milliseconds.
+- **the web page** at GET / (asl_mlops/serving/page/index.html, one self-contained file): upload a photo or turn on the
+  camera and see the letter. It POSTs to /invocations like any client, so the limits above apply to it too,
+  and its Content-Security-Policy lets it load nothing from another host.
+
+Each worker freezes the garbage collector's view of what loading left behind (`gc.freeze`), and the
+listening socket is created as TCP explicitly (so asyncio turns Nagle off): both cost requests tens to
+hundreds of milliseconds otherwise (see `worker_app`, `bind`).
+
+Why not MLServer (the MLflow runtime the issue named first): MLflow 3.17 removed `--enable-mlserver`
+(mlflow/mlflow#23356; MLServer is unmaintained), mlserver 1.7.1 pins fastapi < 0.116 and Python < 3.13,
+and beside our pins it failed to start (uvloop 0.23: "no current event loop" in its inference pool) or,
+without the pool, to load our model (its metadata code needs an input schema, which ours leaves out on
+purpose; see asl_mlops.serving). Its /invocations handler is also a second copy of MLflow's parsing.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from asl_mlops.config import knob
+from asl_mlops.errors import InputError
+from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES
+from asl_mlops.serving.guard import RequestGuard
+#: Worker processes by default: one per CPU, at most this many (each holds TensorFlow and the model, ~0.8 GB
+#: resident).
+MAX_DEFAULT_WORKERS = 4
+#: The environment variable that carries ServeConfig (as JSON) to the uvicorn worker processes.
+CONFIG_ENV = "ASL_MLOPS_SERVE_CONFIG"
+
+logger = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Worker processes when --workers is not given: the CPU count, capped at MAX_DEFAULT_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `asl-mlops serve` serves one model; built by the CLI, passed to the workers as JSON."""
+
+    model_uri: str = knob("models:/asl-recognizer@champion",
+                          "MLflow URI of the recognizer pyfunc: models:/NAME@ALIAS, models:/NAME/VERSION, "
+                          "runs:/RUN_ID/recognizer or a local folder. Downloaded once, then loaded by each worker.")
+    host: str = knob("127.0.0.1", "Interface to listen on; 0.0.0.0 listens on all (no authentication: keep it "
+                                  "behind your own network controls).")
+    port: int = knob(5001, "TCP port to listen on.")
+    # Each worker is a process with its own copy of the model (~0.8 GB resident with TensorFlow), so the CPU
+    # count (capped) is the default: more workers than cores only adds memory and contention.
+    workers: int = knob(default_workers(), "Worker processes, each loading the model once. The default is this "
+                                           f"machine's CPU count, at most {MAX_DEFAULT_WORKERS}:")
+    max_body_bytes: int = knob(DEFAULT_MAX_BODY_BYTES,
+                               "Largest request body in bytes; larger bodies get HTTP 413 before they are read or "
+                               "parsed. The default fits one image at the model's limit (16 MiB, base64-encoded) "
+                               "or a full batch of 1,024 pixel rows.")
+    timeout: int = knob(60, "Seconds one request may take before MLflow's app answers 504 "
+                            "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT).")
+
+    def check(self) -> None:
+        """Raise InputError naming the first setting that cannot work."""
+        if not self.model_uri.strip():
+            raise InputError("--model-uri is empty: give a model URI such as models:/asl-recognizer@champion")
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port {self.port} is not a TCP port (0-65535)")
+        if self.workers < 1:
+            raise InputError(f"--workers {self.workers}: at least 1 worker is needed")
+        if self.max_body_bytes < 1024:
+            raise InputError(f"--max-body-bytes {self.max_body_bytes} is too small for any request (at least 1024)")
+        if self.timeout < 1:
+            raise InputError(f"--timeout {self.timeout}: give at least 1 second")
+
+
+# --- workers and the supervisor -------------------------------------------------------------------
+
+def build_app(model: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> RequestGuard:
+    """MLflow's scoring app for a loaded pyfunc `model`, behind the guard."""
+    from mlflow.pyfunc.scoring_server import init
+
+    return RequestGuard(init(model), max_body_bytes)
+
+
+def worker_app() -> RequestGuard:
+    """uvicorn's app factory in each worker process: load the model the parent downloaded, build the app.
+
+    A model that fails to load exits the worker with uvicorn's STARTUP_FAILURE code, so the supervisor
+    stops instead of restarting it forever."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from asl_mlops.quiet_import import import_tensorflow_quietly
+
+    settings = json.loads(os.environ[CONFIG_ENV])
+    import_tensorflow_quietly()  # the wheel's "Could not find cuda drivers" lines, once per worker otherwise
+    try:
+        from mlflow.pyfunc.scoring_server import load_model_with_mlflow_config
+
+        model = load_model_with_mlflow_config(settings["local_model"])
+    except Exception as err:  # noqa: BLE001 - any load failure ends this worker with a one-line reason
+        logging.getLogger("uvicorn.error").error("cannot load model %s: %s: %s", settings["model_uri"],
+                                                 type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        sys.exit(STARTUP_FAILURE)
+    app = build_app(model, settings["max_body_bytes"])
+    # Move everything loaded so far (TensorFlow, Keras, MLflow, the model: millions of objects) out of the
+    # cyclic garbage collector's reach. Without this, a full collection now and then walks all of them while
+    # requests wait: one such collection per worker within 15 s of 8-client load, pausing it 243 and 878 ms.
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is a one-line error before any model is loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every keep-alive answer (headers and body are two writes) waits ~40 ms for a delayed ACK.
+    # (uvicorn's own --workers socket has proto 0, which `mlflow models serve -w N` inherits.)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        reason = "the port is in use" if err.errno == 98 else err.strerror or str(err)
+        raise InputError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def download_model(model_uri: str, dest: Path) -> Path:
+    """Download the model once for all workers; InputError if the URI names no pyfunc model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
+    except (MlflowException, OSError) as err:
+        lines = [line.strip("# ") for line in (getattr(err, "message", None) or str(err)).splitlines() if line.strip("# ")]
+        raise InputError(f"cannot load model {model_uri}: {' '.join(lines)[:400]}") from None
+    if not (local / "MLmodel").is_file():
+        raise InputError(f"cannot load model {model_uri}: it has no MLmodel file (is it a model folder?)")
+    if "python_function" not in Model.load(str(local)).flavors:
+        raise InputError(f"cannot load model {model_uri}: it has no python_function flavor to serve")
+    return local
+
+
+def uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's logging config plus our access log (uvicorn's own access log is off: ours has rows and ms)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = json.loads(json.dumps(LOGGING_CONFIG))
+    config["formatters"]["access_line"] = {"format": "%(asctime)s %(levelname)s access: %(message)s"}
+    config["handlers"]["access_line"] = {"class": "logging.StreamHandler", "formatter": "access_line",
+                                         "stream": "ext://sys.stdout"}
+    config["loggers"]["asl_mlops"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["asl_mlops.access"] = {"handlers": ["access_line"], "level": "INFO", "propagate": False}
+    return config
+
+
+def worker_environment(config: ServeConfig, local_model: Path, metrics_dir: Path) -> dict[str, str]:
+    """Environment variables the workers inherit: their settings, the metrics folder, their CPU share."""
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    return {CONFIG_ENV: json.dumps({**asdict(config), "local_model": str(local_model)}),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(config.timeout),
+            # N workers share the cores: each gets 1/N of TensorFlow's threads instead of all of them.
+            "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": str(threads)}
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve `config.model_uri` until SIGINT/SIGTERM: bind, download the model, run uvicorn's supervisor
+    with `config.workers` worker processes (a dead worker is replaced). Raises InputError for a bad
+    setting, a port in use or a model that cannot be loaded."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config.check()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar line per file otherwise
+    sock = bind(config.host, config.port)
+    workdir = Path(tempfile.mkdtemp(prefix="asl-mlops-serve-"))
+    try:
+        local_model = download_model(config.model_uri, workdir / "model")
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir()
+        os.environ.update(worker_environment(config, local_model, metrics_dir))
+        server_config = uvicorn.Config(
+            "asl_mlops.serving.app:worker_app", factory=True, workers=config.workers, host=config.host,
+            port=sock.getsockname()[1], access_log=False, log_config=uvicorn_logging(), lifespan="off",
+            # a worker importing TensorFlow can miss the supervisor's 5-second health ping
+            timeout_worker_healthcheck=60)
+        logger.info("serving %s on http://%s:%d with %d worker(s); metrics at /metrics", config.model_uri,
+                    config.host, sock.getsockname()[1], config.workers)
+        supervisor = Multiprocess(server_config, sockets=[sock])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise InputError(f"cannot load model {config.model_uri} in a worker (its reason is logged above)")
+    finally:
+        sock.close()
+        shutil.rmtree(workdir, ignore_errors=True)

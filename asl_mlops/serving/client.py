@@ -1,0 +1,147 @@
+"""Predict letters for image files: with the registered pyfunc model loaded here, or a running server.
+
+Both ways send the file's bytes, base64-encoded, in the `image` request form of `asl_mlops.serving`,
+so the CLI gets exactly what an HTTP client of `mlflow models serve` gets.
+"""
+
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from asl_mlops.errors import InputError
+from asl_mlops.serving.requests import IMAGE_COLUMN
+from asl_mlops.serving.images import encode_image_file
+
+DEFAULT_MODEL_URI = "models:/asl-recognizer@champion"
+QUIT = "x"  # typed alone on a line, ends the interactive loop (as in the original tool)
+REQUEST_TIMEOUT = 60.0  # seconds; the scoring server's own request timeout is 60 s too
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer row of the recognizer."""
+
+    letter: str  # "" when the photo recognizer found no hand (`reason` says so)
+    label: int
+    confidence: float
+    top3: list[dict]
+    box: dict | None = None  # the hand's box as fractions of the photo (photo recognizer only)
+    reason: str = ""  # why there is no letter: "no hand found"
+
+
+class Predictor(Protocol):
+    def __call__(self, image_base64: str) -> Prediction: ...
+
+
+def _prediction(row: dict) -> Prediction:
+    box = row.get("box")
+    return Prediction(str(row["letter"]), int(row["label"]), float(row["confidence"]), list(row["top3"]),
+                      box if isinstance(box, dict) else None, str(row.get("reason") or ""))
+
+
+def local_predictor(model_uri: str) -> Predictor:
+    """Load the pyfunc model at `model_uri` once; the predictor raises InputError for bad images."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from asl_mlops.quiet_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # before the model loads TensorFlow, which would print its no-GPU lines
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as err:
+        raise InputError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
+
+    def predict(image_base64: str) -> Prediction:
+        try:
+            frame = model.predict(pd.DataFrame({IMAGE_COLUMN: [image_base64]}))
+        except MlflowException as err:  # LetterRecognizer's bad-input error
+            raise InputError(err.message) from None
+        return _prediction(frame.iloc[0].to_dict())
+
+    return predict
+
+
+def endpoint_predictor(endpoint: str) -> Predictor:
+    """POST each image to `endpoint`/invocations; 4xx answers become InputError with the server's reason."""
+    import requests
+
+    url = endpoint.rstrip("/") + "/invocations"
+    session = requests.Session()
+
+    def predict(image_base64: str) -> Prediction:
+        body = {"dataframe_split": {"columns": [IMAGE_COLUMN], "data": [[image_base64]]}}
+        try:
+            response = session.post(url, json=body, timeout=REQUEST_TIMEOUT)
+        except requests.RequestException as err:
+            raise InputError(f"cannot reach {url}: {err}") from None
+        if response.status_code != 200:
+            try:
+                message = str(response.json().get("message", response.text))
+            except ValueError:
+                message = response.text
+            # The scoring server prefixes our reason with a dump of the request; keep the reason.
+            raise InputError(f"HTTP {response.status_code}: {message.rsplit('Error: ', 1)[-1].strip()}")
+        return _prediction(response.json()["predictions"][0])
+
+    return predict
+
+
+def predict_file(path: str, predictor: Predictor) -> Prediction:
+    """Prediction for one image file; InputError naming the file if it is unreadable or not an image."""
+    try:
+        image = encode_image_file(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read file ({err.strerror or err})") from None
+    try:
+        return predictor(image)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def paths_from(stream: TextIO, prompt: TextIO | None = None) -> Iterator[str]:
+    """Image paths typed one per line, until a line `x` or end of input; blank lines are skipped.
+
+    With `prompt` (a terminal), asks for each path there; piped input gets no prompts.
+    """
+    while True:
+        if prompt is not None:
+            prompt.write(f"image path ({QUIT} to quit): ")
+            prompt.flush()
+        line = stream.readline()
+        if not line:
+            return
+        path = line.strip()
+        if path == QUIT:
+            return
+        if path:
+            yield path
+
+
+def run(paths: Iterable[str], predictor: Predictor, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Print `path: letter (confidence)` per image (with the hand's box from the photo recognizer, or `path: no
+    hand found`), or `error: path: reason`; returns how many failed.
+
+    `out` and `err` default to the sys.stdout and sys.stderr of the moment of the call.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    failures = 0
+    for path in paths:
+        try:
+            prediction = predict_file(path, predictor)
+        except InputError as error:
+            failures += 1
+            err.write(f"error: {error}\n")
+            err.flush()
+            continue
+        if prediction.reason:
+            out.write(f"{path}: {prediction.reason}\n")
+        elif prediction.box:
+            box = ", ".join(f"{k} {prediction.box[k]:.2f}" for k in ("x", "y", "w", "h"))
+            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f}), hand at {box}\n")
+        else:
+            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f})\n")
+        out.flush()
+    return failures

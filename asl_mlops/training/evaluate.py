@@ -1,0 +1,181 @@
+"""Evaluation on held-out data: accuracy, loss, per-class precision/recall/F1, plots.
+
+Importing this module does not import TensorFlow, so `asl-mlops evaluate` checks its data and model URI
+first and fails on bad input in about a second."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+from mlflow.exceptions import MlflowException
+from sklearn.metrics import accuracy_score, classification_report, log_loss
+
+from asl_mlops.training import plots
+from asl_mlops.errors import InputError
+from asl_mlops.labels import LETTERS, NUM_CLASSES
+from asl_mlops.quiet_import import import_tensorflow_quietly
+from asl_mlops.data.sign_mnist import Dataset, load_csv
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of a model on one labelled set (class indices, not Sign MNIST labels)."""
+
+    accuracy: float
+    loss: float  # mean categorical cross-entropy on the data (no L2 penalty)
+    report: dict  # sklearn classification_report(output_dict=True), keyed by letter
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+    @property
+    def errors(self) -> int:
+        return int(np.sum(self.y_true != self.y_pred))
+
+    def metrics(self, prefix: str = "test") -> dict[str, float]:
+        """Flat MLflow metrics: accuracy, loss, macro averages and per-letter precision/recall/F1."""
+        out = {f"{prefix}_accuracy": self.accuracy, f"{prefix}_loss": self.loss,
+               f"{prefix}_errors": float(self.errors)}
+        for stat in ("precision", "recall", "f1-score"):
+            out[f"{prefix}_macro_{stat.replace('-score', '')}"] = float(self.report["macro avg"][stat])
+        for letter in LETTERS:
+            for stat in ("precision", "recall", "f1-score"):
+                out[f"{prefix}_{stat.replace('-score', '')}_{letter}"] = float(self.report[letter][stat])
+        return out
+
+
+def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False,
+                          views=None) -> np.ndarray:
+    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.training.preprocess.to_model_input); with `tta`,
+    averaged over asl_mlops.training.tta's views (`views`: another set in `asl_mlops.training.tta.VIEWS`' format)."""
+    if not tta:
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    from asl_mlops.training.tta import VIEWS, mean_over_views, views_of
+
+    views = VIEWS if views is None else views
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        probabilities = model.predict(views_of(batch, views), batch_size=batch_size, verbose=0)
+        out.append(np.asarray(mean_over_views(probabilities, len(batch), len(views))))
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype=np.float32)
+
+
+def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray, found: np.ndarray | None = None) -> Evaluation:
+    """Score predicted probabilities against true class indices. With `found` (photos), `probabilities` are those
+    of the photos where a hand was found; the others count as errors (predicted class -1, uniform
+    probabilities in the loss)."""
+    if found is not None:
+        full = np.full((len(found), NUM_CLASSES), 1.0 / NUM_CLASSES)
+        full[found] = probabilities
+        probabilities = full
+    y_pred = probabilities.argmax(axis=1)
+    if found is not None:
+        y_pred = np.where(found, y_pred, -1)
+    report = classification_report(y_true, y_pred, labels=np.arange(NUM_CLASSES), target_names=list(LETTERS),
+                                   output_dict=True, zero_division=0)
+    clipped = np.clip(probabilities, 1e-7, 1.0)  # float32 softmax rows sum to 1 only within rounding
+    loss = log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=np.arange(NUM_CLASSES))
+    return Evaluation(float(accuracy_score(y_true, y_pred)), float(loss), report, y_true, y_pred)
+
+
+def log_evaluation(evaluation: Evaluation, images: "np.ndarray | Sequence[np.ndarray]", prefix: str = "test") -> None:
+    """Log metrics, the classification report (text + JSON) and the evaluation plots to the active run."""
+    from asl_mlops.tracking import log_figures
+
+    mlflow.log_metrics(evaluation.metrics(prefix))
+    text = classification_report(evaluation.y_true, evaluation.y_pred, labels=np.arange(NUM_CLASSES),
+                                 target_names=list(LETTERS), digits=4, zero_division=0)
+    mlflow.log_text(text, f"reports/{prefix}_classification_report.txt")
+    mlflow.log_text(json.dumps(evaluation.report, indent=2), f"reports/{prefix}_classification_report.json")
+    log_figures({
+        f"{prefix}_confusion_matrix": plots.confusion_matrix_figure(
+            evaluation.y_true, evaluation.y_pred, title=f"{prefix} confusion matrix"),
+        f"{prefix}_misclassified": plots.misclassified_figure(images, evaluation.y_true, evaluation.y_pred),
+    })
+
+
+def check_model_uri(model_uri: str) -> None:
+    """Raise InputError unless there is a logged model at `model_uri` (cheap: reads its MLmodel only)."""
+    try:
+        mlflow.models.get_model_info(model_uri)
+    except (MlflowException, OSError) as err:
+        raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
+
+
+def load_recognizer(model_uri: str) -> Any:
+    """The Python model (LetterRecognizer or HandRecognizer) of a logged recognizer; InputError otherwise."""
+    check_model_uri(model_uri)  # before TensorFlow is imported: a wrong URI fails in about a second
+    import_tensorflow_quietly()
+    try:
+        recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except MlflowException as err:  # a pyfunc that is not a PythonModel
+        raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer ({err.message})") from err
+    if not hasattr(recognizer, "probabilities") and not hasattr(recognizer, "probabilities_of"):
+        raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer")
+    return recognizer
+
+
+def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, log: bool = True,
+                       dataset: Dataset | None = None) -> Evaluation:
+    """Evaluate a logged recognizer (a run's `recognizer`, or a registered version) on a Sign MNIST CSV
+    (`dataset`, if already loaded from `data_path`) or a photo folder, as it would answer when served
+    (test-time augmentation included if its run used it; a photo with no hand found is an error); with `log`,
+    record it as an MLflow run."""
+    from pathlib import Path
+
+    from asl_mlops.labels import labels_to_indices
+
+    if Path(data_path).is_dir():
+        return evaluate_photos(model_uri, data_path, log)
+    dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
+    recognizer = load_recognizer(model_uri)
+    if not hasattr(recognizer, "probabilities"):
+        raise InputError(f"--data {data_path}: {model_uri} is a photo recognizer: evaluate it on a photo folder")
+    probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
+                                    for i in range(0, len(dataset), batch_size)])
+    evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
+    if log:
+        with mlflow.start_run(run_name="evaluate"):
+            mlflow.log_params({"model_uri": model_uri, "data": data_path, "data_hash": dataset.content_hash,
+                               "rows": len(dataset)})
+            log_evaluation(evaluation, dataset.images, prefix="test")
+    return evaluation
+
+
+def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation:
+    """Evaluate a photo recognizer on a photo folder, photo by photo (no hand found = an error)."""
+    from tqdm import tqdm
+
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.hands.features import Thumbnails
+    from asl_mlops.data.photos import load_photo_folder, read_rgb
+
+    photos = load_photo_folder(folder)  # validates before anything is loaded or logged
+    recognizer = load_recognizer(model_uri)
+    if not hasattr(recognizer, "probabilities_of"):
+        raise InputError(f"--data {folder}: {model_uri} is a Sign MNIST recognizer: evaluate it on a CSV")
+    probabilities, hands = [], []
+    for path in tqdm(photos.paths, desc="evaluating", unit="photo", disable=not sys.stderr.isatty()):
+        found, (hand,) = recognizer.probabilities_of([read_rgb(path)])
+        probabilities.append(found)
+        hands.append(hand)
+    found_mask = np.array([hand is not None for hand in hands])
+    evaluation = evaluate_probabilities(labels_to_indices(photos.labels), np.concatenate(probabilities),
+                                        found=found_mask)
+    if log:
+        with mlflow.start_run(run_name="evaluate"):
+            mlflow.log_params({"model_uri": model_uri, "data": folder, "data_hash": photos.content_hash,
+                               "rows": len(photos)})
+            mlflow.log_metric("test_hands_found", float(found_mask.sum()))
+            log_evaluation(evaluation, Thumbnails(photos, hands), prefix="test")
+    return evaluation
