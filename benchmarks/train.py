@@ -378,7 +378,8 @@ def main() -> None:
                                    "train_seconds": r["metrics"]["train_seconds"],
                                    "seconds_per_epoch": r["metrics"]["train_seconds"] / 2,
                                    "trainable_params": int(r["params"]["trainable_params"]),
-                                   "final_val_accuracy": r["metrics"]["final_val_accuracy"]}
+                                   "final_val_accuracy": r["metrics"].get("final_val_accuracy",
+                                                                          r["metrics"].get("val_accuracy"))}
             c = results["resnet50"]
             rows.append(("resnet50 (weights=none) 2 epochs", f"{c['seconds_per_epoch']:.0f} s/epoch",
                          f"val acc {c['final_val_accuracy']:.4f}, wall {c['wall_s']:.0f} s"))
