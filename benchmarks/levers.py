@@ -42,6 +42,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -191,7 +193,7 @@ def main() -> None:
                                                 args.epochs, overrides)
                 mlflow.pyfunc.load_model(model_info.pop("model_uri")).unwrap_python_model().model.save(path)
                 results["trained"][str(seed)] = model_info
-                args.out.write_text(json.dumps(results, indent=2))
+                write_results(args.out, stamped(results))
                 print(f"seed {seed}: {model_info['standin_errors']} stand-in errors, {model_info['seconds']:.0f} s",
                       flush=True)
         data = split_data(csv, split, standin)
@@ -247,7 +249,7 @@ def main() -> None:
     results["levers"] = levers
     results["standin_rows"] = int(len(y))
     results["standin_photos"] = int(family.max() + 1)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_results(args.out, stamped(results))
     for seed, photos in results["tta_errors_by_photo"].items():
         print(f"seed {seed}, tta, errors by photo: " + ", ".join(
             f"{r['wrong']}/{r['variants']} {r['letter']}->{r['read_as']}" for r in photos))

@@ -49,10 +49,31 @@ def provenance() -> dict[str, object]:
             "command": " ".join(["python", *sys.argv])}
 
 
-def write_results(path: Path, results: dict[str, object]) -> None:
-    """Write a benchmark's results as indented JSON (folders made as needed) and say where."""
+def stamped(results: dict[str, object]) -> dict[str, object]:
+    """`results` with this run's provenance first. A `machine` the script records itself (load averages, say) is
+    kept inside the recorded one; commit, date, command and the machine's cpu, isa and cores are this run's."""
+    now = provenance()
+    own = results.get("machine")
+    machine = {**now["machine"], **{k: v for k, v in own.items() if k not in now["machine"]}} \
+        if isinstance(own, dict) else now["machine"]
+    return {**now, "machine": machine, **{k: v for k, v in results.items() if k not in now}}
+
+
+def recorded(results: dict[str, object]) -> dict[str, object] | None:
+    """The provenance a results JSON holds: the top-level keys a run wrote (the latest write's, for a file a
+    script resumes), else the `provenance` block reconstructed from git history for results written before
+    scripts recorded it (its `reconstructed` key says so), else None."""
+    if "commit" in results:
+        return {k: results.get(k) for k in ("commit", "date", "machine", "command")}
+    block = results.get("provenance")
+    return block if isinstance(block, dict) else None
+
+
+def write_results(path: Path, results: dict[str, object], default=None) -> None:
+    """Write a benchmark's results as indented JSON (folders made as needed) and say where; scripts pass
+    `stamped(results)` or results that start with `provenance()`. `default` is json.dumps's, for other values."""
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path.write_text(json.dumps(results, indent=2, default=default) + "\n")
     print(f"wrote {path}")

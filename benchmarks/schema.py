@@ -11,13 +11,14 @@ single-image frame. The difference is the enforcement's cost; the threshold for 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import stamped, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD_MS = 2.0
@@ -80,8 +81,7 @@ def main() -> None:
     results["verdict"] = verdict
     print(f"worst enforcement cost {worst:.2f} ms vs the {THRESHOLD_MS} ms threshold: {verdict}")
     out = ROOT / "benchmarks/results/schema.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(out, stamped(results))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -236,8 +238,7 @@ def main() -> None:
                     model = train_one(recipe, seed, (csv, split, random_val, standin), f"{store}/cache", args.epochs)
                     del model["model_uri"]  # in a temporary store
                     results["models"].append(model)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(results, indent=2))
+                    write_results(args.out, stamped(results))
                     print(f"{recipe}/seed{seed}: grouped val {model['grouped_val_accuracy']:.4f}, random val "
                           f"{model['random_val_accuracy']:.4f}, stand-in {model['standin_accuracy']:.4f} "
                           f"({model['standin_errors']} errors), {model['seconds']:.0f} s", flush=True)
@@ -245,7 +246,7 @@ def main() -> None:
         results["selection"] = {s: selection_stats(results["models"], s) for s in ("grouped", "random")} \
             if len(results["models"]) >= 2 else {}
         results["seeds"] = seed_stats(results["models"])
-        args.out.write_text(json.dumps(results, indent=2))
+        write_results(args.out, stamped(results))
     print(report(results))
 
 

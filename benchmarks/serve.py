@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGETS = {"p50_single_ms": 25.0, "batch256_ms": 150.0, "cold_start_s": 15.0}
@@ -481,9 +483,7 @@ def main() -> None:
                 for e, ratio in results["asl_mlops_serve_ratios_to_first"].items():
                     print(f"ensemble {e} / ensemble {ensembles[0]} (asl-mlops serve): p50 x{ratio['valid_p50']:.2f}, "
                           f"p99 x{ratio['valid_p99']:.2f}, server CPU per request x{ratio['server_cpu_ms_per_request']:.2f}")
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2))
-            print(f"wrote {args.out}")
+            write_results(args.out, stamped(results))
             return
         process, url, cold_start = start_server(model_uri, workdir / "server.log", pixels(1))
         try:
@@ -528,8 +528,7 @@ def main() -> None:
         os.chdir(ROOT)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_results(args.out, stamped(results))
     print(f"cold start to first answer: {cold_start:6.2f} s   (target <= {TARGETS['cold_start_s']:.0f} s)")
     print(f"{'request':<16}{'p50 ms':>9}{'p99 ms':>9}{'images/s':>10}{'model ms':>10}")
     for kind, s in results["single"].items():

@@ -15,12 +15,12 @@ Prints a short table and writes benchmarks/results/split.json:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import stamped, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,8 +70,7 @@ def main() -> None:
                           "nearest_q01": float(np.quantile(nearest, 0.01)),
                           "nearest_q10": float(np.quantile(nearest, 0.10))}
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    write_results(args.out, stamped(out))
     print(f"{out['rows']} rows: {out['families']} families (threshold {out['threshold']}) in "
           f"{out['find_families_seconds']:.2f} s; at other thresholds {out['families_at']}")
     print(f"family sizes: median {out['size_median']:.0f}; share by size "

@@ -21,6 +21,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,7 +74,7 @@ def main() -> None:
     photos = sorted({p for ps in misread.values() for p in ps})
     out = {"runs": results, "misread_photos_nearest": {
         str(p): {name: round(float(nearest_by_photo[name][p]), 3) for name in nearest_by_photo} for p in photos}}
-    args.out.write_text(json.dumps(out, indent=2))
+    write_results(args.out, stamped(out))
 
     print(f"{'run':<44}{'val_fr':>7}{'all':>5}{'T rows':>8}{'photos':>8}{'median':>8}{'q10':>7}{'>=0.95':>8}{'errors':>8}{'photos':>8}")
     for name, r in results.items():

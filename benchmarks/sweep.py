@@ -16,11 +16,12 @@ Smoke check (a couple of minutes): add `--epochs 1 --n-trials 2` and point at sm
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
+
+from provenance import stamped, write_results
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -104,8 +105,7 @@ def main() -> None:
         "epochs_ratio_median_over_none": round(sweeps["median"]["epochs_trained"] /
                                                max(sweeps["none"]["epochs_trained"], 1), 3),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, stamped(report))
 
     print(f"\n{args.n_trials}-trial cnn sweep, {args.epochs} epochs per trial ({os.cpu_count()} CPUs)")
     print(f"{'':<18}{'wall s':>9}{'epochs':>8}{'best val_acc':>14}  trials")

@@ -46,6 +46,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ROWS = 7172  # rows of the real (withheld) test CSV
 #: The default recipe before two networks of 12 epochs: one of 24 (and before that, 75,50,25 at 12 epochs).
@@ -377,7 +379,8 @@ def main() -> None:
                                    "train_seconds": r["metrics"]["train_seconds"],
                                    "seconds_per_epoch": r["metrics"]["train_seconds"] / 2,
                                    "trainable_params": int(r["params"]["trainable_params"]),
-                                   "final_val_accuracy": r["metrics"]["final_val_accuracy"]}
+                                   "final_val_accuracy": r["metrics"].get("final_val_accuracy",
+                                                                          r["metrics"].get("val_accuracy"))}
             c = results["resnet50"]
             rows.append(("resnet50 (weights=none) 2 epochs", f"{c['seconds_per_epoch']:.0f} s/epoch",
                          f"val acc {c['final_val_accuracy']:.4f}, wall {c['wall_s']:.0f} s"))
@@ -385,12 +388,10 @@ def main() -> None:
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Parts not run this time keep their earlier figures (each part records its own machine-independent facts).
     earlier = json.loads(out.read_text()) if out.exists() else {}
     earlier.pop("cache", None)  # the preprocessed-array cache is gone (see the input part)
-    out.write_text(json.dumps({**earlier, **results}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results(out, stamped({**earlier, **results}), default=str)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import stamped, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -92,8 +94,7 @@ def main() -> None:
     estimate = args.epochs * uncached["steady_epoch_seconds"]
     results["uncached_estimate_seconds"] = estimate
     results["whole_run_ratio"] = estimate / cached["train_seconds"]  # train_seconds includes the extraction
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_results(args.out, stamped(results))
     print(f"\nseconds per epoch: uncached {uncached['steady_epoch_seconds']:.1f}, cached "
           f"{cached['steady_epoch_seconds']:.2f}: {results['per_epoch_ratio']:.1f}x")
     print(f"{args.epochs}-epoch run: cached {cached['train_seconds']:.0f} s (trunk features "

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 from pathlib import Path
+
+from provenance import stamped, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -93,7 +94,7 @@ def main() -> None:
         ens = f"{row['ensemble3_mean']:.1f}" if triples else "-"
         print(f"{name:<42}{row['mean']:>11.1f} +- {row['sd']:<5.1f}{row['worst']:>7}{row['photos_mean']:>8.1f}"
               f"{row['photos_worst']:>7}{ens:>7}  {row['errors']}")
-    args.out.write_text(json.dumps(results, indent=2))
+    write_results(args.out, stamped(results))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Needs PostgreSQL on --postgres (trust auth); both databases are dropped at the e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -25,6 +24,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from provenance import stamped, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,7 @@ def main() -> None:
         with psycopg.connect(args.postgres, autocommit=True) as conn:
             for name in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_results(args.out, stamped(results))
     print(f"\n{'workers':>8}{'wall s':>9}{'speed-up':>10}")
     for run in results["runs"]:
         print(f"{run['workers']:>8}{run['wall_s']:>9.0f}{run['speedup_vs_first']:>10.2f}")
