@@ -40,6 +40,25 @@ def test_main_entry_point_mirrors_train_command():
     check_entry_point_mirrors("main", main.commands["train"])
 
 
+def test_original_entry_point_takes_the_train_options_with_the_original_designs_defaults():
+    original, main_ep = entry_point("original"), entry_point("main")
+    assert original["command"] == main_ep["command"], "original must run the same train command as main"
+    assert set(original["parameters"]) == set(main_ep["parameters"])
+    defaults = {k: v["default"] for k, v in original["parameters"].items()}
+    changed = {k for k in defaults if str(defaults[k]) != str(main_ep["parameters"][k]["default"])}
+    assert changed == {"architecture", "weights", "learning_rate", "epochs", "batch_size", "l2", "flip_horizontal",
+                       "flip_vertical", "rotation", "zoom", "translation", "ema", "tta", "ensemble"}
+    # The defaults parse as the train command's options and give the original design's configuration.
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in defaults.items()]
+    context = main.commands["train"].make_context("train", args)
+    params = context.params
+    assert params["architecture"] == "resnet50" and params["weights"] == "imagenet"
+    assert params["learning_rate"] == 1e-5 and params["epochs"] == 50 and params["batch_size"] == 256
+    assert params["l2"] == 0.001 and params["flip_horizontal"] and params["flip_vertical"]
+    assert params["rotation"] == params["zoom"] == params["translation"] == 0
+    assert not params["ema"] and not params["tta"] and params["ensemble"] == "1"
+
+
 def test_issue_parameter_names_are_present():
     names = set(entry_point("main")["parameters"])
     assert {"train_data", "test_data", "architecture", "weights", "learning_rate", "decay_rate", "l2",
