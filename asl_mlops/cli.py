@@ -19,7 +19,17 @@ from typing import Any
 
 import click
 
-from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS, SWEPT_FIELDS, SweepConfig, TrainConfig
+from asl_mlops.config import (
+    CHAMPION_URI,
+    DEFAULT_MODEL_NAME,
+    DEMO_TEST_ROWS,
+    DEMO_TRAIN_ROWS,
+    SWEPT_FIELDS,
+    TUNE_REGISTRY,
+    RegistryConfig,
+    SweepConfig,
+    TrainConfig,
+)
 from asl_mlops.errors import InputError
 from asl_mlops.quiet_import import import_tensorflow_quietly
 from asl_mlops.serving.app import ServeConfig
@@ -66,16 +76,24 @@ def option_type(f: dataclasses.Field) -> Any:
     return {"bool": click.BOOL, "int": WholeNumber(), "float": FiniteFloat()}.get(str(f.type), click.STRING)
 
 
-def options_from(config_cls: type, exclude: tuple[str, ...] = ()) -> Callable:
-    """Decorator adding one click option per dataclass field (type, default and help from the field)."""
+def options_from(config_cls: type, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
+    """Decorator adding one click option per dataclass field (type, default and help from the field; `defaults`
+    overrides a field's default for this command)."""
     def decorate(command: Callable) -> Callable:
         for f in reversed(dataclasses.fields(config_cls)):
             if f.name in exclude:
                 continue
-            command = click.option(flag_name(f.name), f.name, type=option_type(f), default=f.default, show_default=True,
+            default = (defaults or {}).get(f.name, f.default)
+            command = click.option(flag_name(f.name), f.name, type=option_type(f), default=default, show_default=True,
                                    help=f.metadata.get("help", ""))(command)
         return command
     return decorate
+
+
+def split_options(options: dict[str, Any], *config_classes: type) -> tuple[Any, ...]:
+    """One config object per class, each built from the options named after its fields."""
+    return tuple(cls(**{f.name: options[f.name] for f in dataclasses.fields(cls) if f.name in options})
+                 for cls in config_classes)
 
 
 #: The MLflow experiment of `asl-mlops` runs when none is chosen (MLFLOW_EXPERIMENT_NAME/ID, `mlflow run`).
@@ -171,9 +189,9 @@ def data_synth_photos(out: Path, per_letter: int, seed: int) -> None:
 @user_errors
 def data_validate(paths: tuple[Path, ...]) -> None:
     """Check Sign MNIST CSV files and photo folders; exit 2 naming the first bad row and column, or bad photo."""
+    from asl_mlops.data.photos import is_photo_folder, load_photo_folder
     from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.labels import label_to_letter
-    from asl_mlops.data.photos import is_photo_folder, load_photo_folder
 
     for path in paths:
         if is_photo_folder(path):
@@ -189,6 +207,7 @@ def data_validate(paths: tuple[Path, ...]) -> None:
 
 @main.command("train")
 @options_from(TrainConfig)
+@options_from(RegistryConfig)
 @user_errors
 def train_command(**options: Any) -> None:
     """Train, evaluate and log one model (the recognizer) to MLflow (what `mlflow run .` runs)."""
@@ -199,7 +218,8 @@ def train_command(**options: Any) -> None:
 
     check_tracking_server()
 
-    result, registration = train_and_register(TrainConfig(**options))
+    config, registry = split_options(options, TrainConfig, RegistryConfig)
+    result, registration = train_and_register(config, registry)
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
     if registration is not None:
@@ -207,8 +227,9 @@ def train_command(**options: Any) -> None:
 
 
 @main.command("evaluate")
-@click.option("--model-uri", required=True, help="MLflow URI of a run's recognizer (runs:/RUN_ID/recognizer, or models:/m-ID) or a registered version "
-                   "(models:/asl-recognizer@champion).")
+@click.option("--model-uri", required=True,
+              help="MLflow URI of a run's recognizer (runs:/RUN_ID/recognizer, or models:/m-ID) or a registered version "
+                   f"({CHAMPION_URI}).")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
               help="Labelled data to evaluate on: a Sign MNIST CSV, or a photo folder for the photo recognizer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help="Prediction batch size.")
@@ -230,8 +251,9 @@ def evaluate_command(model_uri: str, data_path: Path, batch_size: int, log: bool
 
 
 @main.command("tune")
-@options_from(TrainConfig, exclude=(*SWEPT_FIELDS, "register", "model_name"))
+@options_from(TrainConfig, exclude=SWEPT_FIELDS)
 @options_from(SweepConfig)
+@options_from(RegistryConfig, defaults={"register": TUNE_REGISTRY.register})
 @user_errors
 def tune_command(**options: Any) -> None:
     """Optuna sweep of learning_rate, decay_rate and l2: one parent MLflow run, one nested run per trial.
@@ -241,18 +263,16 @@ def tune_command(**options: Any) -> None:
     (--register) and becomes 'champion' only if it beats the current one on the same data.
     """
     import_tensorflow_quietly()
-    from asl_mlops.tuning.workers import WorkerFailed, run_workers
     from asl_mlops.tuning.sweep import run_sweep
+    from asl_mlops.tuning.workers import WorkerFailed, run_workers
 
-    sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
-    sweep = SweepConfig(**{k: v for k, v in options.items() if k in sweep_fields})
-    base = TrainConfig(**{k: v for k, v in options.items() if k not in sweep_fields})
+    base, sweep, registry = split_options(options, TrainConfig, SweepConfig, RegistryConfig)
     use_default_experiment()  # run_sweep / run_workers check the tracking server first
     if sweep.workers == 1:
-        click.echo(run_sweep(base, sweep).summary())
+        click.echo(run_sweep(base, sweep, registry).summary())
         return
     try:
-        click.echo(run_workers(base, sweep).summary())
+        click.echo(run_workers(base, sweep, registry).summary())
     except WorkerFailed as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
@@ -263,7 +283,7 @@ def registry_group() -> None:
     """Show registered recognizer versions and move the 'champion' alias."""
 
 
-MODEL_NAME_OPTION = click.option("--model-name", default="asl-recognizer", show_default=True,
+MODEL_NAME_OPTION = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True,
                                  help="Registered model name.")
 
 
@@ -291,10 +311,11 @@ def registry_promote(version: int, model_name: str) -> None:
 
 @main.command("predict")
 @click.argument("images", nargs=-1, type=str)
-@click.option("--model-uri", default="models:/asl-recognizer@champion", show_default=True,
+@click.option("--model-uri", default=CHAMPION_URI, show_default=True,
               help="MLflow URI of the recognizer pyfunc model, loaded in this process.")
 @click.option("--endpoint", default=None,
-              help="URL of a running `mlflow models serve` (e.g. http://127.0.0.1:5001); used instead of --model-uri.")
+              help="URL of a running `asl-mlops serve` or `mlflow models serve` (e.g. http://127.0.0.1:5001); used "
+                   "instead of --model-uri.")
 @user_errors
 def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | None) -> None:
     """Print `path: letter (confidence)` for each image file (PNG/JPEG).
@@ -302,7 +323,12 @@ def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | Non
     With no IMAGES, reads one path per line from standard input until a line `x` (or end of input).
     Unreadable or invalid files print `error: ...` and the rest go on; the exit code is 2 if any failed.
     """
-    from asl_mlops.serving.client import endpoint_predictor, local_predictor, paths_from, run
+    from asl_mlops.serving.client import (
+        endpoint_predictor,
+        local_predictor,
+        paths_from,
+        run,
+    )
 
     predictor = endpoint_predictor(endpoint) if endpoint else local_predictor(model_uri)
     paths = images or paths_from(sys.stdin, prompt=sys.stderr if sys.stdin.isatty() else None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asl_mlops.errors import InputError
@@ -21,6 +21,11 @@ VAL_SPLITS = ("grouped", "random")
 #: Settings added with a default that differs from what runs did before they existed, and that earlier value: a
 #: sweep study recorded before the setting ran with the earlier value (asl_mlops.tuning.sweep.check_same_settings).
 VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"ema_momentum": 0.99, "recompute_batchnorm": False, "ensemble": "1"}
+#: The registered model of Sign MNIST recognizers when no --model-name is given.
+DEFAULT_MODEL_NAME = "asl-recognizer"
+#: The alias of the registered version that serves, and the URI that loads it.
+CHAMPION = "champion"
+CHAMPION_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 #: Registered model names we accept: they are quoted into MLflow search filters, so no quotes.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*")
 
@@ -39,16 +44,12 @@ class TrainConfig:
                                                         "folder with one sub-folder of PNG/JPEG photos per letter.")
     test_data: str = knob("data/sign_mnist_test.csv", "Test data of the same kind (CSV or photo folder), used only for "
                                                       "the final evaluation.")
-    val_split: str = knob("grouped", "How validation is held out of the training CSV: 'grouped' holds out whole families "
-                                     "of near-duplicate images (new photos, as in the test set; see asl_mlops/data/split.py), "
-                                     "'random' holds out rows (their near-twins stay in training, so it saturates "
-                                     "near 100%).", choices=VAL_SPLITS)
-    # Small: every family held out is a photo the logged model never trains on, and on new hands that costs
-    # far more than validation resolution buys (README, Seed robustness: "Every photo held out costs").
-    val_fraction: float = knob(0.05, "Share of the training CSV held out for validation (of the families for "
-                                     "'grouped'), stratified by label. Every held-out photo is one the model never "
-                                     "trains on: on the stand-in, 0.05 made 4.8 errors a seed where 0.2 made 38.6 "
-                                     "(README, Seed robustness).")
+    val_split: str = knob("grouped", "How validation is held out of the training CSV: 'grouped' holds out whole "
+                                     "families of near-duplicate images (asl_mlops/data/split.py), 'random' holds out "
+                                     "rows.", choices=VAL_SPLITS)
+    # Small: every family held out is a photo the logged model never trains on (docs/decisions.md).
+    val_fraction: float = knob(0.05, "Share of the training data held out for validation (of the families for "
+                                     "'grouped'), stratified by label.")
     # Apart from `seed`: runs that differ only in their training seed validate on the same rows, so the
     # registry's champion rule can compare them.
     split_seed: int = knob(0, "Seed of the train/validation split only (fixed, so runs with other training seeds "
@@ -62,37 +63,24 @@ class TrainConfig:
                                      "'auto' = keypoints for a photo folder, cnn for a CSV.", choices=ARCHITECTURES)
     weights: str = knob("auto", "ResNet50 initial weights: 'imagenet', 'none', or a local .h5/.weights.h5 file. "
                                 "'auto' = imagenet for resnet50, none for cnn.")
-    # The cnn's width: filters of its three conv blocks (asl_mlops.training.models.build_cnn).
-    cnn_filters: str = knob("32,64,32", "cnn: filters of its three conv blocks, comma-separated. Cost grows with the "
-                                        "first block's: 32,64,32 needs 0.42x the CPU per training step of the earlier "
-                                        "default 75,50,25 and 0.7x per served image. With val_fraction 0.2 (and the shorter "
-                                        "weight average then), at 24 epochs it made 45.2 +- 16.9 stand-in errors (worst "
-                                        "68) against 62.2 +- 22.7 (worst 98) for 75,50,25 at 12; with val_fraction 0.05 "
-                                        "the two are within the seed spread (4.8 +- 7.7, worst 18, against 2.6 +- 3.8, "
-                                        "worst 9; README, Seed robustness).")
+    # The cnn's width: filters of its three conv blocks (asl_mlops.training.models.build_cnn; docs/decisions.md).
+    cnn_filters: str = knob("32,64,32", "cnn: filters of its three conv blocks, comma-separated.")
     # ResNet50 only: train the trainable tail on cached outputs of the frozen trunk (asl_mlops/training/trunk.py).
     trunk_cache: bool = knob(True, "resnet50: run the frozen part of the network once per image and view, cache its "
-                                   "outputs, and train only the trainable tail on them (same model, ~20x faster "
-                                   "epochs). No effect for cnn.")
+                                   "outputs under --cache-dir, and train only the trainable tail on them (the same "
+                                   "model). No effect for cnn.")
     trunk_views: int = knob(4, "resnet50 with --trunk-cache and augmentation on: augmented views per training image, "
                                "drawn once with the seed and cached; each epoch uses one per image.")
     # A small ensemble exported as ONE Keras model (asl_mlops.training.models.average_ensemble), so serving stays one model.
-    ensemble: str = knob("auto", "Networks to train (seeds seed, seed+1, ...), logged as one model that averages "
-                                 "their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 and "
-                                 "keypoints (whose ensembles are not supported). Each trains for --epochs, so K networks cost K "
-                                 "times the training and about K times the network's part of a served request (two: "
-                                 "1.1-1.2x the server CPU per request). The default 2 x 12 epochs is the "
-                                 "training steps of one 24-epoch network: on the stand-in test set (TTA) pairs of "
-                                 "12-epoch networks made 2.1 +- 3.4 errors of 5,517 (worst 10, 45 pairs) against "
-                                 "6.1 +- 7.2 (worst 18, 8 seeds) for one 24-epoch network (README, Seed robustness).")
+    ensemble: str = knob("auto", "Networks to train (seeds seed, seed+1, ...), logged and served as one model "
+                                 "that averages their softmax: a whole number from 1 to 8, or 'auto' = 2 for cnn, 1 for resnet50 and "
+                                 "keypoints (which support only 1). Each trains for --epochs.")
     # Optimisation: Adam with lr = learning_rate / (1 + decay_rate * epoch), as in the original.
-    learning_rate: float = knob(1e-3, "Initial Adam learning rate (lr0). The original ResNet50 design used 1e-5.")
+    learning_rate: float = knob(1e-3, "Initial Adam learning rate (lr0).")
     decay_rate: float = knob(0.1, "Per-epoch inverse-time decay: lr = lr0 / (1 + decay_rate * epoch).")
-    l2: float = knob(0.0, "L2 penalty on dense (and, for cnn, conv) kernels; 0 = off. The original ResNet50 used 0.001.")
-    label_smoothing: float = knob(0.0, "Label smoothing of the training loss (Keras CategoricalCrossentropy): "
-                                       "targets become 1 - s + s/24 and s/24; 0 = off. With the default recipe, "
-                                       "0.1 made more stand-in errors (80 and 50 against 32 and 38 for seeds 0 and "
-                                       "1; README, Seed robustness), so it is off.")
+    l2: float = knob(0.0, "L2 penalty on dense (and, for cnn, conv) kernels; 0 = off.")
+    label_smoothing: float = knob(0.0, "Label smoothing of the training loss: targets become 1 - s + s/24 and "
+                                       "s/24; 0 = off.")
     epochs: int = knob(12, "Training epochs of each network (upper bound when early stopping is on).")
     batch_size: int = knob(128, "Mini-batch size.")
     seed: int = knob(42, "Training seed: weight init, shuffling and augmentation (the split has --split-seed).")
@@ -105,13 +93,11 @@ class TrainConfig:
                                       "worst 55, against 51.0 +- 19.3, worst 73, for 0.99 without it (README, Seed "
                                       "robustness). resnet50 has no such pass, and 0.999 is not measured for it.")
     recompute_batchnorm: bool = knob(True, "cnn with --ema: after training, recompute the BatchNorm statistics for the "
-                                           "averaged weights (the mean of the batch statistics over one pass of the "
-                                           "augmented training data; logged as batchnorm_seconds). Training leaves "
-                                           "those of the raw weights, which a longer average no longer fits.")
+                                           "averaged weights over one pass of the augmented training data.")
     # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/training/tta.py).
     tta: bool = knob(True, "Test-time augmentation: the recognizer (what is registered and served) and the run's "
-                           "final val/test metrics average each prediction over 9 views (1-px shifts, +-6 deg "
-                           "rotations, +-6% zooms). The Keras network inside the recognizer stays the plain network.")
+                           "final val/test metrics average each prediction over 9 views (1-px shifts, +-6 degree "
+                           "rotations, +-6% zooms).")
     # Augmentation (training batches only); 0 or false switches each one off.
     augment: bool = knob(True, "Master switch for training-time augmentation.")
     flip_horizontal: bool = knob(False, "Random horizontal flips (mirrors the hand: left/right-handed signers).")
@@ -124,10 +110,6 @@ class TrainConfig:
     # Early stopping on validation loss, restoring the best weights.
     early_stopping: bool = knob(False, "Stop when val_loss has not improved for `patience` epochs; restore best weights.")
     patience: int = knob(3, "Epochs without val_loss improvement before early stopping.")
-    # Registry (see asl_mlops.registry)
-    register: bool = knob(False, "Register the model in the MLflow Model Registry after a clean run "
-                                 "(the 'champion' alias moves only if it does not regress).")
-    model_name: str = knob("asl-recognizer", "Registered model name used when --register is on.")
 
     def __post_init__(self) -> None:
         checks = [
@@ -153,8 +135,6 @@ class TrainConfig:
             (0 <= self.rotation <= 180, "rotation must be in [0, 180] degrees"),
             (0 <= self.zoom < 1, "zoom must be in [0, 1)"),
             (0 <= self.translation < 1, "translation must be in [0, 1)"),
-            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
-             "model_name must be letters, digits, spaces, '.', '_' or '-'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -266,10 +246,6 @@ class SweepConfig:
     decay_rate_max: float = knob(0.5, "Upper bound of decay_rate (uniform).")
     l2_min: float = knob(1e-6, "Lower bound of l2 (log-uniform).")
     l2_max: float = knob(1e-3, "Upper bound of l2 (log-uniform).")
-    # The best trial's model goes to the registry under the no-regression rule (asl_mlops.registry).
-    register: bool = knob(True, "Register the best trial's model; the 'champion' alias moves only if it does "
-                                "not regress.")
-    model_name: str = knob("asl-recognizer", "Registered model name for the best trial's model.")
 
     def __post_init__(self) -> None:
         checks = [
@@ -290,8 +266,6 @@ class SweepConfig:
             (self.l2_min > 0, "l2_min must be > 0 (log scale)"),
             (self.l2_max > 0, "l2_max must be > 0 (log scale)"),
             (self.l2_min <= self.l2_max, "l2_min must be <= l2_max"),
-            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
-             "model_name must be letters, digits, spaces, '.', '_' or '-'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -307,3 +281,25 @@ class SweepConfig:
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in dataclasses.asdict(self).items()}
         params.pop("storage")  # logged as a tag, password hidden (asl_mlops.tuning.sweep)
         return params
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Whether and where `train` and `tune` register the recognizer they made (asl_mlops.registry)."""
+
+    register: bool = knob(False, "Register the recognizer in the MLflow Model Registry after a clean run; the "
+                                 "'champion' alias moves to it only if it beats the champion on the same "
+                                 "validation rows.")
+    model_name: str = knob(DEFAULT_MODEL_NAME, "Registered model name to register under.")
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_PATTERN.fullmatch(self.model_name):
+            raise InputError("invalid registry setting: model_name must be letters, digits, spaces, '.', '_' or '-'")
+
+    def to_params(self) -> dict[str, Any]:
+        """The MLflow params `register` and `model_name`, booleans spelled as MLproject spells them."""
+        return {"register": str(self.register).lower(), "model_name": self.model_name}
+
+
+#: `tune` registers its best trial's recognizer unless told not to (`train` does only when told to).
+TUNE_REGISTRY = RegistryConfig(register=True)

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-
-
 def give_umask_mode(path: str | Path) -> None:
     """Give a `tempfile.mkstemp` file (mode 0600) the mode a plain open() would (0666 less the umask), so a
     shared cache or data folder stays readable to others."""

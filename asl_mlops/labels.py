@@ -7,21 +7,30 @@ label, a class index or a letter into another goes through this module.
 
 import numpy as np
 
+#: The highest Sign MNIST label (Y), and the one below it that never occurs (J, which needs motion).
+MAX_LABEL = 24
+UNUSED_LABEL = 9
 #: Labels that occur in Sign MNIST, in class-index order.
-LABELS: tuple[int, ...] = tuple(label for label in range(25) if label != 9)
+LABELS: tuple[int, ...] = tuple(label for label in range(MAX_LABEL + 1) if label != UNUSED_LABEL)
 #: Letter of each class index: A-Y without J.
 LETTERS: tuple[str, ...] = tuple(chr(ord("A") + label) for label in LABELS)
 NUM_CLASSES: int = len(LABELS)  # 24
 
-_LABEL_TO_INDEX = np.full(25, -1, dtype=np.int64)
+_LABEL_TO_INDEX = np.full(MAX_LABEL + 1, -1, dtype=np.int64)
 _LABEL_TO_INDEX[list(LABELS)] = np.arange(NUM_CLASSES)
+
+
+def invalid_labels(labels: np.ndarray) -> np.ndarray:
+    """Which of `labels` (numbers) are not Sign MNIST labels: outside 0-24, or 9."""
+    labels = np.asarray(labels)
+    return (labels < 0) | (labels > MAX_LABEL) | (labels == UNUSED_LABEL)
 
 
 def labels_to_indices(labels: np.ndarray) -> np.ndarray:
     """Map Sign MNIST labels (0-24, not 9) to class indices 0-23."""
     labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() > 24 or np.any(labels == 9)):
-        raise ValueError("labels must be integers 0-24 except 9")
+    if labels.size and invalid_labels(labels).any():
+        raise ValueError(f"labels must be integers 0-{MAX_LABEL} except {UNUSED_LABEL}")
     return _LABEL_TO_INDEX[labels]
 
 

@@ -33,16 +33,19 @@ from typing import Any
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST,
-                                         ErrorCode)
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient
 
+from asl_mlops.config import CHAMPION, DEFAULT_MODEL_NAME
 from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-DEFAULT_MODEL_NAME = "asl-recognizer"
 # Run params copied onto each version as tags, so `registry show` and the UI say what produced it.
 #: Registration lock: a registered model `<name>.lock`, held at most this long (a registration takes seconds).
 LOCK_SUFFIX = ".lock"

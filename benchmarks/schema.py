@@ -32,7 +32,8 @@ def main() -> None:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from asl_mlops.serving.requests import IMAGE_COLUMN, LABEL_COLUMN, PIXEL_COLUMNS, pixel_frame
+    from asl_mlops.data.sign_mnist import LABEL_COLUMN, PIXEL_COLUMNS
+    from asl_mlops.serving.requests import IMAGE_COLUMN, pixel_frame
     from asl_mlops.serving.recognizer import recognizer_signature
 
     class Rows(mlflow.pyfunc.PythonModel):

@@ -439,7 +439,7 @@ def main() -> None:
     import numpy as np
     import requests
 
-    from asl_mlops.serving.requests import PIXEL_COLUMNS
+    from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 
     workdir = Path(tempfile.mkdtemp(prefix="asl-serve-bench-"))
     try:

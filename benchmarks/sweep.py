@@ -63,7 +63,7 @@ def main() -> None:
     import mlflow
     import optuna
 
-    from asl_mlops.config import SweepConfig, TrainConfig
+    from asl_mlops.config import RegistryConfig, SweepConfig, TrainConfig
     from asl_mlops.tuning.sweep import run_sweep
     from asl_mlops.training.inputs import prepare_data
     from asl_mlops.training.run import train_and_evaluate
@@ -85,9 +85,9 @@ def main() -> None:
     sweeps = {}
     for pruner in ("median", "none"):
         sweep = SweepConfig(n_trials=args.n_trials, study_name=f"bench-{pruner}-{stamp}", storage=storage,
-                            pruner=pruner, pruner_warmup_epochs=args.pruner_warmup_epochs, register=False)
+                            pruner=pruner, pruner_warmup_epochs=args.pruner_warmup_epochs)
         start = time.perf_counter()
-        result = run_sweep(base, sweep)
+        result = run_sweep(base, sweep, RegistryConfig(register=False))
         seconds = time.perf_counter() - start
         study = optuna.load_study(study_name=sweep.study_name, storage=storage)
         sweeps[pruner] = {"seconds": round(seconds, 1), "epochs_trained": epochs_trained(study),

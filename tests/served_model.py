@@ -28,7 +28,7 @@ import requests
 
 from asl_mlops.config import TrainConfig
 from asl_mlops.data.sign_mnist import load_csv
-from asl_mlops.serving.requests import PIXEL_COLUMNS
+from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.data.synth import write_synthetic
 from asl_mlops.training.run import RunResult, train_and_evaluate
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-
 import os
 import shutil
 import tempfile
@@ -12,11 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-from asl_mlops.errors import InputError
+from asl_mlops.data.photos import _EXPECTED, _LETTER_OF_NAME
 from asl_mlops.data.sign_mnist import CSV_NAMES
-from asl_mlops.data.photos import _EXPECTED
-from asl_mlops.data.photos import _LETTER_OF_NAME
+from asl_mlops.errors import InputError
 
 logger = logging.getLogger(__name__)
 KAGGLE_DATASET = "datamunge/sign-language-mnist"

@@ -25,11 +25,16 @@ import pandas as pd
 
 from asl_mlops.errors import InputError
 from asl_mlops.files import atomic_write
+from asl_mlops.labels import MAX_LABEL, UNUSED_LABEL, invalid_labels
 
+#: Side of a Sign MNIST image: 28x28 gray pixels.
 IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+LABEL_COLUMN = "label"
+#: The pixel columns, in image (row-major) order.
+PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, NUM_PIXELS + 1))
 #: The exact Sign MNIST header, in order.
-COLUMNS: tuple[str, ...] = ("label", *(f"pixel{i}" for i in range(1, NUM_PIXELS + 1)))
+COLUMNS: tuple[str, ...] = (LABEL_COLUMN, *PIXEL_COLUMNS)
 #: File names of the Kaggle dataset, which the CLI and MLproject expect under data/.
 CSV_NAMES: tuple[str, ...] = ("sign_mnist_train.csv", "sign_mnist_test.csv")
 
@@ -50,7 +55,8 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"images must be uint8 (N, 28, 28), got {self.images.dtype} {self.images.shape}")
+            raise ValueError(f"images must be uint8 (N, {IMAGE_SIZE}, {IMAGE_SIZE}), got "
+                             f"{self.images.dtype} {self.images.shape}")
         if self.labels.dtype != np.int64 or self.labels.shape != self.images.shape[:1]:
             raise ValueError(f"labels must be int64 ({len(self.images)},), got {self.labels.dtype} {self.labels.shape}")
         # Read-only views: the caller's arrays keep their flags, ours can't change under the hash.
@@ -144,7 +150,7 @@ def _validate_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         # Fast path: every cell parsed as an integer, only ranges are left to check.
         table = frame.to_numpy(dtype=np.int64)
         labels, pixels = table[:, 0], table[:, 1:]
-        bad = (labels < 0) | (labels > 24) | (labels == 9)
+        bad = invalid_labels(labels)
         bad |= (pixels < 0).any(axis=1) | (pixels > 255).any(axis=1)
         return table, bad
     # Something is not an integer (blank, NaN, text, fraction, overflow): pandas 3 gives float64,
@@ -153,7 +159,7 @@ def _validate_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     labels, pixels = numeric[:, 0], numeric[:, 1:]
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(numeric).all(axis=1) | (numeric != np.round(numeric)).any(axis=1)
-        bad |= (labels < 0) | (labels > 24) | (labels == 9)
+        bad |= invalid_labels(labels)
         bad |= (pixels < 0).any(axis=1) | (pixels > 255).any(axis=1)
     table = np.where(bad[:, None], 0, np.nan_to_num(numeric)).astype(np.int64)
     return table, bad
@@ -199,11 +205,12 @@ def _cell_problem(column: str, text: str) -> str | None:
     value = float(text)
     if not value.is_integer():
         return f"value {text} is not an integer"
-    if column == "label":
-        if value == 9:
-            return "label 9 = J is not in Sign MNIST (J needs motion); labels are 0-24 except 9"
-        if not 0 <= value <= 24:
-            return f"label {text} is outside 0-24"
+    if column == LABEL_COLUMN:
+        if value == UNUSED_LABEL:
+            return (f"label {UNUSED_LABEL} = J is not in Sign MNIST (J needs motion); labels are 0-{MAX_LABEL} "
+                    f"except {UNUSED_LABEL}")
+        if not 0 <= value <= MAX_LABEL:
+            return f"label {text} is outside 0-{MAX_LABEL}"
     elif not 0 <= value <= 255:
         return f"value {text} is outside 0-255"
     return None
@@ -290,7 +297,8 @@ def write_csv(data: Dataset | tuple[np.ndarray, np.ndarray], path: str | Path) -
     images = np.asarray(images).reshape(len(images), -1)
     labels = np.asarray(labels).reshape(-1)
     if images.shape != (len(labels), NUM_PIXELS):
-        raise ValueError(f"expected images (N, 28, 28) or (N, 784) for {len(labels)} labels, got {images.shape}")
+        raise ValueError(f"expected images (N, {IMAGE_SIZE}, {IMAGE_SIZE}) or (N, "
+                         f"{NUM_PIXELS}) for {len(labels)} labels, got {images.shape}")
     table = np.concatenate([labels[:, None], images], axis=1).astype(np.int64)
     if table.size and (table.min() < 0 or table.max() > 255):
         raise ValueError("labels and pixels must be integers 0-255")

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from asl_mlops.config import DEMO_TEST_ROWS, DEMO_TRAIN_ROWS
+from asl_mlops.data.photos import LETTER_FOLDERS
 from asl_mlops.data.sign_mnist import IMAGE_SIZE, Dataset, write_csv
 from asl_mlops.labels import LABELS, NUM_CLASSES
-from asl_mlops.data.photos import LETTER_FOLDERS
 
 # Glyphs are drawn on a 2x canvas and shrunk while warping, which anti-aliases the strokes.
 _CANVAS = 2 * IMAGE_SIZE

@@ -19,7 +19,12 @@ import numpy as np
 
 from asl_mlops.errors import InputError
 from asl_mlops.hands.detector import Detections, Hand, detect_photos
-from asl_mlops.hands.keypoints import canonical_points, features, features_from_points, rotated_copies
+from asl_mlops.hands.keypoints import (
+    canonical_points,
+    features,
+    features_from_points,
+    rotated_copies,
+)
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 
 if TYPE_CHECKING:

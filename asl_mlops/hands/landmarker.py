@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-
-from asl_mlops.files import atomic_write
 from asl_mlops.errors import InputError
+from asl_mlops.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asl_mlops.config import knob
+from asl_mlops.config import CHAMPION_URI, knob
 from asl_mlops.errors import InputError
-from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES
-from asl_mlops.serving.guard import RequestGuard
+from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+
 #: Worker processes by default: one per CPU, at most this many (each holds TensorFlow and the model, ~0.8 GB
 #: resident).
 MAX_DEFAULT_WORKERS = 4
@@ -67,7 +67,7 @@ def default_workers() -> int:
 class ServeConfig:
     """How `asl-mlops serve` serves one model; built by the CLI, passed to the workers as JSON."""
 
-    model_uri: str = knob("models:/asl-recognizer@champion",
+    model_uri: str = knob(CHAMPION_URI,
                           "MLflow URI of the recognizer pyfunc: models:/NAME@ALIAS, models:/NAME/VERSION, "
                           "runs:/RUN_ID/recognizer or a local folder. Downloaded once, then loaded by each worker.")
     host: str = knob("127.0.0.1", "Interface to listen on; 0.0.0.0 listens on all (no authentication: keep it "
@@ -75,8 +75,8 @@ class ServeConfig:
     port: int = knob(5001, "TCP port to listen on.")
     # Each worker is a process with its own copy of the model (~0.8 GB resident with TensorFlow), so the CPU
     # count (capped) is the default: more workers than cores only adds memory and contention.
-    workers: int = knob(default_workers(), "Worker processes, each loading the model once. The default is this "
-                                           f"machine's CPU count, at most {MAX_DEFAULT_WORKERS}:")
+    workers: int = knob(default_workers(), "Worker processes, each loading the model once; the default is this "
+                                           f"machine's CPU count, at most {MAX_DEFAULT_WORKERS}.")
     max_body_bytes: int = knob(DEFAULT_MAX_BODY_BYTES,
                                "Largest request body in bytes; larger bodies get HTTP 413 before they are read or "
                                "parsed. The default fits one image at the model's limit (16 MiB, base64-encoded) "
@@ -87,7 +87,7 @@ class ServeConfig:
     def check(self) -> None:
         """Raise InputError naming the first setting that cannot work."""
         if not self.model_uri.strip():
-            raise InputError("--model-uri is empty: give a model URI such as models:/asl-recognizer@champion")
+            raise InputError(f"--model-uri is empty: give a model URI such as {CHAMPION_URI}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"--port {self.port} is not a TCP port (0-65535)")
         if self.workers < 1:
@@ -200,6 +200,7 @@ def serve(config: ServeConfig) -> None:
     setting, a port in use or a model that cannot be loaded."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
+    # What `uvicorn --workers N` runs; uvicorn documents no API for its supervisor on a socket of our own.
     from uvicorn.supervisors import Multiprocess
 
     config.check()

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from asl_mlops.errors import InputError
-from asl_mlops.serving.requests import IMAGE_COLUMN
 from asl_mlops.serving.images import encode_image_file
+from asl_mlops.serving.requests import IMAGE_COLUMN
 
-DEFAULT_MODEL_URI = "models:/asl-recognizer@champion"
 QUIT = "x"  # typed alone on a line, ends the interactive loop (as in the original tool)
 REQUEST_TIMEOUT = 60.0  # seconds; the scoring server's own request timeout is 60 s too
 

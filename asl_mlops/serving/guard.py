@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import importlib.resources
 import json
+import logging
 import re
 import time
 from collections import Counter as Tally

@@ -39,8 +39,13 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "mediapi
 def photos_from_frame(frame: Any) -> list[np.ndarray]:
     """Validate a request and decode its photos to RGB arrays; InputError naming the row and column."""
     from asl_mlops.data.photos import decode_rgb
-    from asl_mlops.serving.requests import IMAGE_COLUMN, check_batch_size, decoded_cells, request_table
     from asl_mlops.serving.images import base64_bytes
+    from asl_mlops.serving.requests import (
+        IMAGE_COLUMN,
+        check_batch_size,
+        decoded_cells,
+        request_table,
+    )
 
     frame, columns = request_table(frame, "one column 'image'")
     if columns != [IMAGE_COLUMN]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asl_mlops.training.preprocess import IMAGE_SIZE
+from asl_mlops.data.sign_mnist import IMAGE_SIZE
+
 #: Most pixels of one encoded image, read from its header before decoding (4096 x 4096 = 16.7 MP).
 MAX_IMAGE_PIXELS = 4096 * 4096
 #: Most bytes of one encoded image after base64 decoding.

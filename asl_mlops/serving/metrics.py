@@ -35,7 +35,12 @@ class Metrics:
     @staticmethod
     def exposition() -> tuple[bytes, str]:
         """The metrics of all workers in the text format, and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

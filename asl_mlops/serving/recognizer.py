@@ -47,12 +47,15 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from asl_mlops.data.sign_mnist import IMAGE_SIZE
 from asl_mlops.errors import InputError
-from asl_mlops.training.preprocess import IMAGE_SIZE, RAW_SHAPE, to_model_input
-from asl_mlops.serving.requests import INPUT_FORMS
-from asl_mlops.serving.requests import images_from_frame
-from asl_mlops.serving.requests import pixel_frame
-from asl_mlops.serving.requests import predictions_frame
+from asl_mlops.serving.requests import (
+    INPUT_FORMS,
+    images_from_frame,
+    pixel_frame,
+    predictions_frame,
+)
+from asl_mlops.training.preprocess import RAW_SHAPE, to_model_input
 
 if TYPE_CHECKING:
     import keras
@@ -158,7 +161,9 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture
     even where asl_mlops is not installed. Writes the .keras file to a temporary folder first.
     """
     import asl_mlops
-    from asl_mlops.tracking import pinned_requirements  # here: tracking imports Keras, which predict --endpoint avoids
+    from asl_mlops.tracking import (
+        pinned_requirements,  # here: tracking imports Keras, which predict --endpoint avoids
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = Path(tmp) / "model.keras"

@@ -6,17 +6,17 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from asl_mlops.data.sign_mnist import IMAGE_SIZE, LABEL_COLUMN, PIXEL_COLUMNS
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
-from asl_mlops.training.preprocess import IMAGE_SIZE
-from asl_mlops.serving.images import MAX_IMAGE_BYTES
-from asl_mlops.serving.images import MAX_IMAGE_PIXELS
-from asl_mlops.serving.images import decode_base64_image
+from asl_mlops.serving.images import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    decode_base64_image,
+)
 
-#: Sign MNIST pixel columns, in image order.
-PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pixel{i}" for i in range(1, 785))
 IMAGE_COLUMN = "image"
-LABEL_COLUMN = "label"  # accepted and ignored, so CSV rows can be sent as they are
+# LABEL_COLUMN is accepted and ignored, so CSV rows can be sent as they are.
 _KNOWN_COLUMNS = frozenset((*PIXEL_COLUMNS, IMAGE_COLUMN, LABEL_COLUMN))
 #: Most rows per request: bounds memory and latency of one request (a 1024-row pixel batch is ~3 MB of JSON).
 MAX_ROWS = 1024
@@ -40,7 +40,8 @@ def _pixel_rows(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     missing = [c for c in PIXEL_COLUMNS if c not in present]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(f"pixel rows need all 784 columns pixel1..pixel784; missing column(s) {shown}")
+        raise InputError(f"pixel rows need all {len(PIXEL_COLUMNS)} columns "
+                         f"{PIXEL_COLUMNS[0]}..{PIXEL_COLUMNS[-1]}; missing column(s) {shown}")
     # The common request has exactly the pixel columns in order: no reindexing (a 784-column copy) then.
     pixels = frame if tuple(columns) == PIXEL_COLUMNS else frame.loc[:, list(PIXEL_COLUMNS)]
     values = pixels.to_numpy()

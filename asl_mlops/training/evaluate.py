@@ -17,11 +17,11 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import accuracy_score, classification_report, log_loss
 
-from asl_mlops.training import plots
+from asl_mlops.data.sign_mnist import Dataset, load_csv
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LETTERS, NUM_CLASSES
 from asl_mlops.quiet_import import import_tensorflow_quietly
-from asl_mlops.data.sign_mnist import Dataset, load_csv
+from asl_mlops.training import plots
 
 if TYPE_CHECKING:
     import keras
@@ -156,9 +156,9 @@ def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation
     """Evaluate a photo recognizer on a photo folder, photo by photo (no hand found = an error)."""
     from tqdm import tqdm
 
-    from asl_mlops.labels import labels_to_indices
-    from asl_mlops.hands.features import Thumbnails
     from asl_mlops.data.photos import load_photo_folder, read_rgb
+    from asl_mlops.hands.features import Thumbnails
+    from asl_mlops.labels import labels_to_indices
 
     photos = load_photo_folder(folder)  # validates before anything is loaded or logged
     recognizer = load_recognizer(model_uri)

@@ -12,11 +12,12 @@ import keras
 import mlflow
 import numpy as np
 
-from asl_mlops.training.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
-from asl_mlops.training.fused_batchnorm import fused_batchnorm
-from asl_mlops.training.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.tracking import MlflowEpochLogger
+from asl_mlops.training.augment import build_augmentation, make_dataset
+from asl_mlops.training.fused_batchnorm import fused_batchnorm
+from asl_mlops.training.inputs import PreparedData
+from asl_mlops.training.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.training.trunk import (
     ViewBatches,
     split_at_trainable,
@@ -24,7 +25,6 @@ from asl_mlops.training.trunk import (
     trunk_features,
     uses_trunk_cache,
 )
-from asl_mlops.training.inputs import PreparedData
 
 #: How every network is compiled (for training, and in the saved .keras file).
 LOSS_AND_METRICS: dict[str, Any] = {"loss": "categorical_crossentropy", "metrics": ["accuracy"]}

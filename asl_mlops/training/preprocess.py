@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Side of a Sign MNIST image.
-IMAGE_SIZE = 28
+from asl_mlops.data.sign_mnist import IMAGE_SIZE
+
 #: What every model takes: one 28x28 gray channel, float32 pixel values 0-255.
 RAW_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 

@@ -9,32 +9,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import secrets
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 import mlflow
 import numpy as np
 
-from asl_mlops.training import plots
-from asl_mlops.config import TrainConfig
-from asl_mlops.training.evaluate import Evaluation, evaluate_probabilities, log_evaluation, predict_probabilities
-from asl_mlops.training.models import average_ensemble, build_model, count_params
+from asl_mlops.config import RegistryConfig, TrainConfig
 from asl_mlops.serving.recognizer import log_recognizer
 from asl_mlops.tracking import log_config, log_figures, log_input, training_device
+from asl_mlops.training import plots
+from asl_mlops.training.evaluate import (
+    Evaluation,
+    evaluate_probabilities,
+    log_evaluation,
+    predict_probabilities,
+)
+from asl_mlops.training.fit import fit, loss_and_metrics
+from asl_mlops.training.inputs import PreparedData, prepare_data
+from asl_mlops.training.models import average_ensemble, build_model, count_params
 from asl_mlops.training.trunk import (
     check_cache_dir,
     trunk_cache_dir,
     uses_trunk_cache,
 )
-from asl_mlops.training.fit import fit
-from asl_mlops.training.fit import loss_and_metrics
-from asl_mlops.training.inputs import PreparedData
-from asl_mlops.training.inputs import prepare_data
 
 if TYPE_CHECKING:
     from asl_mlops.registry import Registration
@@ -127,10 +132,9 @@ def model_description(config: TrainConfig, data: PreparedData, val: Evaluation, 
 
 
 def generate_run_name() -> str:
-    """MLflow's own random run name (adjective-animal-number)."""
-    from mlflow.utils.name_utils import _generate_random_name
-
-    return _generate_random_name()
+    """A fresh run-name suffix: the UTC time and 6 hex digits from the OS (not the seeded `random`), e.g.
+    20261204-152410-3fa9c1, so runs with the same training seed get different names that sort by start."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 #: Python random numbers that the training seed never touches (seeded from OS entropy at import).
@@ -152,8 +156,10 @@ def unseeded_python_random():
 
 def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *, run_name: str | None = None,
                        nested: bool = False, tags: dict[str, str] | None = None,
-                       callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
-    """Train one model and log it all to one MLflow run (the active one under `mlflow run`).
+                       callbacks: Sequence[keras.callbacks.Callback] = (),
+                       params: dict[str, Any] | None = None) -> RunResult:
+    """Train one model and log it all to one MLflow run (the active one under `mlflow run`); `params` are
+    logged beside the config's (e.g. the registry settings).
 
     Data problems raise `InputError` before a run is started; any error inside the run marks it FAILED.
     """
@@ -173,7 +179,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     with run_context as run:
         if run.info.run_name != name:  # a run `mlflow run` created (and named) for us
             mlflow.set_tag("mlflow.runName", name)
-        log_config(config, data.params)
+        log_config(config, {**data.params, **(params or {})})
         mlflow.set_tags({"device": training_device(),
                          "mlflow.note.content": run_description(config, data)})
         datasets = mlflow_datasets(data, config)
@@ -202,8 +208,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         # The run's one model, registered and served as it was measured above. Logged at the step after the last
         # epoch: MLflow copies the run's metrics of the model's step onto it, and per-epoch values are not its own.
         if config.resolved_architecture == "keypoints":
-            from asl_mlops.serving.hand_recognizer import log_hand_recognizer
             from asl_mlops.hands.landmarker import hand_model_path
+            from asl_mlops.serving.hand_recognizer import log_hand_recognizer
 
             model_info = log_hand_recognizer(model, hand_model_path(), config.test_data, step=config.epochs)
         else:
@@ -224,13 +230,14 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
                      {k: [float(v) for v in vs] for k, vs in history.history.items()}, trainable, total)
 
 
-def train_and_register(config: TrainConfig) -> tuple[RunResult, "Registration | None"]:
-    """`train_and_evaluate`, then, with `config.register`, register the run's recognizer under the
+def train_and_register(config: TrainConfig, registry: RegistryConfig = RegistryConfig()
+                       ) -> tuple[RunResult, "Registration | None"]:
+    """`train_and_evaluate`, then, with `registry.register`, register the run's recognizer under the
     no-regression rule. Reached only when the run finished cleanly, so a failed run never registers."""
-    result = train_and_evaluate(config)
-    if not config.register:
+    result = train_and_evaluate(config, params=registry.to_params())
+    if not registry.register:
         return result, None
     from asl_mlops.registry import register_if_better
 
-    return result, register_if_better(result.run_id, result.model_uri, config.model_name,
+    return result, register_if_better(result.run_id, result.model_uri, registry.model_name,
                                       tags={"source": "asl-mlops train"})

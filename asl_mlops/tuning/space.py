@@ -22,10 +22,8 @@ from optuna_integration import KerasPruningCallback
 from asl_mlops.config import SweepConfig, TrainConfig
 from asl_mlops.training.inputs import PreparedData
 from asl_mlops.training.run import train_and_evaluate
-from asl_mlops.tuning.runs import ROLE_TAG
-from asl_mlops.tuning.runs import STATE_TAG
-from asl_mlops.tuning.runs import STUDY_TAG
-from asl_mlops.tuning.runs import TRIAL_TAG
+from asl_mlops.tuning.runs import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+
 OBJECTIVE = "val_accuracy"  # reported each epoch for pruning; the trial's value is the final one
 # Trial errors that fail one trial but not the sweep: numeric blow-ups (NaN loss raises
 # FloatingPointError) and TensorFlow runtime errors. Anything else is a bug and stops the sweep.
@@ -77,6 +75,7 @@ class _BudgetSpentLog(logging.Filter):
         return not any(record.getMessage() == f"Trial {n} failed with value None." for n in self.spent)
 
 
+# Optuna logs a trial's exception from this module's logger; the logger's name is the only handle it offers.
 logging.getLogger("optuna.study._optimize").addFilter(_BudgetSpentLog())
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-
 import random
 import time
 import urllib.parse
@@ -15,7 +14,12 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from asl_mlops.config import SWEPT_FIELDS, VALUES_BEFORE_THE_SETTING, SweepConfig, TrainConfig
+from asl_mlops.config import (
+    SWEPT_FIELDS,
+    VALUES_BEFORE_THE_SETTING,
+    SweepConfig,
+    TrainConfig,
+)
 from asl_mlops.errors import InputError
 from asl_mlops.training.inputs import PreparedData
 
@@ -93,11 +97,11 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.RDBStorag
 def study_settings(base: TrainConfig, sweep: SweepConfig, data: PreparedData) -> dict[str, Any]:
     """What makes trials of one study comparable: the fixed training settings, the data, the search."""
     params = {k: v for k, v in base.to_params().items()
-              if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "register", "model_name",
-                           "ensemble_members", "resolved_architecture")}  # (they follow from the others and the data)
+              if k not in (*SWEPT_FIELDS, "train_data", "test_data", "cache_dir", "ensemble_members",
+                           "resolved_architecture")}  # (they follow from the others and the data)
     params["architecture"] = base.resolved_architecture  # 'auto' and what it chose are the same study
     search = {k: v for k, v in sweep.to_params().items()
-              if k not in ("n_trials", "study_name", "heartbeat_interval", "workers", "register", "model_name")}
+              if k not in ("n_trials", "study_name", "heartbeat_interval", "workers")}
     return {**params, **search, "train_data_hash": data.params["train_data_hash"],
             "val_data_hash": data.params["val_data_hash"],
             "test_data_hash": data.params["test_data_hash"]}

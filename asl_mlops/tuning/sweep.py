@@ -52,29 +52,46 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
+from asl_mlops.config import (
+    SWEPT_FIELDS,
+    TUNE_REGISTRY,
+    RegistryConfig,
+    SweepConfig,
+    TrainConfig,
+)
 from asl_mlops.errors import InputError
 from asl_mlops.registry import Registration, is_better, register_if_better
-from asl_mlops.tracking import check_tracking_server, ensure_experiment, log_figures, log_new_params
+from asl_mlops.tracking import (
+    check_tracking_server,
+    ensure_experiment,
+    log_figures,
+    log_new_params,
+)
 from asl_mlops.training.inputs import PreparedData, prepare_data
-from asl_mlops.tuning.runs import ROLE_TAG
-from asl_mlops.tuning.runs import RunHeartbeat
-from asl_mlops.tuning.runs import STUDY_TAG
-from asl_mlops.tuning.runs import close_orphaned_runs
-from asl_mlops.tuning.runs import settle_other_sweep_runs
-from asl_mlops.tuning.space import BudgetSpent
-from asl_mlops.tuning.space import TRIAL_ERRORS
-from asl_mlops.tuning.space import make_objective
-from asl_mlops.tuning.space import make_pruner
-from asl_mlops.tuning.space import make_sampler
-from asl_mlops.tuning.space import worker_seed
-from asl_mlops.tuning.storage import check_same_settings
-from asl_mlops.tuning.storage import default_storage_url
-from asl_mlops.tuning.storage import fail_stale_trials
-from asl_mlops.tuning.storage import hide_password
-from asl_mlops.tuning.storage import load_or_create_study
-from asl_mlops.tuning.storage import open_storage
-from asl_mlops.tuning.storage import study_settings
+from asl_mlops.tuning.runs import (
+    ROLE_TAG,
+    STUDY_TAG,
+    RunHeartbeat,
+    close_orphaned_runs,
+    settle_other_sweep_runs,
+)
+from asl_mlops.tuning.space import (
+    TRIAL_ERRORS,
+    BudgetSpent,
+    make_objective,
+    make_pruner,
+    make_sampler,
+    worker_seed,
+)
+from asl_mlops.tuning.storage import (
+    check_same_settings,
+    default_storage_url,
+    fail_stale_trials,
+    hide_password,
+    load_or_create_study,
+    open_storage,
+    study_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +237,9 @@ def open_study(base: TrainConfig, sweep: SweepConfig, sampler_seed: int,
     return url, storage, data, study
 
 
-def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
+def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = TUNE_REGISTRY) -> SweepResult:
     """Create or join the study, run trials until it has `n_trials` under one parent MLflow run (this
-    worker's), log the summary and register the best trial's model (if `sweep.register`).
+    worker's), log the summary and register the best trial's model (if `registry.register`).
 
     Storage and tracking server are checked first: a bad or unreachable one is an InputError before
     any data is read."""
@@ -233,14 +250,14 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
                 hide_password(url), finished_count(study), sweep.n_trials, seed)
 
     if finished_count(study) >= sweep.n_trials and not mlflow.active_run() and not os.environ.get("MLFLOW_RUN_ID"):
-        return finished_study(study, sweep, url)  # nothing to run: no new (empty) sweep run
+        return finished_study(study, sweep, url, registry)  # nothing to run: no new (empty) sweep run
 
-    fixed = {k: v for k, v in base.to_params().items() if k not in (*SWEPT_FIELDS, "register", "model_name")}
+    fixed = {k: v for k, v in base.to_params().items() if k not in SWEPT_FIELDS}
     tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url),
             "optuna.sampler_seed": str(seed)}
     with mlflow.start_run(run_name=f"sweep-{sweep.study_name}", tags=tags) as parent, \
             RunHeartbeat(parent.info.run_id, sweep.heartbeat_interval):
-        log_new_params({**fixed, **sweep.to_params(), **data.params})
+        log_new_params({**fixed, **sweep.to_params(), **registry.to_params(), **data.params})
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         poll = min(max(sweep.heartbeat_interval / 2, 0.5), 10.0)
         ran = run_trials(study, make_objective(base, sweep, data), sweep.n_trials, poll)
@@ -249,11 +266,11 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         best = log_study_summary(study)
         registration = None
-        if best is not None and sweep.register:
+        if best is not None and registry.register:
             # Every worker gets here only once the budget is done; the registry's lock and its check for an
             # already registered run make the best trial's model registered once, whoever comes first.
             registration = register_if_better(
-                best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], sweep.model_name,
+                best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], registry.model_name,
                 tags={"study_name": sweep.study_name, "trial_number": best.number,
                       "sweep_run_id": parent.info.run_id},
                 description=(f"Best trial ({best.number}) of Optuna study '{sweep.study_name}', sweep run "
@@ -271,7 +288,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
                        registration)
 
 
-def finished_study(study: optuna.Study, sweep: SweepConfig, url: str) -> SweepResult:
+def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: RegistryConfig) -> SweepResult:
     """The result of a study that already has its trials, reported from the study and its latest sweep run
     without starting a run. Its best model is registered if it is not yet (`register_if_better` registers a run
     once)."""
@@ -282,9 +299,9 @@ def finished_study(study: optuna.Study, sweep: SweepConfig, url: str) -> SweepRe
     parent = earlier[0].info.run_id if earlier else ""
     logger.info("study '%s' already has %d trials: nothing to run", sweep.study_name, finished_count(study))
     registration = None
-    if best is not None and sweep.register:
+    if best is not None and registry.register:
         registration = register_if_better(best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"],
-                                          sweep.model_name, tags={"study_name": sweep.study_name,
+                                          registry.model_name, tags={"study_name": sweep.study_name,
                                                                   "trial_number": best.number, "sweep_run_id": parent})
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent, dict(states), best.number if best else None,

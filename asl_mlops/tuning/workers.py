@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -15,28 +14,31 @@ from typing import Any
 import mlflow
 import optuna
 
-from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
+from asl_mlops.config import (
+    SWEPT_FIELDS,
+    TUNE_REGISTRY,
+    RegistryConfig,
+    SweepConfig,
+    TrainConfig,
+)
 from asl_mlops.tuning.space import worker_seed
 from asl_mlops.tuning.storage import hide_password
-from asl_mlops.tuning.sweep import SweepResult
-from asl_mlops.tuning.sweep import best_trial
-from asl_mlops.tuning.sweep import open_study
+from asl_mlops.tuning.sweep import SweepResult, best_trial, open_study
 
 logger = logging.getLogger(__name__)
 
 
-def worker_arguments(base: TrainConfig, sweep: SweepConfig) -> list[str]:
-    """`asl-mlops tune` options that reproduce `base` and `sweep` in one worker (with --workers 1)."""
+def worker_arguments(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = TUNE_REGISTRY) -> list[str]:
+    """`asl-mlops tune` options that reproduce `base`, `sweep` and `registry` in one worker (with --workers 1)."""
     def spelled(value: Any) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
-    params = {**{k: v for k, v in dataclasses.asdict(base).items() if k not in (*SWEPT_FIELDS, "register",
-                                                                                 "model_name")},
-              **dataclasses.asdict(sweep), "workers": 1}
+    params = {**{k: v for k, v in dataclasses.asdict(base).items() if k not in SWEPT_FIELDS},
+              **dataclasses.asdict(sweep), **dataclasses.asdict(registry), "workers": 1}
     return [arg for k, v in params.items() for arg in ("--" + k.replace("_", "-"), spelled(v))]
 
 
-def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
+def run_workers(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = TUNE_REGISTRY) -> SweepResult:
     """`tune --workers N`: start N worker processes on the study here, wait for them, and report the study.
 
     Needs a storage several processes can share (a database server): SQLite is refused. The tables, the
@@ -48,7 +50,7 @@ def run_workers(base: TrainConfig, sweep: SweepConfig) -> SweepResult:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # each worker opens its own sweep run
     env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=str(threads),
                MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
-    command = [sys.executable, "-m", "asl_mlops", "tune", *worker_arguments(base, sweep)]
+    command = [sys.executable, "-m", "asl_mlops", "tune", *worker_arguments(base, sweep, registry)]
     logger.info("starting %d workers on study '%s' (%d CPU thread(s) each)", sweep.workers, sweep.study_name, threads)
     workers = [subprocess.Popen(command, env=env) for _ in range(sweep.workers)]
     codes = [w.wait() for w in workers]

@@ -31,7 +31,8 @@ from asl_mlops.serving.guard import (
 )
 from asl_mlops.serving.app import ServeConfig, bind
 from asl_mlops.serving.images import MAX_IMAGE_BYTES
-from asl_mlops.serving.requests import MAX_ROWS, PIXEL_COLUMNS
+from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
+from asl_mlops.serving.requests import MAX_ROWS
 from served_model import acquire, free_port, images_body, pixels_body, release, stop_server
 
 ROW = (np.arange(784) % 256).tolist()

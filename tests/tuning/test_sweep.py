@@ -28,7 +28,7 @@ from asl_mlops.tuning import storage as storage_module
 from asl_mlops.tuning import sweep as sweep_module
 from asl_mlops.tuning import workers as workers_module
 from asl_mlops.cli import main
-from asl_mlops.config import SweepConfig, TrainConfig
+from asl_mlops.config import RegistryConfig, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import CHAMPION, current_champion
 from asl_mlops.tuning.runs import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
@@ -332,8 +332,8 @@ def test_bad_trial_is_pruned_and_failing_trial_does_not_stop_the_sweep(mlflow_st
     monkeypatch.setattr(space_module, "train_and_evaluate", nan_in_trial_1)
     # 2 trials to finish: the failed one does not count, so the three enqueued ones are exactly the sweep
     sweep = SweepConfig(n_trials=2, study_name="prune", storage=storage, pruner="median", pruner_startup_trials=1,
-                        pruner_warmup_epochs=0, learning_rate_min=1e-5, register=False)
-    result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=2), sweep)
+                        pruner_warmup_epochs=0, learning_rate_min=1e-5)
+    result = run_sweep(base_config(synthetic_dir, tmp_path / "cache", epochs=2), sweep, RegistryConfig(register=False))
 
     assert result.states == {"COMPLETE": 1, "FAIL": 1, "PRUNED": 1}
     trials = optuna.load_study(study_name="prune", storage=storage).trials
@@ -414,15 +414,19 @@ def test_workers_starting_together_on_a_fresh_database_share_one_study(postgres_
     url = postgres_database()
     sweep = SweepConfig(study_name="together", storage=url, heartbeat_interval=5)
 
-    def start(_: int) -> int:
+    def start(worker: int) -> int:
         storage = storage_module.open_storage(url, sweep.heartbeat_interval)
-        return storage_module.load_or_create_study(storage, sweep, space_module.make_sampler(0),
-                                                 optuna.pruners.NopPruner())._study_id
+        study = storage_module.load_or_create_study(storage, sweep, space_module.make_sampler(0),
+                                                    optuna.pruners.NopPruner())
+        study.set_user_attr(f"worker{worker}", worker)  # through the study this worker got
+        return storage.get_study_id_from_name(study.study_name)
 
     with ThreadPoolExecutor(4) as pool:
         study_ids = list(pool.map(start, range(4)))
     assert len(set(study_ids)) == 1
     assert len(optuna.get_all_study_names(url)) == 1
+    # every worker's study is the one stored study: each wrote to it
+    assert optuna.load_study(study_name="together", storage=url).user_attrs == {f"worker{i}": i for i in range(4)}
 
 
 def test_a_trial_started_beyond_the_budget_is_not_run(tmp_path: Path):
@@ -461,19 +465,21 @@ def test_worker_arguments_rebuild_the_same_configs(mlflow_store, tmp_path: Path)
 
     base = TrainConfig(epochs=3, seed=5, augment=False, val_split="random")
     sweep = SweepConfig(n_trials=7, storage="postgresql://u@h/db", workers=3, l2_max=0.01)
+    registry = RegistryConfig(register=False, model_name="other-name")
     captured = {}
 
-    def capture(base, sweep):
-        captured.update(base=base, sweep=sweep)
+    def capture(base, sweep, registry):
+        captured.update(base=base, sweep=sweep, registry=registry)
         return sweep_module.SweepResult("s", "x", "r", {})
 
     with pytest.MonkeyPatch.context() as mp:  # only the CLI parsing is under test here
         mp.setattr(sweep_module, "run_sweep", capture)
         mp.setattr("asl_mlops.tracking.check_tracking_server", lambda *a: None)
-        result = CliRunner().invoke(cli.main, ["tune", *workers_module.worker_arguments(base, sweep)])
+        result = CliRunner().invoke(cli.main, ["tune", *workers_module.worker_arguments(base, sweep, registry)])
     assert result.exit_code == 0, result.output
     assert captured["base"] == base
     assert captured["sweep"] == sweep.replace(workers=1)
+    assert captured["registry"] == registry
 
 
 @pytest.mark.parametrize("storage, words", [
