@@ -214,7 +214,7 @@ def train_command(**options: Any) -> None:
     use_default_experiment()
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
-    from asl_mlops.training.run import train_and_register
+    from asl_mlops.train import train_and_register
 
     check_tracking_server()
 

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from provenance import provenance
 
 VARIANTS = ("keypoints", "no-jitter", "no-augment", "no-retries", "logreg")
@@ -49,13 +48,16 @@ def run_fold(variant: str, hands, labels, train_mask, test_mask, seed: int, epoc
     import keras
     import mlflow
 
-    from asl_mlops.hands import features as photo_data
     from asl_mlops.config import TrainConfig
-    from asl_mlops.training.evaluate import evaluate_probabilities, predict_probabilities
+    from asl_mlops.hands import features as photo_data
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.training.models import build_model
-    from asl_mlops.training.inputs import PreparedData
+    from asl_mlops.training.evaluate import (
+        evaluate_probabilities,
+        predict_probabilities,
+    )
     from asl_mlops.training.fit import fit
+    from asl_mlops.training.inputs import PreparedData
+    from asl_mlops.training.models import build_model
 
     train_hands = tuple(h for h, m in zip(hands, train_mask) if m)
     test_hands = tuple(h for h, m in zip(hands, test_mask) if m)
@@ -103,9 +105,9 @@ def main() -> None:
     import mlflow
     from tqdm import tqdm
 
+    from asl_mlops.data.photos import load_photo_folder
     from asl_mlops.hands.detector import detect_photos
     from asl_mlops.hands.landmarker import hand_model_path
-    from asl_mlops.data.photos import load_photo_folder
 
     mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='hands-bench-')}/mlflow.db")
     photos = load_photo_folder(args.data)

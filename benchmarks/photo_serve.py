@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from provenance import provenance, write_results
 
 

@@ -100,11 +100,14 @@ def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None 
     import numpy as np
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.training.evaluate import evaluate_probabilities, predict_probabilities
     from asl_mlops.labels import labels_to_indices
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.train import train_and_evaluate
+    from asl_mlops.training.evaluate import (
+        evaluate_probabilities,
+        predict_probabilities,
+    )
     from asl_mlops.training.inputs import split_data
-    from asl_mlops.training.run import train_and_evaluate
+    from asl_mlops.training.preprocess import to_model_input
 
     csv, split, random_val, standin = parts
     changes = recipe_changes(recipe, epochs, overrides)

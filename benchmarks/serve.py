@@ -50,7 +50,7 @@ def train_and_register(workdir: Path, train_data: str | None, epochs: int, ensem
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.data.synth import write_synthetic
-    from asl_mlops.training.run import train_and_evaluate
+    from asl_mlops.train import train_and_evaluate
 
     write_synthetic(workdir / "data")
     train = train_data or str(workdir / "data" / "sign_mnist_train.csv")

@@ -35,8 +35,8 @@ def nearest_similarity(held_out: np.ndarray, train: np.ndarray, block: int = 204
 
 
 def main() -> None:
-    from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.config import TrainConfig
+    from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.data.split import FAMILY_SIMILARITY, find_families, split_train_val
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -43,12 +43,12 @@ def main() -> None:
 
     import numpy as np
 
-    from asl_mlops.data.sign_mnist import load_csv
-    from asl_mlops.data.split import find_families, grouped_split
-
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import selection
     import split as split_benchmark
+
+    from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.data.split import find_families, grouped_split
     pool = grouped_split(load_csv(args.train_data), 0.2, 2026, what="standin_fraction").train  # carve's pool
     pool_family = dict(zip((image.tobytes() for image in pool.images), find_families(pool)))
     nearest_by_photo, results, misread = {}, {}, {}

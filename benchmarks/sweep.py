@@ -64,9 +64,9 @@ def main() -> None:
     import optuna
 
     from asl_mlops.config import RegistryConfig, SweepConfig, TrainConfig
-    from asl_mlops.tuning.sweep import run_sweep
+    from asl_mlops.train import train_and_evaluate
     from asl_mlops.training.inputs import prepare_data
-    from asl_mlops.training.run import train_and_evaluate
+    from asl_mlops.tuning.sweep import run_sweep
 
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name("benchmark-sweep")  # artifacts in the workdir, not ./mlruns

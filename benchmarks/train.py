@@ -131,9 +131,9 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
     import numpy as np
 
     from asl_mlops.labels import NUM_CLASSES
-    from asl_mlops.training.models import average_ensemble, build_cnn
     from asl_mlops.serving.recognizer import traced_forward
     from asl_mlops.training.fit import LOSS_AND_METRICS
+    from asl_mlops.training.models import average_ensemble, build_cnn
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (128, 28, 28, 1)).astype(np.float32)
@@ -185,15 +185,15 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     importlib.import_module("asl_mlops")  # first: it picks TensorFlow's CPU kernels before keras loads TensorFlow
     import keras
 
-    from asl_mlops.training.augment import build_augmentation, make_dataset
     from asl_mlops.config import TrainConfig
     from asl_mlops.data.sign_mnist import load_csv
+    from asl_mlops.tracking import training_device
+    from asl_mlops.training.augment import build_augmentation, make_dataset
+    from asl_mlops.training.fit import loss_and_metrics, training_optimizer
     from asl_mlops.training.fused_batchnorm import fused_batchnorm
+    from asl_mlops.training.inputs import one_hot
     from asl_mlops.training.models import build_model
     from asl_mlops.training.preprocess import to_model_input
-    from asl_mlops.tracking import training_device
-    from asl_mlops.training.fit import loss_and_metrics, training_optimizer
-    from asl_mlops.training.inputs import one_hot
 
     config = TrainConfig()
     csv = load_csv(train_data)

@@ -49,14 +49,14 @@ def main() -> None:
 
     import keras
     import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from asl_mlops.config import TrainConfig
-    from asl_mlops.training.inputs import split_data
-    from asl_mlops.training.run import train_and_evaluate
 
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import selection
+    from mlflow.tracking import MlflowClient
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.train import train_and_evaluate
+    from asl_mlops.training.inputs import split_data
     csv, split, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
 
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "data": info,

@@ -57,16 +57,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    import numpy as np
-
-    from asl_mlops.training.evaluate import predict_probabilities
-    from asl_mlops.labels import labels_to_indices
-    from asl_mlops.training.preprocess import to_model_input
-    from asl_mlops.data.split import find_families
 
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import levers
+    import numpy as np
     import selection
+
+    from asl_mlops.data.split import find_families
+    from asl_mlops.labels import labels_to_indices
+    from asl_mlops.training.evaluate import predict_probabilities
+    from asl_mlops.training.preprocess import to_model_input
     _, _, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
     x, y, family = to_model_input(standin.images), labels_to_indices(standin.labels), find_families(standin)
     paths = sorted(args.models_dir.glob("*.keras"))

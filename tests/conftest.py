@@ -175,7 +175,6 @@ def mlflow_server(postgres_database, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     import mlflow
     import requests
-
     from served_model import free_port, stop_server
 
     port = free_port()

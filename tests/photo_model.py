@@ -13,10 +13,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from conftest import real_hand_photos
 
 from asl_mlops.labels import LETTERS
-
-from conftest import real_hand_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 

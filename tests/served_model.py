@@ -25,14 +25,12 @@ import cv2
 import mlflow
 import numpy as np
 import requests
+from conftest import PLUMBING_CNN
 
 from asl_mlops.config import TrainConfig
-from asl_mlops.data.sign_mnist import load_csv
-from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
+from asl_mlops.data.sign_mnist import PIXEL_COLUMNS, load_csv
 from asl_mlops.data.synth import write_synthetic
-from asl_mlops.training.run import RunResult, train_and_evaluate
-
-from conftest import PLUMBING_CNN
+from asl_mlops.train import RunResult, train_and_evaluate
 
 MODEL_NAME = "asl-recognizer"
 START_TIMEOUT = 90.0  # seconds for the scoring server to answer /ping

@@ -5,9 +5,9 @@ import re
 import mlflow
 import pytest
 from click.testing import CliRunner
+from malformed import MALFORMED_CASES
 
 from asl_mlops.cli import main
-from malformed import MALFORMED_CASES
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import PLUMBING_CNN
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.data.sign_mnist import load_csv
 from asl_mlops.labels import labels_to_indices
-
-from conftest import PLUMBING_CNN
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3

@@ -9,15 +9,22 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import pytest
 from click.testing import CliRunner
+from conftest import needs_postgres
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.cli import main
 from asl_mlops.errors import InputError
-from asl_mlops.registry import (CHAMPION, LOCK_SUFFIX, champion_decision, current_champion, is_better,
-                                register_if_better, registry_lock)
-from conftest import needs_postgres
+from asl_mlops.registry import (
+    CHAMPION,
+    LOCK_SUFFIX,
+    champion_decision,
+    current_champion,
+    is_better,
+    register_if_better,
+    registry_lock,
+)
 
 NAME = "asl-recognizer"
 

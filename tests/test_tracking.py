@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import mlflow.data
 import numpy as np
+from conftest import needs_postgres
 
 from asl_mlops.tracking import log_input
-from conftest import needs_postgres
 
 #: Runs that log one new dataset at the same moment, per round.
 RACERS = 6

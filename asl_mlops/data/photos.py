@@ -86,7 +86,7 @@ def is_photo_folder(path: str | Path) -> bool:
 
 def load_photo_folder(path: str | Path) -> PhotoSet:
     """List, label and hash the photos of a letter-per-folder tree; raise InputError naming the bad path."""
-    from asl_mlops.serving.images import check_encoded_image
+    from asl_mlops.data.images import check_encoded_image
 
     root = Path(path)
     if not root.exists():
@@ -173,7 +173,7 @@ def decode_rgb(data: bytes) -> np.ndarray:
     Raises ValueError with a short reason (the same guards as the served model's, asl_mlops.serving)."""
     import cv2
 
-    from asl_mlops.serving.images import check_encoded_image
+    from asl_mlops.data.images import check_encoded_image
 
     kind = check_encoded_image(data)
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -200,6 +200,7 @@ def serve(config: ServeConfig) -> None:
     setting, a port in use or a model that cannot be loaded."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
+
     # What `uvicorn --workers N` runs; uvicorn documents no API for its supervisor on a socket of our own.
     from uvicorn.supervisors import Multiprocess
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from asl_mlops.data.images import encode_image_file
 from asl_mlops.errors import InputError
-from asl_mlops.serving.images import encode_image_file
 from asl_mlops.serving.requests import IMAGE_COLUMN
 
 QUIT = "x"  # typed alone on a line, ends the interactive loop (as in the original tool)

@@ -38,8 +38,8 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "mediapi
 
 def photos_from_frame(frame: Any) -> list[np.ndarray]:
     """Validate a request and decode its photos to RGB arrays; InputError naming the row and column."""
+    from asl_mlops.data.images import base64_bytes
     from asl_mlops.data.photos import decode_rgb
-    from asl_mlops.serving.images import base64_bytes
     from asl_mlops.serving.requests import (
         IMAGE_COLUMN,
         check_batch_size,
@@ -133,8 +133,8 @@ def signature() -> "mlflow.models.ModelSignature":
 
 def example_frame(test_data: str | Path) -> pd.DataFrame | None:
     """A one-photo request from the test folder (the model's input example), or None if it has none."""
+    from asl_mlops.data.images import encode_image_file
     from asl_mlops.data.photos import load_photo_folder
-    from asl_mlops.serving.images import encode_image_file
 
     photos = load_photo_folder(test_data)
     return pd.DataFrame({"image": [encode_image_file(photos.paths[0])]}) if len(photos) else None

@@ -6,14 +6,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from asl_mlops.data.sign_mnist import IMAGE_SIZE, LABEL_COLUMN, PIXEL_COLUMNS
-from asl_mlops.errors import InputError
-from asl_mlops.labels import LABELS, LETTERS
-from asl_mlops.serving.images import (
+from asl_mlops.data.images import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     decode_base64_image,
 )
+from asl_mlops.data.sign_mnist import IMAGE_SIZE, LABEL_COLUMN, PIXEL_COLUMNS
+from asl_mlops.errors import InputError
+from asl_mlops.labels import LABELS, LETTERS
 
 IMAGE_COLUMN = "image"
 # LABEL_COLUMN is accepted and ignored, so CSV rows can be sent as they are.

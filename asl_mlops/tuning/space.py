@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
 from asl_mlops.config import SweepConfig, TrainConfig
+from asl_mlops.train import train_and_evaluate
 from asl_mlops.training.inputs import PreparedData
-from asl_mlops.training.run import train_and_evaluate
 from asl_mlops.tuning.runs import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 OBJECTIVE = "val_accuracy"  # reported each epoch for pruning; the trial's value is the final one

@@ -10,14 +10,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from asl_mlops.data import download as photo_download
 from asl_mlops.cli import main
+from asl_mlops.data import download as photo_download
+from asl_mlops.data.download import layout_letter_folders
+from asl_mlops.data.images import MAX_IMAGE_PIXELS
+from asl_mlops.data.photos import (
+    PhotoSet,
+    decode_rgb,
+    is_photo_folder,
+    load_photo_folder,
+    read_rgb,
+)
+from asl_mlops.data.synth import write_synthetic_photos
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
-from asl_mlops.data.photos import PhotoSet, decode_rgb, is_photo_folder, load_photo_folder, read_rgb
-from asl_mlops.data.download import layout_letter_folders
-from asl_mlops.data.synth import write_synthetic_photos
-from asl_mlops.serving.images import MAX_IMAGE_PIXELS
 
 
 def encoded(image: np.ndarray, suffix: str = ".png") -> bytes:

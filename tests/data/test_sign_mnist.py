@@ -11,9 +11,9 @@ from malformed import MALFORMED_CASES
 from asl_mlops.data import download as data_download
 from asl_mlops.data import sign_mnist
 from asl_mlops.data.sign_mnist import COLUMNS, Dataset, load_csv, write_csv
+from asl_mlops.data.synth import make_synthetic
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS
-from asl_mlops.data.synth import make_synthetic
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_CASES))

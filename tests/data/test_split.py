@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 
 from asl_mlops.data.sign_mnist import Dataset
+from asl_mlops.data.split import (
+    find_families,
+    grouped_split,
+    random_split,
+    split_train_val,
+)
+from asl_mlops.data.synth import make_synthetic
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS
-from asl_mlops.data.split import find_families, grouped_split, random_split, split_train_val
-from asl_mlops.data.synth import make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from asl_mlops.data.sign_mnist import load_csv
-from asl_mlops.labels import LABELS, labels_to_indices
 from asl_mlops.data.synth import make_synthetic, write_synthetic
+from asl_mlops.labels import LABELS, labels_to_indices
 
 
 def test_written_files_pass_validation(synthetic_dir: Path) -> None:

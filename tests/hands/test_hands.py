@@ -13,8 +13,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_HANDS, real_hand_photo
 
 from asl_mlops.errors import InputError
+from asl_mlops.hands.detector import Hand, HandDetector, detect_photos
+from asl_mlops.hands.keypoints import (
+    NUM_FEATURES,
+    canonical_points,
+    features,
+    features_from_points,
+    rotated_copies,
+)
 from asl_mlops.hands.landmarker import (
     WHEEL_MEMBERS,
     bundle_from_package_index,
@@ -23,10 +32,6 @@ from asl_mlops.hands.landmarker import (
     check_bundle,
     hand_model_path,
 )
-from asl_mlops.hands.detector import Hand, HandDetector, detect_photos
-from asl_mlops.hands.keypoints import NUM_FEATURES, canonical_points, features, features_from_points, rotated_copies
-
-from conftest import REAL_HANDS, real_hand_photo
 
 
 def zip_with(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:

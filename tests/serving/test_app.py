@@ -17,8 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from served_model import (
+    acquire,
+    free_port,
+    images_body,
+    pixels_body,
+    release,
+    stop_server,
+)
 
+from asl_mlops.data.images import MAX_IMAGE_BYTES
+from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.errors import InputError
+from asl_mlops.serving.app import ServeConfig, bind
 from asl_mlops.serving.guard import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_JSON_CONTAINERS,
@@ -29,11 +40,7 @@ from asl_mlops.serving.guard import (
     check_declared_length,
     json_shape_problem,
 )
-from asl_mlops.serving.app import ServeConfig, bind
-from asl_mlops.serving.images import MAX_IMAGE_BYTES
-from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.serving.requests import MAX_ROWS
-from served_model import acquire, free_port, images_body, pixels_body, release, stop_server
 
 ROW = (np.arange(784) % 256).tolist()
 PIXELS = json.dumps({"dataframe_split": {"columns": list(PIXEL_COLUMNS), "data": [ROW]}})
@@ -307,7 +314,9 @@ def test_hostile_input_gets_a_4xx_naming_the_problem(asl_server, case):
 
 @pytest.mark.e2e
 def test_every_refusal_of_the_model_keeps_its_400_and_message(asl_server):
-    from test_serving import _BAD_REQUESTS  # the model's own refusals, as test_serving sends them to MLflow
+    from test_serving import (
+        _BAD_REQUESTS,  # the model's own refusals, as test_serving sends them to MLflow
+    )
 
     for case, (body, message) in _BAD_REQUESTS.items():
         response = asl_server.post(body if isinstance(body, str) else json.dumps(body))

@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 import pytest
 from click.testing import CliRunner
+from served_model import acquire, images_body, release, using_store
 
 from asl_mlops.cli import main
 from asl_mlops.errors import InputError
 from asl_mlops.serving.client import Prediction, paths_from, run
-from served_model import acquire, using_store, images_body, release
 
 
 def test_paths_from_reads_until_x_or_end_of_input_and_skips_blank_lines():

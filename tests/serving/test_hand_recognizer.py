@@ -19,15 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from conftest import REAL_HANDS, real_hand_photos
 from mlflow.tracking import MlflowClient
+from photo_model import train_photo_recognizer
 
-from asl_mlops.serving.hand_recognizer import NO_HAND, answer_rows, photos_from_frame
 from asl_mlops.errors import InputError
 from asl_mlops.hands.detector import Hand
 from asl_mlops.labels import LETTERS
-
-from conftest import REAL_HANDS, real_hand_photos
-from photo_model import train_photo_recognizer
+from asl_mlops.serving.hand_recognizer import NO_HAND, answer_rows, photos_from_frame
 
 needs_real_hands = pytest.mark.skipif(not REAL_HANDS.is_dir(), reason=f"no real hand photos at {REAL_HANDS}")
 

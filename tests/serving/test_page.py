@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import pytest
 import requests
-
-from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES
 from conftest import REAL_HANDS, real_hand_photos
 from served_model import free_port, png_base64, stop_server, train_small_recognizer
+
+from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Known to work with Debian's Chromium as root, in a container without a GPU or network.

@@ -13,12 +13,30 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from served_model import (
+    acquire,
+    images_body,
+    pixels_body,
+    png_base64,
+    release,
+    using_store,
+)
 
-from asl_mlops.errors import InputError
-from asl_mlops.serving.images import MAX_IMAGE_PIXELS, decode_base64_image, decode_image, image_header_size, square_28
+from asl_mlops.data.images import (
+    MAX_IMAGE_PIXELS,
+    decode_base64_image,
+    decode_image,
+    image_header_size,
+    square_28,
+)
 from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
-from asl_mlops.serving.requests import MAX_ROWS, images_from_frame, pixel_frame, predictions_frame
-from served_model import acquire, using_store, images_body, pixels_body, png_base64, release
+from asl_mlops.errors import InputError
+from asl_mlops.serving.requests import (
+    MAX_ROWS,
+    images_from_frame,
+    pixel_frame,
+    predictions_frame,
+)
 
 ROW = np.arange(784) % 256  # a valid pixel row
 

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from asl_mlops.training.augment import build_augmentation, make_dataset
 from asl_mlops.config import TrainConfig
-from asl_mlops.training.augment import PIXEL_RANGE
+from asl_mlops.training.augment import PIXEL_RANGE, build_augmentation, make_dataset
 from asl_mlops.training.preprocess import to_model_input
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from asl_mlops.config import TrainConfig
+from asl_mlops.data.synth import make_synthetic
+from asl_mlops.training.fit import fit
+from asl_mlops.training.inputs import PreparedData, one_hot
 from asl_mlops.training.models import build_model
 from asl_mlops.training.optimizer import WarmupEMAAdam, as_keras_adam, warmup_momentum
 from asl_mlops.training.preprocess import to_model_input
-from asl_mlops.data.synth import make_synthetic
-from asl_mlops.training.inputs import PreparedData, one_hot
-from asl_mlops.training.fit import fit
 
 
 def moving_average(snapshots: list[np.ndarray], momentum) -> np.ndarray:

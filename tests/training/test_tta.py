@@ -7,10 +7,10 @@ import mlflow
 import numpy as np
 import pytest
 
+from asl_mlops.data.synth import make_synthetic
 from asl_mlops.training.evaluate import predict_probabilities
 from asl_mlops.training.models import build_cnn
 from asl_mlops.training.preprocess import to_model_input
-from asl_mlops.data.synth import make_synthetic
 from asl_mlops.training.tta import VIEWS, mean_over_views, views_of
 
 

@@ -20,21 +20,21 @@ import optuna
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import PLUMBING_CNN, needs_postgres
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from asl_mlops.tuning import space as space_module
-from asl_mlops.tuning import storage as storage_module
-from asl_mlops.tuning import sweep as sweep_module
-from asl_mlops.tuning import workers as workers_module
 from asl_mlops.cli import main
 from asl_mlops.config import RegistryConfig, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import CHAMPION, current_champion
+from asl_mlops.tuning import space as space_module
+from asl_mlops.tuning import storage as storage_module
+from asl_mlops.tuning import sweep as sweep_module
+from asl_mlops.tuning import workers as workers_module
 from asl_mlops.tuning.runs import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 from asl_mlops.tuning.space import TrialRunLink
 from asl_mlops.tuning.sweep import best_trial, log_study_summary, run_sweep
-from conftest import PLUMBING_CNN, needs_postgres
 
 pytestmark = pytest.mark.slow
 

@@ -7,16 +7,16 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from malformed import MALFORMED_CASES
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.data.sign_mnist import load_csv
 from asl_mlops.errors import InputError
 from asl_mlops.labels import labels_to_indices
+from asl_mlops.train import train_and_evaluate
 from asl_mlops.training.evaluate import predict_probabilities
-from asl_mlops.training.preprocess import to_model_input
 from asl_mlops.training.fit import learning_rate_schedule
-from asl_mlops.training.run import train_and_evaluate
-from malformed import MALFORMED_CASES
+from asl_mlops.training.preprocess import to_model_input
 
 
 def test_learning_rate_schedule_is_inverse_time_decay(fast_config):
@@ -40,10 +40,10 @@ def test_batchnorm_statistics_are_recomputed_as_the_mean_over_the_training_batch
     import keras
 
     from asl_mlops.config import TrainConfig
-    from asl_mlops.training.models import build_cnn
     from asl_mlops.data.synth import make_synthetic
-    from asl_mlops.training.inputs import one_hot
     from asl_mlops.training.fit import reestimate_batchnorm
+    from asl_mlops.training.inputs import one_hot
+    from asl_mlops.training.models import build_cnn
 
     images = make_synthetic(300, seed=3)  # 3 batches of 100
     x, y = to_model_input(images.images), one_hot(images.labels)
@@ -86,7 +86,7 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
 
     assert re.fullmatch(r"CPU: .+ \((oneDNN|Eigen)\)|GPU: .+", run.data.tags["device"])  # which CPU kernels ran
     assert "validated on" in run.data.tags["mlflow.note.content"]  # the run's description in the UI
-    assert run.info.run_name.startswith("cnn-seed0-")
+    assert re.fullmatch(r"cnn-seed0-\d{8}-\d{6}-[0-9a-f]{6}", run.info.run_name)  # what ran, when, and a tag
     # MLflow datasets: training / validation / test, the content hash as digest
     inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "validation", "test"}
@@ -144,7 +144,7 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
 def test_runs_with_the_same_seed_get_different_names(mlflow_store):
     import keras
 
-    from asl_mlops.training.run import unseeded_python_random
+    from asl_mlops.train import unseeded_python_random
 
     names = []
     for _ in range(3):
@@ -154,6 +154,19 @@ def test_runs_with_the_same_seed_get_different_names(mlflow_store):
         with run:
             names.append(run.info.run_name)
     assert len(set(names)) == 3
+
+
+def test_generated_run_names_differ_under_the_same_seed():
+    import keras
+
+    from asl_mlops.train import generate_run_name
+
+    names = []
+    for _ in range(3):
+        keras.utils.set_random_seed(42)  # as train_and_evaluate does before naming its run
+        names.append(generate_run_name())
+    assert len(set(names)) == 3
+    assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", name) for name in names)
 
 
 @pytest.mark.parametrize("case", ["label_9", "truncated_row", "non_numeric"])
