@@ -73,6 +73,7 @@ def test_unwritable_cache_dir_exits_2_with_one_line_and_leaves_no_run(runner, tm
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+@pytest.mark.slow
 def test_train_logs_to_the_asl_mlops_experiment_unless_one_is_set(runner, synthetic_dir, mlflow_store, monkeypatch):
     args = ["train", "--epochs", "1", "--batch-size", "64", "--tta", "false", "--ensemble", "1",
             "--train-data", str(synthetic_dir / "sign_mnist_train.csv"),

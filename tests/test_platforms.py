@@ -59,6 +59,7 @@ def test_logged_models_name_the_tensorflow_that_is_installed():
                                                              f"keras=={metadata.version('keras')}"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="set on x86-64 CPUs only")
 @pytest.mark.parametrize(("setting", "on"), [(None, True), ("0", False), ("1", True)])
 def test_importing_asl_mlops_turns_on_onednn_unless_the_environment_says_otherwise(setting: str | None, on: bool):

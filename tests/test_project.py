@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import click
+import pytest
 import yaml
 
 from asl_mlops.cli import main
@@ -89,6 +90,7 @@ def test_tune_entry_point_mirrors_tune_command():
     check_entry_point_mirrors("tune", main.commands["tune"])
 
 
+@pytest.mark.slow
 def test_one_opencv_distribution_and_cv2_imports_without_a_display():
     import os
     import subprocess

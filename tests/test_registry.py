@@ -214,6 +214,7 @@ def test_train_register_registers_after_the_run(mlflow_store, fast_config, monke
 
 # --- concurrency: the registration lock, interrupted decisions --------------------------------------
 
+@pytest.mark.slow
 @needs_postgres
 def test_concurrent_registrations_always_leave_the_better_model_champion(mlflow_server):
     """Two registrations at once on a real tracking server (PostgreSQL), repeated: the better one wins

@@ -14,6 +14,7 @@ from asl_mlops.tracking import log_input
 RACERS = 6
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_runs_logging_the_same_new_dataset_at_once_all_link_it(mlflow_server):
     """Sweep workers start trials together and each logs the same training data: on a real tracking server

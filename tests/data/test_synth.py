@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from asl_mlops.data.sign_mnist import load_csv
 from asl_mlops.data.synth import make_synthetic, write_synthetic
@@ -47,6 +48,7 @@ def test_fast() -> None:
     assert time.perf_counter() - started < 2
 
 
+@pytest.mark.slow
 def test_learnable_by_a_small_cnn(synthetic_dir: Path) -> None:
     import keras
 

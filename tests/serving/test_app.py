@@ -180,6 +180,7 @@ def test_cli_port_in_use_is_one_line_and_exit_2():
     assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: the port is in use"
 
 
+@pytest.mark.slow
 def test_cli_bad_model_uri_is_one_line_and_exit_2(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_cli("serve", "--model-uri", "models:/no-such-model@champion", "--port", str(free_port()),

@@ -82,6 +82,7 @@ def photo_run(tmp_path_factory: pytest.TempPathFactory, hand_model: Path):
     mlflow.set_registry_uri(registry)
 
 
+@pytest.mark.e2e
 @needs_real_hands
 def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run):
     root, env, stdout = photo_run
@@ -107,6 +108,7 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
                                               "test_errors"}  # final values only
 
 
+@pytest.mark.e2e
 @needs_real_hands
 def test_the_logged_model_loads_and_answers_with_no_network(photo_run, tmp_path: Path):
     """In a network namespace of its own (no interface up) and with an empty user cache: the hand model comes
@@ -172,6 +174,7 @@ def test_mlflow_models_serve_answers_photos_with_a_box_and_no_hand_explicitly(ph
         server.wait(timeout=30)
 
 
+@pytest.mark.e2e
 @needs_real_hands
 @pytest.mark.parametrize(("train", "test", "architecture", "message"), [
     ("train", "test", "cnn", "is a photo folder: architecture cnn trains on Sign MNIST CSVs"),
@@ -190,6 +193,7 @@ def test_a_photo_folder_with_the_wrong_partner_is_refused_before_any_run(photo_r
     assert len(client.search_runs([experiment])) == before  # no run left behind
 
 
+@pytest.mark.e2e
 @needs_real_hands
 def test_a_sweep_tunes_the_photo_recognizer(photo_run):
     root, env, _ = photo_run

@@ -112,6 +112,7 @@ def test_fit_trains_the_same_weights_and_statistics_fused_as_on_keras_ops():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is switched on x86-64")
 def test_fit_trains_the_same_on_tensorflows_eigen_kernels():
     # This process runs oneDNN's kernels (asl_mlops/__init__.py); the fused op has Eigen kernels of its own.
