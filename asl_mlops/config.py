@@ -85,13 +85,9 @@ class TrainConfig:
     batch_size: int = knob(128, "Mini-batch size.")
     seed: int = knob(42, "Training seed: weight init, shuffling and augmentation (the split has --split-seed).")
     ema: bool = knob(True, "Keep an exponential moving average of the weights and use it for evaluation "
-                           "(weight averaging, see --ema-momentum; per-epoch val_* metrics use it too).")
-    ema_momentum: float = knob(0.999, "Cap of the weight average's momentum, which warms up as (1 + step) / "
-                                      "(10 + step) (asl_mlops/training/optimizer.py): 0.99 averages over the last ~100 "
-                                      "steps; 0.999, reached after 9,000 steps, over about the last tenth of a "
-                                      "shorter run. 0.999 with --recompute-batchnorm: 45.6 +- 7.4 stand-in errors, "
-                                      "worst 55, against 51.0 +- 19.3, worst 73, for 0.99 without it (README, Seed "
-                                      "robustness). resnet50 has no such pass, and 0.999 is not measured for it.")
+                           "(Keras' Adam use_ema; per-epoch validation uses it too).")
+    ema_momentum: float = knob(0.999, "Upper bound of the weight average's momentum; a run of N optimizer steps "
+                                      "uses min(this, 1 - 10/N), so the average spans about its last tenth.")
     recompute_batchnorm: bool = knob(True, "cnn with --ema: after training, recompute the BatchNorm statistics for the "
                                            "averaged weights over one pass of the augmented training data.")
     # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/training/tta.py).

@@ -199,7 +199,8 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     csv = load_csv(train_data)
     x, y = to_model_input(csv.images[:rows]), one_hot(csv.labels[:rows])
     model = build_model(config)
-    model.compile(optimizer=training_optimizer(config), **loss_and_metrics(config))
+    model.compile(optimizer=training_optimizer(config, steps=config.epochs * -(-rows // config.batch_size)),
+                  **loss_and_metrics(config))
     data = make_dataset(x, y, config.batch_size, seed=0, augmentation=build_augmentation(config), shuffle=True).repeat()
     ends: list[float] = []
 

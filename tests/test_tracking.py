@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import mlflow.data
 import numpy as np
+import pytest
 from conftest import needs_postgres
 
 from asl_mlops.tracking import log_input

@@ -1,8 +1,10 @@
-"""Fitting one network: compile with Adam and the learning-rate schedule, fit with per-epoch logging, keep the weight average.
+"""Fitting one network: compile with Adam and the learning-rate schedule, fit with per-epoch logging, keep the
+weight average.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +19,6 @@ from asl_mlops.tracking import MlflowEpochLogger
 from asl_mlops.training.augment import build_augmentation, make_dataset
 from asl_mlops.training.fused_batchnorm import fused_batchnorm
 from asl_mlops.training.inputs import PreparedData
-from asl_mlops.training.optimizer import WarmupEMAAdam, as_keras_adam
 from asl_mlops.training.trunk import (
     ViewBatches,
     split_at_trainable,
@@ -43,10 +44,21 @@ def learning_rate_schedule(config: TrainConfig) -> Callable[[int], float]:
     return lambda epoch, lr=None: config.learning_rate / (1.0 + config.decay_rate * epoch)
 
 
-def training_optimizer(config: TrainConfig) -> WarmupEMAAdam:
-    """The optimizer `fit` trains with. WarmupEMAAdam, not Adam(use_ema=True): Keras' average would still be
-    mostly the initial weights after a short run (asl_mlops.training.optimizer)."""
-    return WarmupEMAAdam(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
+#: The weight average spans about the last 1/EMA_HORIZON of the run's steps.
+EMA_HORIZON = 10.0
+
+
+def ema_momentum(config: TrainConfig, steps: int) -> float:
+    """Momentum of the weight average for a run of `steps` optimizer steps: 1 - 10 / steps, at most
+    `config.ema_momentum`. A fixed momentum from the first step would leave much of the initial weights in the
+    average of a short run (0.999 over 1,668 steps: 19%); 1 - 10 / steps leaves e^-10, about 5e-5."""
+    return min(config.ema_momentum, max(0.0, 1.0 - EMA_HORIZON / max(steps, 1)))
+
+
+def training_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.Adam:
+    """The optimizer `fit` trains with for `steps` optimizer steps: Keras' Adam, with its weight average
+    (`use_ema`) when `config.ema` (docs/decisions.md)."""
+    return keras.optimizers.Adam(config.learning_rate, use_ema=config.ema, ema_momentum=ema_momentum(config, steps))
 
 
 def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
@@ -82,7 +94,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
             if isinstance(layer, keras.layers.Normalization):
                 layer.adapt(data.x_train)
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
-    target.compile(optimizer=training_optimizer(config), **loss_and_metrics(config))
+    steps = config.epochs * math.ceil(len(data.x_train) / config.batch_size)
+    target.compile(optimizer=training_optimizer(config, steps), **loss_and_metrics(config))
     # The scheduler must run before the loggers so `learning_rate` is in each epoch's logs.
     all_callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.LearningRateScheduler(learning_rate_schedule(config)), keras.callbacks.TerminateOnNaN()]
@@ -108,10 +121,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
             reestimate_batchnorm(model, data.x_train, data.y_train, config)
             if mlflow.active_run():
                 mlflow.log_metric(f"{metric_prefix}batchnorm_seconds", time.perf_counter() - start)
-    # The saved .keras file includes the compile config: a class of ours there would make the logged model
-    # fail to load wherever asl_mlops is not imported (plain keras.models.load_model of the logged .keras file).
-    # The tail's trainable variables are the full model's, in the same order.
-    model.compile(optimizer=as_keras_adam(target.optimizer, model.trainable_variables), **loss_and_metrics(config))
+    if target is not model:  # the full network is what is saved: compiled with the tail's trained optimizer
+        model.compile(optimizer=target.optimizer, **loss_and_metrics(config))  # (its variables are the tail's)
     return history
 
 
