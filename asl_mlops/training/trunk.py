@@ -39,10 +39,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from asl_mlops.training.augment import build_augmentation
 from asl_mlops.config import TrainConfig
-from asl_mlops.files import atomic_write, give_umask_mode
 from asl_mlops.errors import InputError
+from asl_mlops.files import atomic_write, give_umask_mode
+from asl_mlops.training.augment import build_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -60,39 +60,38 @@ class TrunkSplit:
     boundary: tuple[str, ...]  # names of the trunk layers whose outputs the tail takes, in tail input order
 
 
-def _producer(tensor):
-    """The graph node that produced a symbolic tensor."""
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
-
-
 def split_at_trainable(model: keras.Model) -> TrunkSplit:
     """Split a functional `model` into its frozen trunk and its trainable tail, from the graph.
 
-    Walks the model's own nodes from the input on (layers shared with other models have nodes outside it):
-    a node is in the tail if its layer has trainable weights or it takes a tail node's output; the
-    boundary is every trunk output a tail node takes."""
-    by_depth = model._nodes_by_depth  # Keras functional graph: depth 0 is the output, the input deepest
-    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-    tail: set[int] = set()
-    for node in nodes:
-        if node.operation.trainable_weights or any(id(_producer(t)) in tail for t in node.input_tensors):
-            tail.add(id(node))
+    Goes through `model.layers` (a functional model's layers in graph order, each after the layers it takes
+    inputs from), matching each layer's `input` tensors to the `output` tensors of the layers before it: a
+    layer is in the tail if it has trainable weights or takes a tail layer's output; the boundary is every
+    trunk output a tail layer takes. Each layer must be called once, inside `model` (as in the networks
+    asl_mlops.training.models builds); one that takes a tensor from outside the model is an error."""
+    producers = {id(t): t.name for t in model.inputs}  # id of a symbolic tensor -> name of the layer outputting it
+    tail: set[str] = set()
+    boundary: list = []  # trunk tensors that tail layers take, in the order the tail first takes them
+    for layer in model.layers:
+        inputs = [] if isinstance(layer, keras.layers.InputLayer) else keras.tree.flatten(layer.input)
+        if any(id(t) not in producers for t in inputs):
+            raise ValueError(f"model {model.name}: layer {layer.name} takes a tensor that no earlier layer of the "
+                             "model outputs (is it called more than once?): cannot split the model")
+        if layer.trainable_weights or any(producers[id(t)] in tail for t in inputs):
+            tail.add(layer.name)
+            for tensor in inputs:
+                if producers[id(tensor)] not in tail and all(tensor is not b for b in boundary):
+                    boundary.append(tensor)
+        for tensor in keras.tree.flatten(layer.output):
+            producers[id(tensor)] = layer.name
     if not tail:
         raise ValueError(f"model {model.name} has no trainable layer to split at")
-    boundary: list = []
-    for node in nodes:
-        if id(node) in tail:
-            for tensor in node.input_tensors:
-                if id(_producer(tensor)) not in tail and all(tensor is not b for b in boundary):
-                    boundary.append(tensor)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a single tensor in, as callers pass it
     trunk = keras.Model(inputs, boundary, name=f"{model.name}_trunk")
     if trunk.trainable_weights:
         raise ValueError(f"{model.name}: layers before the split are trainable "
                          f"({[w.path for w in trunk.trainable_weights][:3]}...): cannot cache the trunk")
     tail_model = keras.Model(boundary, model.outputs, name=f"{model.name}_tail")
-    return TrunkSplit(trunk, tail_model, tuple(t._keras_history[0].name for t in boundary))
+    return TrunkSplit(trunk, tail_model, tuple(producers[id(t)] for t in boundary))
 
 
 def weights_identity(config: TrainConfig) -> str:

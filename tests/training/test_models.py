@@ -5,7 +5,12 @@ import pytest
 
 from asl_mlops.config import TrainConfig
 from asl_mlops.errors import InputError
-from asl_mlops.training.models import build_cnn, build_model, build_resnet50, count_params
+from asl_mlops.training.models import (
+    build_cnn,
+    build_model,
+    build_resnet50,
+    count_params,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +50,13 @@ def test_missing_weights_file_is_a_clear_error():
 
 
 def test_imagenet_offline_says_how_to_pass_a_local_file(monkeypatch):
-    from keras.src.backend import config as keras_config
     import os
 
-    cached = os.path.join(keras_config.keras_home(), "models", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    if os.path.exists(cached):
+    # Where keras.utils.get_file caches downloads, as documented: $KERAS_HOME, else ~/.keras (/tmp/.keras if
+    # that is not writable). Cached in any of them: skip rather than guess which one this Keras reads.
+    homes = {os.environ.get("KERAS_HOME"), os.path.expanduser(os.path.join("~", ".keras")), "/tmp/.keras"} - {None}
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if any(os.path.exists(os.path.join(home, "models", name)) for home in homes):
         pytest.skip("ImageNet weights are cached locally; the offline path cannot be exercised")
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # a closed port: the download fails at once
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")

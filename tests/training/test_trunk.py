@@ -14,11 +14,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asl_mlops.config import TrainConfig
+from asl_mlops.data.synth import make_synthetic
 from asl_mlops.errors import InputError
 from asl_mlops.training.models import build_resnet50
 from asl_mlops.training.preprocess import to_model_input
-from asl_mlops.data.synth import make_synthetic
-from asl_mlops.training.trunk import ViewBatches, entry_key, split_at_trainable, trunk_features, uses_trunk_cache
+from asl_mlops.training.trunk import (
+    ViewBatches,
+    entry_key,
+    split_at_trainable,
+    trunk_features,
+    uses_trunk_cache,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +46,8 @@ def test_split_is_found_from_the_graph_at_the_first_trainable_layer(resnet):
     assert [tuple(t.shape[1:]) for t in split.trunk.outputs] == [(1, 1, 512), (1, 1, 2048)]
     assert not split.trunk.trainable_weights
     assert {w.path for w in split.tail.trainable_weights} == {w.path for w in resnet.trainable_weights}
+    assert all(split.tail.get_layer(name) is resnet.get_layer(name)  # the same layers: training one trains both
+               for name in ("conv5_block3_3_conv", "conv5_block3_add", "letter"))
     assert sum(int(np.prod(w.shape)) for w in split.tail.trainable_weights) == 3_690_008
     x = random_inputs()
     full = resnet.predict(x, verbose=0)
@@ -55,6 +63,49 @@ def test_split_moves_with_the_first_trainable_layer():
     x = random_inputs(seed=1)
     assert np.abs(split.tail.predict(split.trunk.predict(x, verbose=0), verbose=0)
                   - model.predict(x, verbose=0)).max() < 1e-5
+
+
+def small_branching_model() -> keras.Model:
+    """input -> frozen a -> frozen b -> trainable c; output = a + c (a residual the tail takes from the trunk)."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((4,), name="x")
+    a = keras.layers.Dense(3, name="a", trainable=False)(inputs)
+    b = keras.layers.Dense(5, name="b", trainable=False)(a)
+    c = keras.layers.Dense(3, name="c")(b)
+    return keras.Model(inputs, keras.layers.Add(name="add")([a, c]), name="small")
+
+
+def test_the_tail_shares_its_layers_so_training_it_trains_the_model():
+    model = small_branching_model()
+    split = split_at_trainable(model)
+    assert split.boundary == ("b", "a")  # in the order the tail takes them: c takes b, add takes a
+    assert split.tail.get_layer("c") is model.get_layer("c") and split.tail.get_layer("add") is model.get_layer("add")
+    assert {layer.name for layer in split.trunk.layers} == {"x", "a", "b"} and not split.trunk.trainable_weights
+    x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    np.testing.assert_allclose(split.tail.predict(split.trunk.predict(x, verbose=0), verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+    before = [w.copy() for w in model.get_layer("c").get_weights()]
+    frozen = [w.copy() for w in model.get_layer("a").get_weights()]
+    split.tail.compile(optimizer="sgd", loss="mse")
+    split.tail.fit(split.trunk.predict(x, verbose=0), np.ones((8, 3), np.float32), epochs=1, verbose=0)
+    assert not np.allclose(model.get_layer("c").get_weights()[0], before[0])  # the model's own layer moved
+    assert all(np.array_equal(w, f) for w, f in zip(model.get_layer("a").get_weights(), frozen))
+
+
+def test_a_model_without_a_trainable_layer_cannot_be_split():
+    model = small_branching_model()
+    model.get_layer("c").trainable = False
+    with pytest.raises(ValueError, match="model small has no trainable layer to split at"):
+        split_at_trainable(model)
+
+
+def test_a_layer_called_outside_the_model_first_is_an_error():
+    shared = keras.layers.Dense(3, name="shared")
+    shared(keras.Input((4,)))  # its first call, in another graph
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(shared(inputs)))
+    with pytest.raises(ValueError, match="layer shared takes a tensor that no earlier layer of the model outputs"):
+        split_at_trainable(model)
 
 
 def config_for(tmp_path: Path, **changes) -> TrainConfig:
@@ -139,7 +190,7 @@ def test_view_batches_use_one_view_per_image_each_epoch():
 
 def test_cached_training_trains_and_exports_the_full_network(mlflow_store, tmp_path: Path):
     from asl_mlops.data.sign_mnist import write_csv
-    from asl_mlops.training.run import train_and_evaluate
+    from asl_mlops.train import train_and_evaluate
 
     write_csv(make_synthetic(480, seed=0), tmp_path / "train.csv")
     write_csv(make_synthetic(96, seed=1), tmp_path / "test.csv")
