@@ -6,9 +6,7 @@ entry point and every Optuna trial (asl_mlops.tuning.sweep) call it with a `Trai
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 import secrets
 import time
 import warnings
@@ -43,6 +41,7 @@ from asl_mlops.training.trunk import (
 
 if TYPE_CHECKING:
     from asl_mlops.registry import Registration
+    from asl_mlops.validation import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -137,23 +136,6 @@ def generate_run_name() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-#: Python random numbers that the training seed never touches (seeded from OS entropy at import).
-_UNSEEDED = random.Random()
-
-
-@contextlib.contextmanager
-def unseeded_python_random():
-    """Run the block with Python's `random` drawing from `_UNSEEDED`, so MLflow's random run names differ
-    between runs with the same training seed; the seeded state is back after the block."""
-    seeded = random.getstate()
-    random.setstate(_UNSEEDED.getstate())
-    try:
-        yield
-    finally:
-        _UNSEEDED.setstate(random.getstate())
-        random.setstate(seeded)
-
-
 def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *, run_name: str | None = None,
                        nested: bool = False, tags: dict[str, str] | None = None,
                        callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -172,11 +154,9 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
     model = members[0] if len(members) == 1 else average_ensemble(members)
     if uses_trunk_cache(config):
         check_cache_dir(trunk_cache_dir(config))  # likewise a cache folder that cannot be written
-    with unseeded_python_random():
-        # Names say what ran and differ between runs: cnn-seed42-<MLflow's random words>.
-        name = run_name or f"{config.resolved_architecture}-seed{config.seed}-{generate_run_name()}"
-        run_context = mlflow.start_run(run_name=name, nested=nested, tags=tags)
-    with run_context as run:
+    # Names say what ran and differ between runs: cnn-seed42-20261204-152410-3fa9c1.
+    name = run_name or f"{config.resolved_architecture}-seed{config.seed}-{generate_run_name()}"
+    with mlflow.start_run(run_name=name, nested=nested, tags=tags) as run:
         if run.info.run_name != name:  # a run `mlflow run` created (and named) for us
             mlflow.set_tag("mlflow.runName", name)
         log_config(config, {**data.params, **(params or {})})
@@ -231,13 +211,14 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
 
 
 def train_and_register(config: TrainConfig, registry: RegistryConfig = RegistryConfig()
-                       ) -> tuple[RunResult, "Registration | None"]:
-    """`train_and_evaluate`, then, with `registry.register`, register the run's recognizer under the
-    no-regression rule. Reached only when the run finished cleanly, so a failed run never registers."""
+                       ) -> tuple[RunResult, "Verdict | Registration | None"]:
+    """`train_and_evaluate`, then, with `registry.register`, register the run's recognizer as `challenger` and
+    run the validation gate on it with promotion (asl_mlops.validation; GateConfig's defaults, the run's test
+    data). Reached only when the run finished cleanly, so a failed run never registers."""
     result = train_and_evaluate(config, params=registry.to_params())
     if not registry.register:
         return result, None
-    from asl_mlops.registry import register_if_better
+    from asl_mlops.validation import register_and_validate
 
-    return result, register_if_better(result.run_id, result.model_uri, registry.model_name,
-                                      tags={"source": "asl-mlops train"})
+    return result, register_and_validate(result.run_id, result.model_uri, registry.model_name,
+                                         tags={"source": "asl-mlops train"})

@@ -66,11 +66,8 @@ def tiny_csv(tmp_path: Path) -> Path:
 
 
 def forget_active_experiment() -> None:
-    """Clear MLflow's active experiment (a module global and MLFLOW_EXPERIMENT_ID, both set by
-    mlflow.set_experiment), so the next store is not asked for an experiment it lacks."""
-    import mlflow.tracking.fluent as fluent
-
-    fluent._active_experiment_id = None
+    """Clear the active experiment (tests choose it through the environment, never mlflow.set_experiment, whose
+    choice MLflow offers no public way to undo), so the next store is not asked for an experiment it lacks."""
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)  # the CLI sets it (asl_mlops.cli.use_default_experiment)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import mlflow
 import numpy as np
+import pytest
 import requests
 from conftest import PLUMBING_CNN
 
@@ -146,8 +147,9 @@ def train_small_recognizer(workdir: Path, experiment: str, **changes: object) ->
     cwd = Path.cwd()
     os.chdir(workdir)  # the store's artifacts (./mlruns) land in workdir
     try:
-        with using_store(tracking_uri):
-            mlflow.set_experiment(experiment)
+        # Through the environment, as the CLI does: MLflow creates the experiment at the first run.
+        with using_store(tracking_uri), pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
             return tracking_uri, train_and_evaluate(config.replace(**changes))
     finally:
         os.chdir(cwd)

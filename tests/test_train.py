@@ -141,21 +141,6 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     np.testing.assert_allclose(recognizer.probabilities(test.images), probabilities, atol=1e-5)
 
 
-def test_runs_with_the_same_seed_get_different_names(mlflow_store):
-    import keras
-
-    from asl_mlops.train import unseeded_python_random
-
-    names = []
-    for _ in range(3):
-        keras.utils.set_random_seed(42)  # as train_and_evaluate does before its run starts
-        with unseeded_python_random():
-            run = mlflow.start_run()
-        with run:
-            names.append(run.info.run_name)
-    assert len(set(names)) == 3
-
-
 def test_generated_run_names_differ_under_the_same_seed():
     import keras
 
