@@ -26,6 +26,7 @@ from asl_mlops.config import (
     DEMO_TRAIN_ROWS,
     SWEPT_FIELDS,
     TUNE_REGISTRY,
+    GateConfig,
     RegistryConfig,
     SweepConfig,
     TrainConfig,
@@ -223,7 +224,8 @@ def train_command(**options: Any) -> None:
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
     if registration is not None:
-        click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
+        click.echo(getattr(registration, "report", lambda: "")() or
+                   f"{registration.model_name} v{registration.version} {registration.decision}")
 
 
 @main.command("evaluate")
@@ -280,7 +282,7 @@ def tune_command(**options: Any) -> None:
 
 @main.group("registry")
 def registry_group() -> None:
-    """Show registered recognizer versions and move the 'champion' alias."""
+    """Show registered recognizer versions, validate a challenger and move the 'champion' alias."""
 
 
 MODEL_NAME_OPTION = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True,
@@ -297,12 +299,39 @@ def registry_show(model_name: str) -> None:
     click.echo(versions_table(list_versions(model_name)))
 
 
+@registry_group.command("validate")
+@click.option("--version", default=None, type=click.IntRange(min=1),
+              help="Version to validate (default: the one with the alias 'challenger').")
+@MODEL_NAME_OPTION
+@click.option("--data", "data_path", default=None,
+              help="Labelled data to evaluate on: a Sign MNIST CSV, or for a photo recognizer a photo folder of "
+                   "signers it never trained on (default: the version's run's test_data, if that path exists here).")
+@click.option("--promote", is_flag=True, help="Move 'champion' to the version if every check passes (and remove "
+                                              "'challenger' from it).")
+@click.option("--dry-run", is_flag=True, help="Compute and print the verdict; write nothing (no run, tags, "
+                                              "description or aliases).")
+@options_from(GateConfig)
+@user_errors
+def registry_validate(version: int | None, model_name: str, data_path: str | None, promote: bool, dry_run: bool,
+                      **thresholds: Any) -> None:
+    """Run the validation gate on a version: accuracy, gain over the champion, worst letter's recall, serving
+    latency in a fresh process. Records the verdict on the version. Exit code 0 if it passes, 1 if a check fails."""
+    gate = GateConfig(**thresholds)
+    from asl_mlops.validation import validate_version  # TensorFlow comes (quietly) only with a model to load
+
+    use_default_experiment()
+    verdict = validate_version(model_name, None if version is None else str(version), data_path, gate,
+                               promote=promote, dry_run=dry_run)
+    click.echo(verdict.report())
+    sys.exit(0 if verdict.passed else 1)
+
+
 @registry_group.command("promote")
 @click.argument("version", type=click.IntRange(min=1))
 @MODEL_NAME_OPTION
 @user_errors
 def registry_promote(version: int, model_name: str) -> None:
-    """Point the 'champion' alias at VERSION by hand (no accuracy rule applied)."""
+    """Point the 'champion' alias at VERSION by hand (no validation gate, no accuracy rule applied)."""
     from asl_mlops.registry import promote
 
     registration = promote(str(version), model_name)

@@ -299,3 +299,41 @@ class RegistryConfig:
 
 #: `tune` registers its best trial's recognizer unless told not to (`train` does only when told to).
 TUNE_REGISTRY = RegistryConfig(register=True)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What a registered version must pass before `champion` moves to it (asl_mlops.validation; docs/registry.md)."""
+
+    # A floor, not a ranking (min_gain ranks): the 3-epoch synthetic demo scores >= 0.9 and the real-data
+    # recognizer 0.9996 on the stand-in test set, while a broken one (unsettled BatchNorm) scores ~0.14.
+    min_accuracy: float = knob(0.9, "Sign MNIST recognizers: accuracy floor on the gate's data, 0-1.")
+    # 0 keeps the registry's rule: strictly better, an exact tie going to the lower val_loss (registry.is_better).
+    min_gain: float = knob(0.0, "Minimum gain in val_accuracy over the champion on the same validation rows, 0-1; "
+                                "0 = strictly better (an exact tie goes to the lower val_loss).")
+    # A letter the model cannot read costs only 1/24 of the accuracy; this floor names it.
+    min_letter_recall: float = knob(0.5, "Floor of the worst letter's recall on the gate's data, 0-1.")
+    # Below the worst held-out signer measured (66.6% in leave-one-signer-out, mean 82.8%).
+    min_unseen_signer_accuracy: float = knob(0.6, "Photo recognizers: accuracy floor on the gate's photo folder, "
+                                                  "which must hold signers the model never trained on (a photo "
+                                                  "with no hand found is an error), 0-1.")
+    # 5x the served p50 of either recognizer over HTTP (22 ms pixel row, 19.8 ms photo; README); in process the
+    # synthetic demo's cnn answers its 2-row example in ~4 ms (benchmarks/results/gate.json).
+    max_latency_ms: float = knob(100.0, "Serving check: milliseconds within which the version, loaded in a fresh "
+                                        "process, must answer its logged input example (median of 3 calls).")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.min_accuracy <= 1, "min_accuracy must be in [0, 1]"),
+            (0 <= self.min_gain <= 1, "min_gain must be in [0, 1]"),
+            (0 <= self.min_letter_recall <= 1, "min_letter_recall must be in [0, 1]"),
+            (0 <= self.min_unseen_signer_accuracy <= 1, "min_unseen_signer_accuracy must be in [0, 1]"),
+            (self.max_latency_ms > 0, "max_latency_ms must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"invalid gate setting: {message}")
+
+    def to_params(self) -> dict[str, Any]:
+        """The thresholds as MLflow params of the gate's evaluation run."""
+        return dataclasses.asdict(self)

@@ -1,21 +1,24 @@
-"""Registry stage: register a cleanly finished run's model, and move the `champion` alias only if it
-does not regress.
+"""Registry stage: register a cleanly finished run's model as the `challenger`, and move the `champion` alias
+to a version only when the validation gate (asl_mlops.validation) passed it and it does not regress.
 
 The no-regression rule compares the new version's `val_accuracy` and `val_loss` tags (stored at full
 precision) with the current champion's by `is_better`, the one ordering of models that the sweep uses
 too: higher validation accuracy wins, an exact accuracy tie goes to the lower validation loss, and a
-full tie keeps the champion. It compares only versions validated on the same rows (`val_data_hash` tag:
-the training CSV, val_split, val_fraction and split_seed together). Scores measured on different data are not comparable,
-so a version trained on other data never takes the alias by itself: the decision is logged, and a
-person moves it with `asl-mlops registry promote VERSION`. Every decision, with the numbers that made
-it, is a log line and a `champion_decision` tag on the version and on the run that produced it.
+full tie keeps the champion (with the gate's `min_gain` > 0: higher by at least that much). It compares
+only versions validated on the same rows (`val_data_hash` tag: the training CSV, val_split, val_fraction
+and split_seed together). Scores measured on different data are not comparable, so a version trained on
+other data never takes the alias by itself: a person moves it with `asl-mlops registry promote VERSION`.
+Every decision, with the numbers that made it, is a log line and a `champion_decision` tag on the
+version and on the run that produced it.
 
-Concurrency: registrations of one model are serialised by `registry_lock`, a lease held as a registered
-model named `<model>.lock` (creating a registered model is an atomic insert in every MLflow store, so
-exactly one writer holds it; it is deleted when the registration ends, and a holder that died is
-overtaken when its lease expires). Under it, the champion is read, the version registered and decided,
-and the alias moved, so two registrations at once cannot leave the worse model champion. A version
-whose decision was interrupted (no `champion_decision` tag) is decided by the next registration.
+Concurrency: registrations and promotions of one model are serialised by `registry_lock`, a lease held as
+a registered model named `<model>.lock` (creating a registered model is an atomic insert in every MLflow
+store, so exactly one writer holds it; it is deleted when the step ends, and a holder that died is
+overtaken when its lease expires). `register` registers and sets `challenger` under it; the gate's slow
+evaluation runs outside it; `promote_if_better` compares with the champion of that moment and moves the
+aliases under it, so two gates at once cannot leave the worse model champion. A version whose gate was
+interrupted keeps `challenger` (if no newer version took it) and no `validation_status` tag: run
+`asl-mlops registry validate --version V --promote`.
 """
 
 from __future__ import annotations
@@ -52,18 +55,23 @@ LOCK_SUFFIX = ".lock"
 LOCK_LEASE_SECONDS = 120.0
 LOCK_WAIT_SECONDS = 300.0
 DECISION_TAG = "champion_decision"
+#: The alias of the newest registered version that the validation gate has not promoted (yet).
+CHALLENGER = "challenger"
+#: The validation gate's verdict on a version: passed or failed (asl_mlops.validation).
+VALIDATION_STATUS_TAG = "validation_status"
 PARAM_TAGS = ("architecture", "resolved_architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size",
               "seed", "train_data_hash", "val_data_hash", "test_data_hash")
 
 
 @dataclass(frozen=True)
 class Registration:
-    """The outcome of `register_if_better`."""
+    """The outcome of `register`, `promote_if_better` or `promote`."""
 
     model_name: str
     version: str  # as a string, whatever the store returns
     promoted: bool  # the champion alias now points at `version`
     decision: str  # one line, with the numbers compared
+    registered: bool = True  # False: the run was already this version
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ def _optional_float(value: str | None) -> float | None:
 
 
 def champion_decision(val_accuracy: float, val_loss: float | None, data_hash: str,
-                      champion: ModelVersion | None) -> Decision:
-    """The no-regression rule: promote only if `is_better` than the champion, on the same validation rows."""
+                      champion: ModelVersion | None, min_gain: float = 0.0) -> Decision:
+    """The no-regression rule: promote only if `is_better` than the champion, on the same validation rows, and,
+    with `min_gain` > 0, only if val_accuracy is higher by at least `min_gain`."""
     loss_text = f", val_loss {val_loss:.4f}" if val_loss is not None else ""
     if champion is None:
         return Decision(True, f"no champion yet; val_accuracy {val_accuracy:.4f}{loss_text}")
@@ -117,6 +126,13 @@ def champion_decision(val_accuracy: float, val_loss: float | None, data_hash: st
     promote = is_better(val_accuracy, val_loss, champ_val_f, champ_loss)
     new_acc, champ_acc = _shown(val_accuracy, champ_val_f)
     v = champion.version
+    if min_gain > 0:
+        gain = val_accuracy - champ_val_f
+        if gain >= min_gain:
+            return Decision(True, f"val_accuracy {new_acc} >= champion v{v}'s {champ_acc} + {min_gain:g} on the "
+                                  "same data")
+        return Decision(False, f"kept champion v{v}: val_accuracy {new_acc} gains {gain:+.4f} over its {champ_acc} "
+                               f"on the same data, less than min_gain {min_gain:g}")
     if val_accuracy > champ_val_f:
         return Decision(promote, f"val_accuracy {new_acc} > champion v{v}'s {champ_acc} on the same data")
     if val_accuracy < champ_val_f:
@@ -202,47 +218,17 @@ def version_metrics(version: ModelVersion) -> tuple[float, float | None, str]:
     return float(tags["val_accuracy"]), _optional_float(tags.get("val_loss")), tags.get("val_data_hash", "")
 
 
-def decide(model_name: str, version: ModelVersion, client: MlflowClient) -> Registration:
-    """Apply the no-regression rule to `version` against the current champion; move the alias if it wins and
-    tag the decision on the version and its run. Call under `registry_lock`."""
-    val_accuracy, val_loss, data_hash = version_metrics(version)
-    champion = current_champion(model_name, client)
-    if champion is not None and str(champion.version) == str(version.version):
-        decision = Decision(True, "already champion")
-    else:
-        decision = champion_decision(val_accuracy, val_loss, data_hash, champion)
-        if decision.promote:
-            client.set_registered_model_alias(model_name, CHAMPION, str(version.version))
-    verdict = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"
-    client.set_model_version_tag(model_name, str(version.version), DECISION_TAG, verdict)
-    if version.run_id:
-        client.set_tag(version.run_id, DECISION_TAG, f"{model_name} v{version.version} {verdict}")
-    logger.info("%s version %s: %s", model_name, version.version, verdict)
-    return Registration(model_name, str(version.version), decision.promote, verdict)
-
-
-def decide_pending(model_name: str, client: MlflowClient) -> list[Registration]:
-    """Decide, oldest first, the versions registered by `register_if_better` whose decision was interrupted
-    (no `champion_decision` tag yet). Call under `registry_lock`."""
-    pending = [v for v in client.search_model_versions(f"name = '{model_name}'")
-               if DECISION_TAG not in (v.tags or {}) and "val_accuracy" in (v.tags or {})]
-    decided = []
-    for version in sorted(pending, key=lambda v: int(v.version)):
-        logger.warning("%s version %s was registered but never decided; deciding it now", model_name, version.version)
-        decided.append(decide(model_name, client.get_model_version(model_name, str(version.version)), client))
-    return decided
-
-
-def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, *,
-                       tags: dict[str, Any] | None = None, description: str | None = None) -> Registration:
-    """Register `model_uri` (produced by run `run_id`) as a new version of `model_name`; move `champion`
-    to it only under the no-regression rule.
+def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, *,
+             tags: dict[str, Any] | None = None, description: str | None = None) -> Registration:
+    """Register `model_uri` (produced by run `run_id`) as a new version of `model_name` with the alias
+    `challenger`; `champion` moves only through the validation gate (asl_mlops.validation).
 
     Metrics and the data hash are read from the run itself (`val_accuracy`, `val_loss`, or
     `final_val_accuracy`, `final_val_loss` in runs logged before the per-epoch curves became `epoch_*`;
     `test_accuracy`, `val_data_hash`), so any finished run can be registered; they are stored as version
-    tags at full precision, which the rule compares. Only a FINISHED run is accepted, and a
-    run already registered under `model_name` is not registered twice (a re-run sweep returns its version).
+    tags at full precision, which the gain check compares. Only a FINISHED run is accepted, and a
+    run already registered under `model_name` is not registered twice (a re-run sweep returns its version,
+    `promoted` saying whether it is champion and `registered` False).
     """
     client = MlflowClient()
     run = client.get_run(run_id)
@@ -265,7 +251,6 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
         version_tags["test_accuracy"] = repr(float(run.data.metrics["test_accuracy"]))
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
     with registry_lock(model_name, client):
-        decide_pending(model_name, client)
         existing = [v for v in client.search_model_versions(f"name = '{model_name}'") if v.run_id == run_id]
         if existing:
             version = existing[0]
@@ -273,14 +258,46 @@ def register_if_better(run_id: str, model_uri: str, model_name: str = DEFAULT_MO
             promoted = champion is not None and str(champion.version) == str(version.version)
             decision = f"run {run_id} is already version {version.version}; nothing registered"
             logger.info("%s: %s", model_name, decision)
-            return Registration(model_name, str(version.version), promoted, decision)
+            return Registration(model_name, str(version.version), promoted, decision, registered=False)
         model_version = mlflow.register_model(model_uri, model_name, tags=version_tags)
         version = str(model_version.version)
         client.update_model_version(model_name, version, description=description or
                                     f"Trained by MLflow run {run_id}; val_accuracy {val_accuracy:.4f}.")
-        registration = decide(model_name, client.get_model_version(model_name, version), client)
-    logger.info("registered %s version %s; %s", model_name, version, registration.decision)
-    return registration
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+    decision = f"registered as {CHALLENGER}; val_accuracy {val_accuracy:.4f}"
+    logger.info("%s version %s: %s", model_name, version, decision)
+    return Registration(model_name, version, False, decision)
+
+
+def promote_if_better(model_name: str, version: str, *, passed: bool, failed: str = "", min_gain: float = 0.0,
+                      client: MlflowClient | None = None) -> Registration:
+    """The last step of the validation gate (asl_mlops.validation): under `registry_lock`, compare `version` with
+    the champion of this moment (`champion_decision`, with `min_gain`) and move `champion` to it only if the gate
+    `passed` and it is still better; then `challenger` leaves it. `failed`: the failed checks, for the decision.
+    The decision is tagged on the version (`champion_decision`) and on the run that produced it."""
+    client = client or MlflowClient()
+    with registry_lock(model_name, client):
+        target = client.get_model_version(model_name, str(version))
+        champion = current_champion(model_name, client)
+        if champion is not None and str(champion.version) == str(target.version):
+            decision = Decision(True, "already champion")
+        elif "val_accuracy" not in (target.tags or {}):
+            decision = Decision(False, f"version {version} has no val_accuracy tag to compare; promote by hand")
+        else:
+            decision = champion_decision(*version_metrics(target), champion, min_gain=min_gain)
+        if not passed:
+            decision = Decision(False, f"failed {failed}")
+        elif decision.promote:
+            client.set_registered_model_alias(model_name, CHAMPION, str(target.version))
+            if str((client.get_registered_model(model_name).aliases or {}).get(CHALLENGER)) == str(target.version):
+                client.delete_registered_model_alias(model_name, CHALLENGER)
+            decision = Decision(True, f"passed every check; {decision.reason}")
+        verdict = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"
+        client.set_model_version_tag(model_name, str(target.version), DECISION_TAG, verdict)
+        if target.run_id:
+            client.set_tag(target.run_id, DECISION_TAG, f"{model_name} v{target.version} {verdict}")
+    logger.info("%s version %s: %s", model_name, target.version, verdict)
+    return Registration(model_name, str(target.version), decision.promote, verdict)
 
 
 def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
@@ -319,14 +336,15 @@ def list_versions(model_name: str = DEFAULT_MODEL_NAME) -> list[tuple[ModelVersi
 
 
 def versions_table(versions: list[tuple[ModelVersion, list[str]]]) -> str:
-    """A plain-text table: version, aliases, val/test accuracy, data hash, run, last champion decision."""
-    header = ("version", "aliases", "val_acc", "test_acc", "val_data", "run_id", "champion_decision")
+    """A plain-text table: version, aliases, val/test accuracy, data hash, run, validation status (the gate's
+    verdict: passed, failed, or '-' if never validated), last champion decision."""
+    header = ("version", "aliases", "val_acc", "test_acc", "val_data", "run_id", "validation", "champion_decision")
     rows = [header]
     for v, aliases in versions:
         tags = v.tags or {}
         rows.append((v.version, ",".join(aliases) or "-", _short_float(tags.get("val_accuracy")),
                      _short_float(tags.get("test_accuracy")), tags.get("val_data_hash", "?")[:12],
-                     v.run_id or "-", tags.get("champion_decision", "")))
+                     v.run_id or "-", tags.get(VALIDATION_STATUS_TAG, "-"), tags.get("champion_decision", "")))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]) for r in rows)
 

@@ -17,12 +17,15 @@ from mlflow.tracking import MlflowClient
 from asl_mlops.cli import main
 from asl_mlops.errors import InputError
 from asl_mlops.registry import (
+    Registration,
     CHAMPION,
     LOCK_SUFFIX,
     champion_decision,
     current_champion,
+    CHALLENGER,
     is_better,
-    register_if_better,
+    promote_if_better,
+    register,
     registry_lock,
 )
 
@@ -53,6 +56,15 @@ def finished_run(val_accuracy: float, val_loss: float | None = 0.2, data_hash: s
     if status != "FINISHED":
         MlflowClient().set_terminated(run.info.run_id, status)
     return run.info.run_id, info.model_uri
+
+
+def register_and_decide(run_id: str, model_uri: str, name: str, **kwargs) -> Registration:
+    """Register as challenger, then decide as the gate does when every other check passed (the gate itself, with
+    real models, is tests/test_validation.py)."""
+    registration = register(run_id, model_uri, name, **kwargs)
+    if not registration.registered:
+        return registration
+    return promote_if_better(name, registration.version, passed=True)
 
 
 def version(tags: dict[str, str], number: str = "3") -> ModelVersion:
@@ -87,6 +99,17 @@ def test_champion_decision(champion, val, loss, data_hash, promote, words):
     assert decision.promote is promote and words in decision.reason, decision.reason
 
 
+@pytest.mark.parametrize("val, min_gain, promote, words", [
+    (0.93, 0.02, True, "val_accuracy 0.9300 >= champion v3's 0.9000 + 0.02 on the same data"),
+    (0.91, 0.02, False, "gains +0.0100 over its 0.9000 on the same data, less than min_gain 0.02"),
+    (0.90, 0.01, False, "less than min_gain"),  # a tie never passes a positive min_gain, whatever the loss
+])
+def test_champion_decision_with_a_minimum_gain(val, min_gain, promote, words):
+    decision = champion_decision(val, 0.1, "a", champ(), min_gain=min_gain)
+    assert decision.promote is promote and words in decision.reason, decision.reason
+    assert not champion_decision(0.99, 0.1, "b", champ(), min_gain=min_gain).promote  # other data: never
+
+
 @pytest.mark.parametrize("new, old, better", [
     ((0.95, 0.9), (0.9, 0.1), True),  # accuracy first, whatever the loss
     ((0.9, 0.1), (0.95, 0.9), False),
@@ -103,14 +126,14 @@ def test_is_better_is_accuracy_then_loss(new, old, better):
 
 def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
     client = MlflowClient()
-    first = register_if_better(*finished_run(0.90), NAME)
+    first = register_and_decide(*finished_run(0.90), NAME)
     assert (first.version, first.promoted) == ("1", True)
-    better = register_if_better(*finished_run(0.95), NAME, tags={"trial_number": 7}, description="better one")
+    better = register_and_decide(*finished_run(0.95), NAME, tags={"trial_number": 7}, description="better one")
     assert (better.version, better.promoted) == ("2", True)
     worse_run, worse_uri = finished_run(0.93)
-    worse = register_if_better(worse_run, worse_uri, NAME)
+    worse = register_and_decide(worse_run, worse_uri, NAME)
     assert (worse.version, worse.promoted) == ("3", False)
-    other_data = register_if_better(*finished_run(0.99, data_hash="hash-b"), NAME)
+    other_data = register_and_decide(*finished_run(0.99, data_hash="hash-b"), NAME)
     assert (other_data.version, other_data.promoted) == ("4", False)
     assert str(current_champion(NAME).version) == "2"
 
@@ -127,27 +150,27 @@ def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
 
 def test_champion_keeps_its_alias_on_a_tie_and_moves_on_a_strictly_better_model(mlflow_store):
     client = MlflowClient()
-    first = register_if_better(*finished_run(0.9708, val_loss=0.12), NAME)
+    first = register_and_decide(*finished_run(0.9708, val_loss=0.12), NAME)
     assert (first.version, first.promoted) == ("1", True)
-    tie = register_if_better(*finished_run(0.9708, val_loss=0.12), NAME)
+    tie = register_and_decide(*finished_run(0.9708, val_loss=0.12), NAME)
     assert (tie.version, tie.promoted) == ("2", False)
     assert "kept champion v1: val_accuracy 0.9708 = its 0.9708, val_loss 0.1200 >= 0.1200" in tie.decision
-    higher_loss = register_if_better(*finished_run(0.9708, val_loss=0.13), NAME)
+    higher_loss = register_and_decide(*finished_run(0.9708, val_loss=0.13), NAME)
     assert (higher_loss.version, higher_loss.promoted) == ("3", False)
     assert "val_loss 0.1300 >= 0.1200" in higher_loss.decision
-    no_loss = register_if_better(*finished_run(0.9708, val_loss=None), NAME)
+    no_loss = register_and_decide(*finished_run(0.9708, val_loss=None), NAME)
     assert (no_loss.version, no_loss.promoted) == ("4", False)
     assert "val_loss" not in client.get_model_version(NAME, "4").tags
     assert str(current_champion(NAME).version) == "1"
 
     # 0.97080001 and 0.9708 are the same to 6 digits; the higher one wins even with a higher loss
-    better_acc = register_if_better(*finished_run(0.97080001, val_loss=0.5), NAME)
+    better_acc = register_and_decide(*finished_run(0.97080001, val_loss=0.5), NAME)
     assert (better_acc.version, better_acc.promoted) == ("5", True)
     assert "val_accuracy 0.97080001 > champion v1's 0.97080000" in better_acc.decision
     v5 = client.get_model_version(NAME, "5").tags
     assert (float(v5["val_accuracy"]), float(v5["val_loss"])) == (0.97080001, 0.5)
     # the same accuracy with a loss lower only past the 6th digit
-    lower_loss = register_if_better(*finished_run(0.97080001, val_loss=0.49999999), NAME)
+    lower_loss = register_and_decide(*finished_run(0.97080001, val_loss=0.49999999), NAME)
     assert (lower_loss.version, lower_loss.promoted) == ("6", True)
     assert "val_loss 0.49999999 < 0.50000000" in lower_loss.decision
     assert str(current_champion(NAME).version) == "6"
@@ -159,7 +182,7 @@ def test_a_model_without_the_champion_alias_has_no_champion(mlflow_store):
     mlflow.register_model(model_uri, NAME)  # registered, but the alias was never set
     assert current_champion(NAME) is None
     assert current_champion("no-such-model") is None
-    registered = register_if_better(*finished_run(0.8), NAME)
+    registered = register_and_decide(*finished_run(0.8), NAME)
     assert (registered.version, registered.promoted) == ("2", True)
     assert "no champion yet" in registered.decision
     with pytest.raises(MlflowException, match="name"):  # other errors are not taken for "no champion"
@@ -168,24 +191,25 @@ def test_a_model_without_the_champion_alias_has_no_champion(mlflow_store):
 
 def test_only_cleanly_finished_runs_are_registered(mlflow_store):
     with pytest.raises(ValueError, match="FAILED"):
-        register_if_better(*finished_run(0.99, status="FAILED"), NAME)
+        register_and_decide(*finished_run(0.99, status="FAILED"), NAME)
     assert MlflowClient().search_registered_models() == []
 
 
 def test_a_run_is_registered_once(mlflow_store):
     run = finished_run(0.9)
-    assert register_if_better(*run, NAME).version == register_if_better(*run, NAME).version == "1"
+    assert register_and_decide(*run, NAME).version == register_and_decide(*run, NAME).version == "1"
 
 
 def test_registry_show_and_promote_cli(mlflow_store):
-    register_if_better(*finished_run(0.95), NAME)
-    register_if_better(*finished_run(0.90), NAME)
+    register_and_decide(*finished_run(0.95), NAME)
+    register_and_decide(*finished_run(0.90), NAME)
     runner = CliRunner()
     shown = runner.invoke(main, ["registry", "show"])
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
     assert lines[0].split()[:5] == ["version", "aliases", "val_acc", "test_acc", "val_data"]
-    assert lines[1].split()[:4] == ["2", "-", "0.9000", "0.8900"]
+    assert lines[1].split()[:4] == ["2", CHALLENGER, "0.9000", "0.8900"]  # not promoted: keeps challenger
+    assert lines[1].split()[6] == "-"  # never validated (the gate did not run)
     assert lines[2].split()[:4] == ["1", CHAMPION, "0.9500", "0.9400"]
 
     promoted = runner.invoke(main, ["registry", "promote", "2"])
@@ -206,10 +230,12 @@ def test_train_register_registers_after_the_run(mlflow_store, fast_config, monke
             "--register", "true", "--model-name", "from-train"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    champion = current_champion("from-train")
-    assert champion is not None and champion.tags["source"] == "asl-mlops train"
-    assert mlflow.get_run(champion.run_id).info.status == "FINISHED"
-    assert "from-train v1 promoted: no champion yet" in result.output
+    version = MlflowClient().get_model_version("from-train", "1")
+    assert version.tags["source"] == "asl-mlops train"
+    assert mlflow.get_run(version.run_id).info.status == "FINISHED"
+    # the gate ran on the run's test data (a 1-epoch model may fail it) and printed its verdict
+    assert version.tags["validation_status"] in ("passed", "failed") and "validation.accuracy" in version.tags
+    assert "from-train v1: validation" in result.output and "| check | value | threshold | result |" in result.output
 
 
 # --- concurrency: the registration lock, interrupted decisions --------------------------------------
@@ -230,7 +256,7 @@ def test_concurrent_registrations_always_leave_the_better_model_champion(mlflow_
 
         def register(run_id: str, model_uri: str) -> None:
             barrier.wait()
-            register_if_better(run_id, model_uri, name)
+            register_and_decide(run_id, model_uri, name)
 
         with ThreadPoolExecutor(2) as pool:
             for future in [pool.submit(register, *args) for args in order]:
@@ -242,24 +268,11 @@ def test_concurrent_registrations_always_leave_the_better_model_champion(mlflow_
         assert not client.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")
 
 
-def test_an_interrupted_decision_is_made_by_the_next_registration(mlflow_store):
-    client = MlflowClient()
-    run_id, uri = finished_run(0.95)
-    # registered with its tags, then the process died before the decision (no champion_decision, no alias)
-    mlflow.register_model(uri, NAME, tags={"val_accuracy": "0.95", "val_loss": "0.2", "val_data_hash": "hash-a",
-                                           "run_id": run_id})
-    later = register_if_better(*finished_run(0.93), NAME)
-    assert (later.version, later.promoted) == ("2", False)
-    assert "0.9300 < its 0.9500" in later.decision
-    assert str(current_champion(NAME).version) == "1"
-    assert client.get_model_version(NAME, "1").tags["champion_decision"].startswith("promoted: no champion yet")
-
-
 def test_an_expired_registration_lock_is_taken_over_and_a_live_one_waited_for(mlflow_store):
     client = MlflowClient()
     lock = f"{NAME}{LOCK_SUFFIX}"
     client.create_registered_model(lock, tags={"holder": "dead-host:1", "expires": repr(time.time() - 1)})
-    assert register_if_better(*finished_run(0.9), NAME).promoted  # took over the dead holder's lease
+    assert register_and_decide(*finished_run(0.9), NAME).promoted  # took over the dead holder's lease
     assert not client.search_registered_models(f"name = '{lock}'")
 
     client.create_registered_model(lock, tags={"holder": "busy-host:2", "expires": repr(time.time() + 60)})
@@ -280,6 +293,6 @@ def test_promote_works_when_the_model_has_no_champion_alias(mlflow_store):
 
 def test_a_run_from_before_the_epoch_names_registers_with_its_final_figures(mlflow_store):
     run_id, uri = finished_run(0.91, 0.3, older=True)
-    registration = register_if_better(run_id, uri, "older")
+    registration = register_and_decide(run_id, uri, "older")
     version = MlflowClient().get_model_version("older", registration.version)
     assert float(version.tags["val_accuracy"]) == 0.91 and float(version.tags["val_loss"]) == 0.3

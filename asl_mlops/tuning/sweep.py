@@ -30,7 +30,8 @@ worker's TPE sampler has its own seed and `constant_liar`, so parallel workers d
 parameters. Liveness is a heartbeat: Optuna's for trials, the tag `asl_mlops.heartbeat` (refreshed every
 heartbeat_interval) for sweep runs; `close_orphaned_runs` closes as KILLED only runs whose heartbeat
 stopped. The best trial is registered after the budget is done, under the registry's lock, so the
-workers register it once (asl_mlops.registry).
+workers register it once (asl_mlops.registry), then validated by the gate, which promotes it if it passes
+(asl_mlops.validation).
 
 MLflow status of a trial's run, plus the tag `optuna.trial_state`: COMPLETE -> FINISHED,
 PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -> KILLED.
@@ -60,7 +61,7 @@ from asl_mlops.config import (
     TrainConfig,
 )
 from asl_mlops.errors import InputError
-from asl_mlops.registry import Registration, is_better, register_if_better
+from asl_mlops.registry import Registration, is_better
 from asl_mlops.tracking import (
     check_tracking_server,
     ensure_experiment,
@@ -92,6 +93,7 @@ from asl_mlops.tuning.storage import (
     open_storage,
     study_settings,
 )
+from asl_mlops.validation import Verdict, register_and_validate
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class SweepResult:
     best_val_loss: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     best_run_id: str | None = None
-    registration: Registration | None = None
+    registration: Registration | Verdict | None = None  # Verdict: registered and validated now
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
@@ -269,7 +271,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
         if best is not None and registry.register:
             # Every worker gets here only once the budget is done; the registry's lock and its check for an
             # already registered run make the best trial's model registered once, whoever comes first.
-            registration = register_if_better(
+            registration = register_and_validate(
                 best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], registry.model_name,
                 tags={"study_name": sweep.study_name, "trial_number": best.number,
                       "sweep_run_id": parent.info.run_id},
@@ -290,8 +292,8 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
 
 def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: RegistryConfig) -> SweepResult:
     """The result of a study that already has its trials, reported from the study and its latest sweep run
-    without starting a run. Its best model is registered if it is not yet (`register_if_better` registers a run
-    once)."""
+    without starting a run. Its best model is registered and validated if it is not yet (`register_and_validate`
+    registers a run once)."""
     best = best_trial(study)
     earlier = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
                                  filter_string=f"tags.`{STUDY_TAG}` = '{sweep.study_name}' and "
@@ -300,9 +302,9 @@ def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: 
     logger.info("study '%s' already has %d trials: nothing to run", sweep.study_name, finished_count(study))
     registration = None
     if best is not None and registry.register:
-        registration = register_if_better(best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"],
-                                          registry.model_name, tags={"study_name": sweep.study_name,
-                                                                  "trial_number": best.number, "sweep_run_id": parent})
+        registration = register_and_validate(best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"],
+                                             registry.model_name, tags={"study_name": sweep.study_name,
+                                                                     "trial_number": best.number, "sweep_run_id": parent})
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent, dict(states), best.number if best else None,
                        best.value if best else None, best.user_attrs.get("val_loss") if best else None,
