@@ -262,7 +262,7 @@ def tune_command(**options: Any) -> None:
 
     The study is stored in --storage (default: optuna.db beside the MLflow store) under --study-name;
     re-running the same study resumes it up to --n-trials in total. The best trial's model is registered
-    (--register) and becomes 'champion' only if it beats the current one on the same data.
+    (--register) as 'challenger' and becomes 'champion' only if it passes the validation gate (`registry validate`).
     """
     import_tensorflow_quietly()
     from asl_mlops.tuning.sweep import run_sweep

@@ -102,6 +102,9 @@ def test_a_photo_folder_trains_logs_and_registers_the_photo_recognizer(photo_run
     assert "plots/test_misclassified.png" in artifacts and "plots/test_confusion_matrix.png" in artifacts
     version = client.get_model_version_by_alias("asl-recognizer", "champion")
     assert version.run_id == run.info.run_id
+    # the validation gate checked it on the test folder, photos of a signer it never trained on
+    assert version.tags["validation_status"] in ("passed", "failed")
+    assert "validation.unseen_signer_accuracy" in version.tags and "validation.accuracy" not in version.tags
     logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the version points at it
     assert logged.tags["mlflow.note.content"].startswith("Photo recognizer")  # the model page's description
     assert {m.key for m in logged.metrics} == {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
