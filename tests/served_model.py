@@ -1,4 +1,4 @@
-"""One trained, registered and served recognizer shared by test_serving.py and test_predict.py.
+"""One trained, registered and served recognizer shared by tests/serving/test_recognizer.py, test_client.py and test_app.py.
 
 Training (~1 min) and starting `mlflow models serve` (~15 s) dominate those tests, so both modules take
 the same `ServedModel` from `acquire` and give it back with `release`; the server stops and its

@@ -211,7 +211,7 @@ class AslServer:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-@pytest.fixture(scope="session")  # shared with test_serving and test_predict through served_model
+@pytest.fixture(scope="session")  # shared with test_recognizer and test_client through served_model
 def served():
     model = acquire()  # trained, registered and served by `mlflow models serve` once for all modules
     yield model
@@ -315,8 +315,8 @@ def test_hostile_input_gets_a_4xx_naming_the_problem(asl_server, case):
 
 @pytest.mark.e2e
 def test_every_refusal_of_the_model_keeps_its_400_and_message(asl_server):
-    from test_serving import (
-        _BAD_REQUESTS,  # the model's own refusals, as test_serving sends them to MLflow
+    from test_recognizer import (
+        _BAD_REQUESTS,  # the model's own refusals, as test_recognizer sends them to MLflow
     )
 
     for case, (body, message) in _BAD_REQUESTS.items():
