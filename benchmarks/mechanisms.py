@@ -28,9 +28,11 @@ Parts (`--parts`):
    changes speed only, not the math). Seeds alternate between the variants, and runs already in `--out` are skipped.
 2. `steps`: ms per training step of each variant in `--step-variants` (BN path / weight average), one model each,
    all in this one process: after a warm-up (tracing, XLA compilation), `--rounds` rounds of `--chunk` steps each,
-   variants in a rotated order every round, so machine load falls on all alike. A step is the time between two
+   variants in a rotated order every round, so machine load falls on all alike; each round's chunk is also
+   compared with the baseline's chunk of the same round (`paired`), which cancels load that changes between rounds. A step is the time between two
    `on_train_batch_end` calls of `model.fit` on the training input pipeline (augmentation included), the first of
-   each chunk left out. Reported: the median, and the ratio of each variant's median to `fused/hand` (the default).
+   each chunk left out. Reported: the median, p10/p90, the quietest chunk's median, and against `fused/hand` (the default) the ratio of
+   medians and the median of the paired per-round ratios.
 
 `--out` (default benchmarks/results/mechanisms.json) keeps every part's results with its provenance (commit, date,
 machine, command); a part run again replaces its own entries only.
@@ -273,6 +275,7 @@ def run_steps(args, results: dict) -> None:
     total_steps = steps_per_epoch * config.epochs
     models = {}
     clocks = {}
+    load_at_start = os.getloadavg()  # 1, 5, 15 minutes: other work on the machine shares its cores
     with contextlib.ExitStack() as stack:
         for name in args.step_variants:
             bn, ema = name.split("/")
@@ -307,15 +310,21 @@ def run_steps(args, results: dict) -> None:
     variants = {}
     for n in names:
         ms = np.array(clocks[n].intervals) * 1000
+        # Paired per round: each chunk against the baseline's chunk of the same round (adjacent in time), so load
+        # that changes between rounds cancels; the median over rounds is the ratio reported.
+        paired = [a / b for a, b in zip(chunk_medians[n], chunk_medians[base])]
         variants[n] = {"ms_per_step_median": medians[n], "ms_per_step_mean": float(ms.mean()),
                        "ms_per_step_p10": float(np.percentile(ms, 10)), "ms_per_step_p90": float(np.percentile(ms, 90)),
+                       "ms_per_step_best_chunk": min(chunk_medians[n]),
                        "steps_timed": int(len(ms)), "chunk_medians_ms": chunk_medians[n],
                        f"ratio_to_{base.replace('/', '_')}": medians[n] / medians[base],
+                       "paired_round_ratios": paired, "paired_ratio_median": statistics.median(paired),
                        "epoch_seconds_at_median": medians[n] * steps_per_epoch / 1000}
     results["steps"] = {**provenance(), "settings": {"rounds": args.rounds, "chunk": args.chunk, "warmup": args.warmup,
                                                       "batch_size": config.batch_size, "cnn_filters": config.cnn_filters,
                                                       "steps_per_epoch": steps_per_epoch, "baseline": base,
                                                       "stock_ema_momentum": stock_momentum(total_steps),
+                                                      "load_average_at_start": load_at_start,
                                                       "load_average_at_end": os.getloadavg()},
                         "variants": variants}
     write_results(args.out, results)
@@ -348,10 +357,12 @@ def report(results: dict) -> str:
         key = f"ratio_to_{base.replace('/', '_')}"
         lines += [f"ms per training step (batch {steps['settings']['batch_size']}), {steps['settings']['rounds']} rounds "
                   f"x {steps['settings']['chunk']} steps, interleaved",
-                  f"{'BN/EMA':<14}{'median':>8}{'p10':>8}{'p90':>8}{'vs ' + base:>16}{'s/epoch':>9}"]
+                  f"{'BN/EMA':<14}{'median':>8}{'p10':>8}{'p90':>8}{'best chunk':>11}{'ratio':>7}{'paired':>8}"
+                  f"{'s/epoch':>9}   (ratio: of medians, paired: median of per-round ratios, both vs {base})"]
         for n, v in steps["variants"].items():
             lines.append(f"{n:<14}{v['ms_per_step_median']:>8.1f}{v['ms_per_step_p10']:>8.1f}{v['ms_per_step_p90']:>8.1f}"
-                         f"{v[key]:>16.3f}{v['epoch_seconds_at_median']:>9.1f}")
+                         f"{v.get('ms_per_step_best_chunk', float('nan')):>11.1f}{v[key]:>7.2f}"
+                         f"{v.get('paired_ratio_median', float('nan')):>8.2f}{v['epoch_seconds_at_median']:>9.1f}")
     return "\n".join(lines)
 
 
@@ -369,8 +380,8 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.05, help="Grouped validation share (as runs default).")
     parser.add_argument("--step-variants", nargs="*", default=DEFAULT_STEP_VARIANTS,
                         help="BN/EMA pairs to time, BN in fused, plain, xla and EMA in hand, stock.")
-    parser.add_argument("--rounds", type=int, default=6, help="Interleaved timing rounds (steps).")
-    parser.add_argument("--chunk", type=int, default=50, help="Steps per variant per round (steps).")
+    parser.add_argument("--rounds", type=int, default=15, help="Interleaved timing rounds (steps).")
+    parser.add_argument("--chunk", type=int, default=20, help="Steps per variant per round (steps).")
     parser.add_argument("--warmup", type=int, default=5, help="Untimed steps per variant first (steps).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mechanisms.json")
     parser.add_argument("--report-only", action="store_true", help="Print the tables of --out and stop.")
