@@ -10,13 +10,13 @@ Two mechanisms of the default recipe, each against its stock counterpart:
   private `_update_model_variables_moving_average` hook); `stock` is `keras.optimizers.Adam(use_ema=True,
   ema_momentum=1 - 10 / steps)` with `steps` the run's optimizer steps (the average spans about the last tenth of
   the run and keeps ~e^-10 of the initial weights). SwapEMAWeights, the BatchNorm re-estimation and the rest of
-  `asl_mlops.train.fit` are unchanged.
+  `asl_mlops.training.fit.fit` are unchanged.
 - BatchNorm: `fused` (the patch to TensorFlow's FusedBatchNormV3 while training), `plain` (Keras' own
   BatchNormalization) and `xla` (plain, compiled with `jit_compile=True`).
 
 Both hand-written mechanisms are LAB COPIES below (`LabWarmupEMAAdam`, `lab_fused_batchnorm`), not imported from
 asl_mlops, so this stays reproducible if the package drops them. They reach the package's training through two
-module attributes of asl_mlops.train, swapped for the run: `training_optimizer` and `fused_batchnorm`.
+module attributes of asl_mlops.training.fit, swapped for the run: `training_optimizer` and `fused_batchnorm`.
 
 Parts (`--parts`):
 
@@ -77,7 +77,7 @@ def lab_classes():
     from keras import ops
 
     class LabWarmupEMAAdam(keras.optimizers.Adam):
-        """Copy of asl_mlops.optimizer.WarmupEMAAdam: Adam whose `use_ema` average has momentum 0 at step 0, then
+        """Copy of the former asl_mlops.optimizer.WarmupEMAAdam: Adam whose `use_ema` average has momentum 0 at step 0, then
         min(ema_momentum, (1 + step) / (10 + step)); overrides Keras' private per-step EMA hook."""
 
         def _update_model_variables_moving_average(self, trainable_variables):
@@ -95,7 +95,7 @@ def lab_classes():
 
 
 def lab_fusable(layer) -> bool:
-    """Copy of asl_mlops.fused_batchnorm.fusable."""
+    """Copy of asl_mlops.training.fused_batchnorm.fusable."""
     import keras
 
     if (not isinstance(layer, keras.layers.BatchNormalization) or not layer.built
@@ -119,7 +119,7 @@ def lab_batchnorm_layers(model) -> list:
 
 
 def lab_fused_call(layer, inputs, training=None, mask=None):
-    """Copy of asl_mlops.fused_batchnorm.fused_call: training BatchNorm on tf FusedBatchNormV3."""
+    """Copy of asl_mlops.training.fused_batchnorm.fused_call: training BatchNorm on tf FusedBatchNormV3."""
     import keras
     import tensorflow as tf
 
@@ -138,7 +138,7 @@ def lab_fused_call(layer, inputs, training=None, mask=None):
 
 @contextlib.contextmanager
 def lab_fused_batchnorm(model):
-    """Copy of asl_mlops.fused_batchnorm.fused_batchnorm: within the block the model's BN layers train fused."""
+    """Copy of asl_mlops.training.fused_batchnorm.fused_batchnorm: within the block the model's BN layers train fused."""
     layers = [layer for layer in lab_batchnorm_layers(model) if "call" not in vars(layer)]
     try:
         for layer in layers:
@@ -158,15 +158,16 @@ def plain_batchnorm(model):
 # --- The variants -------------------------------------------------------------------------------------------------
 
 def optimizer_factory(ema: str, total_steps: int):
-    """`training_optimizer(config)` for weight average `ema` in a run of `total_steps` optimizer steps."""
+    """`training_optimizer(config, steps)` for weight average `ema` in a run of `total_steps` optimizer steps."""
     import keras
 
     if ema == "hand":
         cls = lab_classes()
-        return lambda config: cls(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
+        return lambda config, steps=None: cls(config.learning_rate, use_ema=config.ema, ema_momentum=config.ema_momentum)
     if ema == "stock":
         momentum = stock_momentum(total_steps)
-        return lambda config: keras.optimizers.Adam(config.learning_rate, use_ema=config.ema, ema_momentum=momentum)
+        return lambda config, steps=None: keras.optimizers.Adam(config.learning_rate, use_ema=config.ema,
+                                                               ema_momentum=momentum)
     raise ValueError(ema)
 
 
@@ -177,8 +178,9 @@ def stock_momentum(total_steps: int) -> float:
 
 @contextlib.contextmanager
 def injected(ema: str, bn: str, total_steps: int):
-    """asl_mlops.train trains with weight average `ema` and BatchNorm path `bn` ('fused' or 'plain') in the block."""
-    import asl_mlops.train as train
+    """asl_mlops.training.fit trains with weight average `ema` and BatchNorm path `bn` ('fused' or 'plain') in the
+    block."""
+    import asl_mlops.training.fit as train
 
     saved = train.training_optimizer, train.fused_batchnorm
     train.training_optimizer = optimizer_factory(ema, total_steps)
@@ -263,10 +265,11 @@ def run_steps(args, results: dict) -> None:
     import numpy as np
 
     import selection
-    from asl_mlops.augment import build_augmentation, make_dataset
     from asl_mlops.config import TrainConfig
-    from asl_mlops.models import build_model
-    from asl_mlops.train import loss_and_metrics, split_data
+    from asl_mlops.training.augment import build_augmentation, make_dataset
+    from asl_mlops.training.fit import loss_and_metrics
+    from asl_mlops.training.inputs import split_data
+    from asl_mlops.training.models import build_model
 
     csv, split, _, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction)
     data = split_data(csv, split, standin)
