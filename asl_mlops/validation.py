@@ -128,8 +128,10 @@ class Verdict:
         """The verdict as the version description's Markdown section."""
         run = f", evaluation run `{self.evaluation_run_id}`" if self.evaluation_run_id else ""
         failed = f" (failed: {', '.join(self.failed)})" if self.failed else ""
-        return (f"{SECTION_HEADING}: {self.status}{failed}\n\nOn `{self.data}`{run}; loaded in "
-                f"{self.load_seconds:.1f} s in a fresh process.\n\n{self.table()}\n\n{self.decision}")
+        loaded = (f"; loaded in {self.load_seconds:.1f} s in a fresh process" if np.isfinite(self.load_seconds)
+                  else "")
+        return (f"{SECTION_HEADING}: {self.status}{failed}\n\nOn `{self.data}`{run}{loaded}.\n\n{self.table()}\n\n"
+                f"{self.decision}")
 
     def report(self) -> str:
         """What `asl-mlops registry validate` prints."""
@@ -246,8 +248,9 @@ def floor_check(name: str, value: float, floor: float) -> Check:
 
 
 def compute_checks(y_true: np.ndarray, y_pred: np.ndarray, photos: bool, gain: Check, latency_ms: float,
-                   gate: GateConfig) -> tuple[Check, ...]:
-    """The gate's checks from the predictions (letters), the gain check and the measured latency (pure)."""
+                   gate: GateConfig, serving_error: str = "") -> tuple[Check, ...]:
+    """The gate's checks from the predictions (letters), the gain check and the measured latency (pure);
+    `serving_error`: why the fresh process gave no answer (the serving check fails)."""
     accuracy = float(np.mean(y_true == y_pred))
     recalls = letter_recalls(y_true, y_pred)
     worst = min(recalls, key=recalls.get)
@@ -256,9 +259,10 @@ def compute_checks(y_true: np.ndarray, y_pred: np.ndarray, photos: bool, gain: C
     recall = floor_check("worst_letter_recall", recalls[worst], gate.min_letter_recall)
     recall = Check(recall.name, f"{recall.value} ({worst})", recall.threshold, recall.passed,
                    recall.reason and f"{worst} {recall.reason}")
-    fast = latency_ms <= gate.max_latency_ms
-    latency = Check("serving_latency", f"{latency_ms:.1f} ms", f"<= {gate.max_latency_ms:g} ms", fast,
-                    "" if fast else f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
+    fast = not serving_error and latency_ms <= gate.max_latency_ms
+    latency = Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
+                    f"<= {gate.max_latency_ms:g} ms", fast,
+                    "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
     return first, gain, recall, latency
 
 
@@ -272,8 +276,8 @@ def _decision_of(checks: tuple[Check, ...]) -> str:
 
 def log_evaluation_run(version: ModelVersion, data: str, y_true: np.ndarray, y_pred: np.ndarray,
                        gate: GateConfig, extra_metrics: dict[str, float]) -> str:
-    """One MLflow run (in the version's run's experiment) evaluating the predictions with
-    `mlflow.models.evaluate`: accuracy, letter_recall/<letter>, worst_letter_recall, confusion matrix; returns its id."""
+    """One MLflow run (in the version's run's experiment) evaluating the predictions with `mlflow.models.evaluate`:
+    accuracy, letter_recall/<letter>, worst_letter_recall, confusion matrix; returns its id."""
     import pandas as pd
     from mlflow.metrics import MetricValue
     from mlflow.models import make_metric
@@ -340,10 +344,15 @@ def validate_version(model_name: str = DEFAULT_MODEL_NAME, version: str | None =
             extra["champion_accuracy"] = float(np.mean(champ_true == champ_pred))
         except InputError as err:
             logger.warning("champion v%s not evaluated on %s: %s", champion.version, data, err)
-    served = serving_check(uri)
-    checks = compute_checks(y_true, y_pred, photos, gain_check(target, champion, gate), served["latency_ms"], gate)
-    extra.update({"accuracy": float(np.mean(y_true == y_pred)), "latency_ms": served["latency_ms"],
-                  "first_call_ms": served["first_call_ms"], "load_seconds": served["load_seconds"]})
+    serving_error = ""
+    try:
+        served = serving_check(uri)
+    except InputError as err:  # a version that does not load or answer fails the check; it is not bad input
+        serving_error, served = str(err), {"load_seconds": float("nan"), "latency_ms": float("inf")}
+    checks = compute_checks(y_true, y_pred, photos, gain_check(target, champion, gate), served["latency_ms"], gate,
+                            serving_error)
+    extra.update({"accuracy": float(np.mean(y_true == y_pred)),
+                  **{k: v for k, v in served.items() if np.isfinite(v)}})
     verdict = Verdict(model_name, version, data, checks, None, False, _decision_of(checks), served["load_seconds"],
                       served["latency_ms"])
     if dry_run:

@@ -70,12 +70,13 @@ def main() -> None:
             serving_check(uri)
             serving_seconds = time.perf_counter() - start
             print(f"\nepochs {epochs}: trained in {train_seconds:.0f} s; gate {gate_seconds:.1f} s (dry run "
-                  f"{dry_seconds:.1f} s; alone: predicting {predict_seconds:.1f} s, serving check {serving_seconds:.1f} s"
-                  f")\n{verdict.report()}")
+                  f"{dry_seconds:.1f} s; alone: predicting {predict_seconds:.1f} s, serving check "
+                  f"{serving_seconds:.1f} s)\n{verdict.report()}")
             results["versions"].append({
                 "epochs": epochs, "version": verdict.version, "train_seconds": train_seconds,
                 "gate_seconds": gate_seconds, "dry_run_seconds": dry_seconds,
-                "predict_seconds": predict_seconds, "serving_check_seconds": serving_seconds, "load_seconds": verdict.load_seconds,
+                "predict_seconds": predict_seconds, "serving_check_seconds": serving_seconds,
+                "load_seconds": verdict.load_seconds,
                 "latency_ms": verdict.latency_ms, "status": verdict.status, "failed": verdict.failed,
                 "promoted": verdict.promoted, "decision": verdict.decision, "dry_run_status": dry.status,
                 "table": verdict.table()})

@@ -45,6 +45,8 @@ def test_checks_name_the_worst_letter_and_compare_with_each_threshold():
     assert (by_name["accuracy"].value, by_name["accuracy"].passed) == ("0.6667", True)
     assert (by_name["worst_letter_recall"].value, by_name["worst_letter_recall"].passed) == ("0.5000 (B)", True)
     assert not by_name["serving_latency"].passed and by_name["serving_latency"].tag() == "12.0 ms <= 10 ms fail"
+    silent = compute_checks(y_true, y_pred, False, gain, float("inf"), GateConfig(), "no process answer")[-1]
+    assert (silent.value, silent.passed, silent.reason) == ("no answer", False, "no process answer")
     photo = compute_checks(y_true, y_pred, True, gain, 1.0, GateConfig(min_unseen_signer_accuracy=0.7))
     assert photo[0].name == "unseen_signer_accuracy" and not photo[0].passed  # a photo with no hand is an error
     assert photo[0].reason == "0.6667 < 0.7"

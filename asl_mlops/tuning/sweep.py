@@ -56,6 +56,7 @@ from optuna.trial import FrozenTrial, TrialState
 from asl_mlops.config import (
     SWEPT_FIELDS,
     TUNE_REGISTRY,
+    GateConfig,
     RegistryConfig,
     SweepConfig,
     TrainConfig,
@@ -239,7 +240,8 @@ def open_study(base: TrainConfig, sweep: SweepConfig, sampler_seed: int,
     return url, storage, data, study
 
 
-def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = TUNE_REGISTRY) -> SweepResult:
+def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = TUNE_REGISTRY,
+              gate: GateConfig = GateConfig()) -> SweepResult:
     """Create or join the study, run trials until it has `n_trials` under one parent MLflow run (this
     worker's), log the summary and register the best trial's model (if `registry.register`).
 
@@ -252,7 +254,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
                 hide_password(url), finished_count(study), sweep.n_trials, seed)
 
     if finished_count(study) >= sweep.n_trials and not mlflow.active_run() and not os.environ.get("MLFLOW_RUN_ID"):
-        return finished_study(study, sweep, url, registry)  # nothing to run: no new (empty) sweep run
+        return finished_study(study, sweep, url, registry, gate)  # nothing to run: no new (empty) sweep run
 
     fixed = {k: v for k, v in base.to_params().items() if k not in SWEPT_FIELDS}
     tags = {STUDY_TAG: sweep.study_name, ROLE_TAG: "sweep", "optuna.storage": hide_password(url),
@@ -274,7 +276,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
             registration = register_and_validate(
                 best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], registry.model_name,
                 tags={"study_name": sweep.study_name, "trial_number": best.number,
-                      "sweep_run_id": parent.info.run_id},
+                      "sweep_run_id": parent.info.run_id}, gate=gate,
                 description=(f"Best trial ({best.number}) of Optuna study '{sweep.study_name}', sweep run "
                              f"{parent.info.run_id}: val_accuracy {best.value:.4f}, val_loss "
                              f"{best.user_attrs.get('val_loss', float('nan')):.4f}, params "
@@ -290,7 +292,8 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
                        registration)
 
 
-def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: RegistryConfig) -> SweepResult:
+def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: RegistryConfig,
+                   gate: GateConfig = GateConfig()) -> SweepResult:
     """The result of a study that already has its trials, reported from the study and its latest sweep run
     without starting a run. Its best model is registered and validated if it is not yet (`register_and_validate`
     registers a run once)."""
@@ -304,7 +307,8 @@ def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: 
     if best is not None and registry.register:
         registration = register_and_validate(best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"],
                                              registry.model_name, tags={"study_name": sweep.study_name,
-                                                                     "trial_number": best.number, "sweep_run_id": parent})
+                                                                     "trial_number": best.number, "sweep_run_id": parent},
+                                             gate=gate)
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent, dict(states), best.number if best else None,
                        best.value if best else None, best.user_attrs.get("val_loss") if best else None,

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from asl_mlops.cli import main
-from asl_mlops.config import RegistryConfig, SweepConfig, TrainConfig
+from asl_mlops.config import GateConfig, RegistryConfig, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import CHAMPION, current_champion
 from asl_mlops.tuning import space as space_module
@@ -65,10 +65,18 @@ def swept(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         mlflow.set_registry_uri(uri)
         sweep = SweepConfig(n_trials=4, study_name="s1", pruner="none")
         base = base_config(synthetic_dir, tmp / "cache")
-        result = run_sweep(base, sweep)
+        result = run_sweep(base, sweep, gate=LENIENT_GATE)
         yield {"result": result, "sweep": sweep, "base": base, "dir": tmp, "uri": uri}
         while mlflow.active_run():
             mlflow.end_run()
+
+
+#: Thresholds every small sweep model here passes but the gain (tests/test_validation.py tests the gate's checks).
+LENIENT_GATE = GateConfig(min_accuracy=0.0, min_letter_recall=0.0, max_latency_ms=60_000.0)
+
+
+def new_tags(registration) -> dict[str, str]:
+    return MlflowClient().get_model_version(registration.model_name, registration.version).tags
 
 
 def children_of(parent_run_id: str) -> list:
@@ -206,12 +214,14 @@ def test_second_sweep_that_cannot_win_keeps_the_champion(swept):
     champion = current_champion("asl-recognizer")
     client.set_model_version_tag("asl-recognizer", champion.version, "val_accuracy", "1.0")  # unbeatable:
     client.set_model_version_tag("asl-recognizer", champion.version, "val_loss", "0.0")  # a tie keeps it
-    result = run_sweep(swept["base"].replace(epochs=1), swept["sweep"].replace(n_trials=1, study_name="s2"))
+    result = run_sweep(swept["base"].replace(epochs=1), swept["sweep"].replace(n_trials=1, study_name="s2"),
+                       gate=LENIENT_GATE)
     registration = result.registration
     assert registration is not None and not registration.promoted
     assert int(registration.version) == int(champion.version) + 1
     assert current_champion("asl-recognizer").version == champion.version
-    assert registration.decision.startswith(f"not promoted: kept champion v{champion.version}")
+    assert registration.decision.startswith(f"not promoted: failed gain (kept champion v{champion.version}")
+    assert new_tags(registration)["validation.gain"].endswith(" fail")
     assert "its 1.0000" in registration.decision
     new = client.get_model_version("asl-recognizer", registration.version)
     assert new.tags["champion_decision"] == registration.decision
@@ -406,7 +416,11 @@ def test_two_workers_run_exactly_the_study_budget(mlflow_server, postgres_databa
     best = best_trial(optuna.load_study(study_name="par", storage=storage))
     versions = MlflowClient().search_model_versions("name = 'asl-recognizer'")
     assert len(versions) == 1  # registered once, by whichever worker came first
-    assert current_champion("asl-recognizer").run_id == best.user_attrs["mlflow_run_id"]
+    # the gate ran on it once (default thresholds: these 2-epoch models may fail them): champion if it passed
+    version = versions[0]
+    assert version.run_id == best.user_attrs["mlflow_run_id"] and "validation_status" in version.tags
+    alias = CHAMPION if version.tags["validation_status"] == "passed" else "challenger"
+    assert str(MlflowClient().get_model_version_by_alias("asl-recognizer", alias).version) == str(version.version)
 
 
 @needs_postgres
