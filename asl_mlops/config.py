@@ -318,7 +318,7 @@ class GateConfig:
                                                   "which must hold signers the model never trained on (a photo "
                                                   "with no hand found is an error), 0-1.")
     # 5x the served p50 of either recognizer over HTTP (22 ms pixel row, 19.8 ms photo; README); in process the
-    # synthetic demo's cnn answers its 2-row example in ~4 ms (benchmarks/results/gate.json).
+    # synthetic demo's model answers its 2-row example in 5-10 ms (benchmarks/results/gate.json).
     max_latency_ms: float = knob(100.0, "Serving check: milliseconds within which the version, loaded in a fresh "
                                         "process, must answer its logged input example (median of 3 calls).")
 
