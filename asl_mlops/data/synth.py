@@ -235,5 +235,6 @@ def write_synthetic_photos(out: str | Path, per_letter: int = 4, seed: int = 0, 
     for i in range(2):
         write(out / "nothing" / f"nothing{i}.jpg", photo("-"))
     (out / "README.txt").write_text(f"Synthetic ASL photo folder (asl-mlops data synth-photos, seed {seed}): one "
-                                    "folder per letter A-Y without J, letters drawn over noise, no hands.\n")
+                                    "folder per letter A-Y without J, letters drawn over noise, no hands. The folder nothing/ "
+                                    "is not a letter: loading skips it, with a warning.\n")
     return out
