@@ -301,7 +301,8 @@ def promote_if_better(model_name: str, version: str, *, passed: bool, failed: st
 
 
 def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
-    """Move `champion` to `version` by hand (no rule applied; the decision is tagged on the version)."""
+    """Move `champion` to `version` by hand (no gate, no rule applied; the decision is tagged on the version);
+    `challenger` leaves it."""
     client = MlflowClient()
     try:
         target = client.get_model_version(model_name, str(version))
@@ -312,6 +313,8 @@ def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
     with registry_lock(model_name, client):
         before = current_champion(model_name, client)
         client.set_registered_model_alias(model_name, CHAMPION, str(target.version))
+        if str((client.get_registered_model(model_name).aliases or {}).get(CHALLENGER)) == str(target.version):
+            client.delete_registered_model_alias(model_name, CHALLENGER)  # a champion is no longer a challenger
         verdict = f"promoted by hand (champion was {f'v{before.version}' if before else 'unset'})"
         client.set_model_version_tag(model_name, target.version, DECISION_TAG, verdict)
     logger.info("%s version %s: %s", model_name, target.version, verdict)

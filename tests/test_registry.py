@@ -215,6 +215,7 @@ def test_registry_show_and_promote_cli(mlflow_store):
     promoted = runner.invoke(main, ["registry", "promote", "2"])
     assert promoted.exit_code == 0, promoted.output
     assert str(current_champion(NAME).version) == "2"
+    assert CHALLENGER not in MlflowClient().get_registered_model(NAME).aliases  # v2 was the challenger
     assert "promoted by hand (champion was v1)" in promoted.output
 
     missing = runner.invoke(main, ["registry", "promote", "9"])
