@@ -283,9 +283,9 @@ class SweepConfig:
 class RegistryConfig:
     """Whether and where `train` and `tune` register the recognizer they made (asl_mlops.registry)."""
 
-    register: bool = knob(False, "Register the recognizer in the MLflow Model Registry after a clean run; the "
-                                 "'champion' alias moves to it only if it beats the champion on the same "
-                                 "validation rows.")
+    register: bool = knob(False, "Register the recognizer in the MLflow Model Registry after a clean run, as "
+                                 "'challenger', and run the validation gate on it: 'champion' moves to it only if "
+                                 "it passes every check (asl-mlops registry validate --help).")
     model_name: str = knob(DEFAULT_MODEL_NAME, "Registered model name to register under.")
 
     def __post_init__(self) -> None:

@@ -218,6 +218,20 @@ def version_metrics(version: ModelVersion) -> tuple[float, float | None, str]:
     return float(tags["val_accuracy"]), _optional_float(tags.get("val_loss")), tags.get("val_data_hash", "")
 
 
+#: The run's final metrics a version's description lists (what its logged model's page shows, per dataset).
+FINAL_METRICS = (("val_accuracy", "validation rows"), ("val_loss", "validation rows"), ("test_accuracy", "test data"),
+                 ("test_loss", "test data"), ("test_errors", "test data"))
+
+
+def final_metrics_section(metrics: dict[str, float]) -> str:
+    """A Markdown table of the run's final metrics (those it has), for the version's description: MLflow's OSS
+    registry keeps no metrics on a version, so its page shows them only here and through its source model."""
+    rows = [f"| {key} | {metrics[key]:.6g} | {data} |" for key, data in FINAL_METRICS if key in metrics]
+    if not rows:
+        return ""
+    return "\n".join(["Final metrics", "", "| metric | value | data |", "|---|---|---|", *rows])
+
+
 def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, *,
              tags: dict[str, Any] | None = None, description: str | None = None) -> Registration:
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name` with the alias
@@ -261,8 +275,8 @@ def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, 
             return Registration(model_name, str(version.version), promoted, decision, registered=False)
         model_version = mlflow.register_model(model_uri, model_name, tags=version_tags)
         version = str(model_version.version)
-        client.update_model_version(model_name, version, description=description or
-                                    f"Trained by MLflow run {run_id}; val_accuracy {val_accuracy:.4f}.")
+        described = description or f"Trained by MLflow run {run_id}."
+        client.update_model_version(model_name, version, description=f"{described}\n\n{final_metrics_section(metrics)}")
         client.set_registered_model_alias(model_name, CHALLENGER, version)
     decision = f"registered as {CHALLENGER}; val_accuracy {val_accuracy:.4f}"
     logger.info("%s version %s: %s", model_name, version, decision)

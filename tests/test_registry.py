@@ -138,7 +138,11 @@ def test_champion_moves_only_on_improvement_with_the_same_data(mlflow_store):
     assert str(current_champion(NAME).version) == "2"
 
     v2 = client.get_model_version(NAME, "2")
-    assert v2.description == "better one" and v2.tags["trial_number"] == "7"
+    assert v2.description.startswith("better one\n\nFinal metrics") and v2.tags["trial_number"] == "7"
+    # the run's final metrics, which MLflow's registry keeps nowhere else on the version
+    assert "| val_accuracy | 0.95 | validation rows |" in v2.description
+    assert "| val_loss | 0.2 | validation rows |" in v2.description
+    assert "| test_accuracy | 0.94 | test data |" in v2.description
     assert v2.tags["val_accuracy"] == "0.95" and v2.tags["test_accuracy"] == repr(0.95 - 0.01)
     assert v2.tags["val_loss"] == "0.2"
     assert v2.tags["val_data_hash"] == "hash-a" and v2.tags["learning_rate"] == "0.002"
