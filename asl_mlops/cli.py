@@ -116,8 +116,26 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except InputError as err:
             click.echo(f"error: {err}", err=True)
+            explain_refused_run(str(err))
             sys.exit(2)
     return wrapper
+
+
+def explain_refused_run(message: str) -> None:
+    """Under `mlflow run`, MLflow made the run before this command refused its input; say why on it (its
+    description and an `error` tag), so it is not an empty FAILED run. MLflow marks it FAILED on the exit code."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient()
+        client.set_tag(run_id, "error", message[:5000])
+        client.set_tag(run_id, "mlflow.note.content", f"Refused: {message}")
+    except MlflowException:  # the store itself may be the problem; the message is on stderr either way
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

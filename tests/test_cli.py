@@ -60,6 +60,20 @@ def test_train_with_malformed_data_exits_2_and_leaves_no_run(runner, tmp_path, c
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+def test_a_run_mlflow_run_made_says_why_the_data_was_refused(runner, tmp_path, synthetic_dir, mlflow_store,
+                                                             monkeypatch):
+    write, expected = MALFORMED_CASES["label_9"]
+    with mlflow.start_run() as run:  # as `mlflow run` makes it, before the command starts
+        pass
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    result = runner.invoke(main, ["train", "--train-data", str(write(tmp_path)),
+                                  "--test-data", str(synthetic_dir / "sign_mnist_test.csv")])
+    assert result.exit_code == 2, result.output
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    assert re.search(expected, tags["error"]) and tags["mlflow.note.content"].startswith("Refused: ")
+    assert not mlflow.get_run(run.info.run_id).data.metrics  # nothing else was logged
+
+
 def test_unwritable_cache_dir_exits_2_with_one_line_and_leaves_no_run(runner, tmp_path, synthetic_dir, mlflow_store):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
