@@ -51,6 +51,7 @@ import mlflow
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from asl_mlops.config import (
@@ -269,20 +270,23 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
         fail_stale_trials(study)
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         best = log_study_summary(study)
-        registration = None
-        if best is not None and registry.register:
-            # Every worker gets here only once the budget is done; the registry's lock and its check for an
-            # already registered run make the best trial's model registered once, whoever comes first.
-            registration = register_and_validate(
-                best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], registry.model_name,
-                tags={"study_name": sweep.study_name, "trial_number": best.number,
-                      "sweep_run_id": parent.info.run_id}, gate=gate,
-                description=(f"Best trial ({best.number}) of Optuna study '{sweep.study_name}', sweep run "
-                             f"{parent.info.run_id}: val_accuracy {best.value:.4f}, val_loss "
-                             f"{best.user_attrs.get('val_loss', float('nan')):.4f}, params "
-                             + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + "."))
-            mlflow.set_tags({"registered_version": registration.version,
-                             "champion_decision": registration.decision})
+    registration = None
+    if best is not None and registry.register:
+        # Every worker gets here only once the budget is done; the registry's lock and its check for an
+        # already registered run make the best trial's model registered once, whoever comes first. After the
+        # sweep run and its heartbeat thread have ended: mlflow.models.evaluate (the gate) imports MLflow's
+        # flavors under its import-hook lock, and an MLflow call from another thread meanwhile deadlocks it.
+        registration = register_and_validate(
+            best.user_attrs["mlflow_run_id"], best.user_attrs["recognizer_uri"], registry.model_name,
+            tags={"study_name": sweep.study_name, "trial_number": best.number,
+                  "sweep_run_id": parent.info.run_id}, gate=gate,
+            description=(f"Best trial ({best.number}) of Optuna study '{sweep.study_name}', sweep run "
+                         f"{parent.info.run_id}: val_accuracy {best.value:.4f}, val_loss "
+                         f"{best.user_attrs.get('val_loss', float('nan')):.4f}, params "
+                         + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + "."))
+        client = MlflowClient()
+        client.set_tag(parent.info.run_id, "registered_version", registration.version)
+        client.set_tag(parent.info.run_id, "champion_decision", registration.decision)
     settle_other_sweep_runs(sweep.study_name, parent.info.experiment_id, parent.info.run_id)
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return SweepResult(sweep.study_name, hide_password(url), parent.info.run_id, dict(states),
