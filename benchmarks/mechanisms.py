@@ -14,8 +14,9 @@ Two mechanisms of the default recipe, each against its stock counterpart:
 - BatchNorm: `fused` (the patch to TensorFlow's FusedBatchNormV3 while training), `plain` (Keras' own
   BatchNormalization) and `xla` (plain, compiled with `jit_compile=True`).
 
-Both hand-written mechanisms are LAB COPIES below (`LabWarmupEMAAdam`, `lab_fused_batchnorm`), not imported from
-asl_mlops, so this stays reproducible if the package drops them. They reach the package's training through two
+The hand-written weight average is a LAB COPY below (`LabWarmupEMAAdam`): the package dropped it for Keras' own
+(docs/decisions.md), and the copy keeps the comparison reproducible. The fused BatchNorm is the package's own
+(`asl_mlops.training.fused_batchnorm`), which it keeps. They reach the package's training through two
 module attributes of asl_mlops.training.fit, swapped for the run: `training_optimizer` and `fused_batchnorm`.
 
 Parts (`--parts`):
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import os
@@ -94,61 +94,6 @@ def lab_classes():
     return LabWarmupEMAAdam
 
 
-def lab_fusable(layer) -> bool:
-    """Copy of asl_mlops.training.fused_batchnorm.fusable."""
-    import keras
-
-    if (not isinstance(layer, keras.layers.BatchNormalization) or not layer.built
-            or type(layer).call is not keras.layers.BatchNormalization.call):
-        return False
-    ndim = layer.input_spec.ndim if layer.input_spec is not None else None
-    return (keras.backend.backend() == "tensorflow" and ndim == 4 and layer.axis in (3, -1)
-            and layer.center and layer.scale and not layer.renorm and not layer.synchronized
-            and layer.compute_dtype == "float32" and layer.epsilon >= 1.001e-5)
-
-
-def lab_batchnorm_layers(model) -> list:
-    import keras
-
-    found: list = []
-    for layer in model.layers:
-        for inner in lab_batchnorm_layers(layer) if isinstance(layer, keras.Model) else [layer]:
-            if lab_fusable(inner) and not any(inner is seen for seen in found):
-                found.append(inner)
-    return found
-
-
-def lab_fused_call(layer, inputs, training=None, mask=None):
-    """Copy of asl_mlops.training.fused_batchnorm.fused_call: training BatchNorm on tf FusedBatchNormV3."""
-    import keras
-    import tensorflow as tf
-
-    if not (training and layer.trainable) or mask is not None:
-        return keras.layers.BatchNormalization.call(layer, inputs, training=training, mask=mask)
-    outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        inputs, layer.gamma, layer.beta, epsilon=layer.epsilon, data_format="NHWC", is_training=True)
-    shape = tf.shape(inputs)
-    n = tf.cast(shape[0] * shape[1] * shape[2], variance.dtype)
-    variance = variance * (n - 1.0) / tf.maximum(n, 1.0)  # the op's unbiased variance -> Keras' biased one
-    momentum = layer.momentum
-    layer.moving_mean.assign(layer.moving_mean * momentum + mean * (1.0 - momentum))
-    layer.moving_variance.assign(layer.moving_variance * momentum + variance * (1.0 - momentum))
-    return outputs
-
-
-@contextlib.contextmanager
-def lab_fused_batchnorm(model):
-    """Copy of asl_mlops.training.fused_batchnorm.fused_batchnorm: within the block the model's BN layers train fused."""
-    layers = [layer for layer in lab_batchnorm_layers(model) if "call" not in vars(layer)]
-    try:
-        for layer in layers:
-            layer.call = functools.partial(lab_fused_call, layer)
-        yield layers
-    finally:
-        for layer in layers:
-            vars(layer).pop("call", None)
-
-
 @contextlib.contextmanager
 def plain_batchnorm(model):
     """Keras' own BatchNormalization: nothing patched."""
@@ -181,10 +126,11 @@ def injected(ema: str, bn: str, total_steps: int):
     """asl_mlops.training.fit trains with weight average `ema` and BatchNorm path `bn` ('fused' or 'plain') in the
     block."""
     import asl_mlops.training.fit as train
+    from asl_mlops.training.fused_batchnorm import fused_batchnorm
 
     saved = train.training_optimizer, train.fused_batchnorm
     train.training_optimizer = optimizer_factory(ema, total_steps)
-    train.fused_batchnorm = {"fused": lab_fused_batchnorm, "plain": plain_batchnorm}[bn]
+    train.fused_batchnorm = {"fused": fused_batchnorm, "plain": plain_batchnorm}[bn]
     try:
         yield
     finally:
@@ -268,6 +214,7 @@ def run_steps(args, results: dict) -> None:
     from asl_mlops.config import TrainConfig
     from asl_mlops.training.augment import build_augmentation, make_dataset
     from asl_mlops.training.fit import loss_and_metrics
+    from asl_mlops.training.fused_batchnorm import fused_batchnorm
     from asl_mlops.training.inputs import split_data
     from asl_mlops.training.models import build_model
 
@@ -285,7 +232,7 @@ def run_steps(args, results: dict) -> None:
             keras.utils.set_random_seed(0)
             model = build_model(config)
             if bn == "fused":  # traced inside the block: the step keeps the fused op
-                stack.enter_context(lab_fused_batchnorm(model))
+                stack.enter_context(fused_batchnorm(model))
             model.compile(optimizer=optimizer_factory(ema, total_steps)(config), jit_compile=(bn == "xla"),
                           **loss_and_metrics(config))
             ds = make_dataset(data.x_train, data.y_train, config.batch_size, seed=0,
