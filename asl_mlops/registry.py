@@ -223,6 +223,15 @@ FINAL_METRICS = (("val_accuracy", "validation rows"), ("val_loss", "validation r
                  ("test_loss", "test data"), ("test_errors", "test data"))
 
 
+def version_decision(version: ModelVersion, champion: ModelVersion | None, min_gain: float = 0.0) -> Decision:
+    """The champion rule for a registered `version` against `champion` (None: there is none), from their tags."""
+    if champion is not None and str(champion.version) == str(version.version):
+        return Decision(True, "already champion")
+    if "val_accuracy" not in (version.tags or {}):
+        return Decision(False, f"version {version.version} has no val_accuracy tag to compare; promote by hand")
+    return champion_decision(*version_metrics(version), champion, min_gain=min_gain)
+
+
 def final_metrics_section(metrics: dict[str, float]) -> str:
     """A Markdown table of the run's final metrics (those it has), for the version's description: MLflow's OSS
     registry keeps no metrics on a version, so its page shows them only here and through its source model."""
@@ -292,13 +301,7 @@ def promote_if_better(model_name: str, version: str, *, passed: bool, failed: st
     client = client or MlflowClient()
     with registry_lock(model_name, client):
         target = client.get_model_version(model_name, str(version))
-        champion = current_champion(model_name, client)
-        if champion is not None and str(champion.version) == str(target.version):
-            decision = Decision(True, "already champion")
-        elif "val_accuracy" not in (target.tags or {}):
-            decision = Decision(False, f"version {version} has no val_accuracy tag to compare; promote by hand")
-        else:
-            decision = champion_decision(*version_metrics(target), champion, min_gain=min_gain)
+        decision = version_decision(target, current_champion(model_name, client), min_gain)
         if not passed:
             decision = Decision(False, f"failed {failed}")
         elif decision.promote:

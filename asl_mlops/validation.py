@@ -53,10 +53,10 @@ from asl_mlops.registry import (
     DECISION_TAG,
     VALIDATION_STATUS_TAG,
     Registration,
-    champion_decision,
     current_champion,
     promote_if_better,
     register,
+    version_decision,
     version_metrics,
 )
 
@@ -227,12 +227,12 @@ def serving_check(model_uri: str) -> dict[str, float]:
 def gain_check(version: ModelVersion, champion: ModelVersion | None, gate: GateConfig) -> Check:
     """The registry's no-regression rule as a check (see `registry.champion_decision`)."""
     threshold = f">= +{gate.min_gain:g}" if gate.min_gain > 0 else "> 0 (tie: lower val_loss)"
+    decision = version_decision(version, champion, gate.min_gain)
     if champion is not None and str(champion.version) == str(version.version):
-        return Check("gain", "champion", threshold, True)
+        return Check("gain", "champion", threshold, decision.promote)
     if "val_accuracy" not in (version.tags or {}):
-        return Check("gain", "?", threshold, False, "no val_accuracy tag to compare")
-    val_accuracy, val_loss, data_hash = version_metrics(version)
-    decision = champion_decision(val_accuracy, val_loss, data_hash, champion, min_gain=gate.min_gain)
+        return Check("gain", "?", threshold, decision.promote, decision.reason)
+    val_accuracy, _, data_hash = version_metrics(version)
     if champion is None:
         value = "no champion"
     elif (champion.tags or {}).get("val_data_hash", "") != data_hash or "val_accuracy" not in champion.tags:
