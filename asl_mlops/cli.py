@@ -208,7 +208,7 @@ def data_synth_photos(out: Path, per_letter: int, seed: int) -> None:
 @user_errors
 def data_validate(paths: tuple[Path, ...]) -> None:
     """Check Sign MNIST CSV files and photo folders; exit 2 naming the first bad row and column, or bad photo."""
-    from asl_mlops.data.photos import is_photo_folder, load_photo_folder
+    from asl_mlops.data.photos import LAYOUTS, is_photo_folder, load_photo_folder
     from asl_mlops.data.sign_mnist import load_csv
     from asl_mlops.labels import label_to_letter
 
@@ -216,7 +216,9 @@ def data_validate(paths: tuple[Path, ...]) -> None:
         if is_photo_folder(path):
             photos = load_photo_folder(path)
             letters = "".join(sorted({label_to_letter(label) for label in photos.labels.tolist()}))
-            click.echo(f"{path}: ok, {len(photos)} photos, letters {letters}, skipped folders "
+            signers = (f" of {len(photos.named_signers)} signers ({LAYOUTS[photos.layout]})"
+                       if photos.layout != "letters" else "")
+            click.echo(f"{path}: ok, {len(photos)} photos{signers}, letters {letters}, skipped folders "
                        f"{photos.skipped_folders}, content sha256 {photos.content_hash}")
             continue
         dataset = load_csv(path)

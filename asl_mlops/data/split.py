@@ -1,4 +1,4 @@
-"""Split stage: hold out validation (or a stand-in test set) from the training CSV.
+"""Split stage: hold out validation (or a stand-in test set) from the training CSV, or whole signers from photos.
 
 Sign MNIST's training CSV holds about 21 near-identical variants of each source photo (shifted,
 re-filtered, brightened). A random row split puts twins of every validation image in training, so
@@ -17,6 +17,9 @@ What it buys, measured on the real CSV with the same features: the median simila
 image to its nearest training image is 1.000 for a random split (1% quantile 0.998), but 0.863 for the
 default grouped split (1% quantile 0.594; 0.872 and 0.593 at val_fraction 0.2), close to the withheld test
 set's 0.89 (0.62).
+
+Photos whose signers are known (signer folders or a manifest.csv, `asl_mlops.data.photos`) have the same problem
+with a different cure: frames of one person are near-duplicates, so `signer_split` holds out whole signers.
 """
 
 from __future__ import annotations
@@ -131,6 +134,38 @@ def grouped_split(dataset: Dataset, fraction: float, seed: int, what: str = "val
     held = np.isin(family, held_families)
     return Split(_subset(dataset, np.flatnonzero(~held)), _subset(dataset, np.flatnonzero(held)),
                  families=n_families, held_out_families=len(held_families))
+
+
+def signer_split(signers: np.ndarray, fraction: float, seed: int,
+                 what: str = "val_fraction") -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(training indices, held-out indices, held-out signers sorted): whole signers held out, seeded.
+
+    Why: frames of one signer are near-duplicates of each other, so a random split measures recall of people
+    already seen; holding out whole people makes the validation figure predict accuracy on new people. Signers are
+    visited in a seeded random order and each is held out if the held-out photos stay within ceil(fraction * N);
+    at least one signer is held out (the smallest, if none fits) and at least one stays in training. Every photo
+    needs a known signer: "" (plain letter folders) is refused."""
+    _check_fraction(fraction, what)
+    signers = np.asarray(signers).astype(str).reshape(-1)
+    if (signers == "").any():
+        raise InputError(f"{what}: a signer split needs the signer of every photo, and {int((signers == '').sum())} "
+                         f"of {len(signers)} have none; use signer folders or a manifest.csv (docs/photos.md)")
+    names, signer_of, counts = np.unique(signers, return_inverse=True, return_counts=True)
+    if len(names) < 2:
+        raise InputError(f"{what}: a signer split needs at least 2 signers, found {len(names)} "
+                         f"({', '.join(names.tolist()) or 'no photos'})")
+    budget = math.ceil(fraction * len(signers))
+    order = np.random.default_rng(seed).permutation(len(names))
+    held: list[int] = []
+    for name in order.tolist():
+        if len(held) == len(names) - 1:
+            break  # someone must stay to train on
+        if counts[held].sum() + counts[name] <= budget:
+            held.append(name)
+    if not held:  # every signer alone is more than the budget: hold out the smallest (first in the order on ties)
+        held.append(int(order[np.argmin(counts[order])]))
+    held_out = np.isin(signer_of, held)
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out), tuple(sorted(names[held].tolist()))
 
 
 def split_train_val(dataset: Dataset, val_split: str, val_fraction: float, split_seed: int) -> Split:

@@ -24,6 +24,7 @@ from asl_mlops.data.photos import (
 from asl_mlops.data.synth import write_synthetic_photos
 from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
+from conftest import REAL_HANDS
 
 
 def encoded(image: np.ndarray, suffix: str = ".png") -> bytes:
@@ -41,7 +42,7 @@ def small_photo(seed: int = 0, suffix: str = ".jpg") -> bytes:
 def folder(tmp_path: Path) -> Path:
     """Two photos per letter, plus what loading must ignore: root files, J, Z, nothing/ and del/ folders."""
     root = write_synthetic_photos(tmp_path / "photos", per_letter=2, seed=3, size=32)
-    (root / "manifest.csv").write_text("path,letter\n")
+    (root / "labels.csv").write_text("path,letter\n")  # any file but manifest.csv, which names signers
     for name, count in (("J", 1), ("Z", 2), ("del", 3)):
         (root / name).mkdir()
         for i in range(count):
@@ -155,6 +156,141 @@ def test_missing_folder_and_file_instead_of_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match=r"file: is not a folder"):
         load_photo_folder(tmp_path / "file")
+
+
+# --- who signed: signer folders and manifest.csv ---------------------------------------------------
+
+
+def signer_folders(root: Path, letters_of: dict[str, str]) -> Path:
+    """DIR/<signer>/<LETTER>/<signer>_<letter>.jpg, one photo per letter of each signer."""
+    for n, (signer, letters) in enumerate(letters_of.items()):
+        for letter in letters:
+            (root / signer / letter).mkdir(parents=True, exist_ok=True)
+            (root / signer / letter / f"{signer}_{letter}.jpg").write_bytes(small_photo(10 * n + ord(letter)))
+    return root
+
+
+MANIFEST_ROWS = [("A/a1.jpg", "A", "alice"), ("A/b1.jpg", "A", "bob"), ("B/a2.png", "B", "alice"),
+                 ("C/c1.jpg", "C", "carol")]
+
+
+def with_manifest(root: Path, rows: list[tuple[str, str, str]] = MANIFEST_ROWS,
+                  photos: list[str] | None = None) -> Path:
+    """Letter folders holding `photos` (default: the rows' paths) and a manifest.csv listing `rows`, with the
+    extra columns the shared hands set has."""
+    for i, relative in enumerate(photos if photos is not None else [row[0] for row in rows]):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(small_photo(i, Path(relative).suffix))
+    lines = ["path,letter,label,source,signer,source_repo"]
+    lines += [f"{path},{letter},0,web,{signer},someone/repo" for path, letter, signer in rows]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_plain_letter_folders_are_one_unknown_signer(folder: Path) -> None:
+    loaded = load_photo_folder(folder)
+    assert loaded.layout == "letters" and loaded.signers == ("",) * 48 and loaded.named_signers == ()
+
+
+def test_signer_folders_load_with_their_signers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = signer_folders(tmp_path / "set", {"alice": "AB", "bob.2": "AC"})
+    (root / "bob.2" / "del").mkdir()
+    (root / "bob.2" / "del" / "x.jpg").write_bytes(small_photo(0))
+    (root / "notes").mkdir()  # no letter folders inside: not a signer, skipped
+    (root / "notes" / "n.txt").write_text("x")
+    (root / "README.txt").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="asl_mlops.data.photos"):
+        loaded = load_photo_folder(root)
+    assert loaded.layout == "signers" and loaded.named_signers == ("alice", "bob.2")
+    assert [p.relative_to(root).as_posix() for p in loaded.paths] == [
+        "alice/A/alice_A.jpg", "bob.2/A/bob.2_A.jpg", "alice/B/alice_B.jpg", "bob.2/C/bob.2_C.jpg"]
+    assert loaded.signers == ("alice", "bob.2", "alice", "bob.2") and loaded.labels.tolist() == [0, 0, 1, 2]
+    assert loaded.skipped_folders == {"notes": 1, "bob.2/del": 1} and "bob.2/del (1 files)" in caplog.text
+    part = loaded.subset([1, 3])
+    assert part.signers == ("bob.2", "bob.2") and part.layout == "signers" and part.named_signers == ("bob.2",)
+
+
+@pytest.mark.parametrize("name", ["bad name!", "-dash", "a" * 65])
+def test_bad_signer_folder_name_is_an_input_error_naming_it(tmp_path: Path, name: str) -> None:
+    signer_folders(tmp_path, {"alice": "A", name: "B"})
+    with pytest.raises(InputError, match="is not a valid signer name") as info:
+        load_photo_folder(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / name}: {name!r}")
+
+
+def test_letter_folders_beside_signer_folders_is_an_input_error(tmp_path: Path) -> None:
+    signer_folders(tmp_path, {"alice": "AB"})
+    (tmp_path / "C").mkdir()
+    (tmp_path / "C" / "c.jpg").write_bytes(small_photo(0))
+    with pytest.raises(InputError, match=r"mixes letter folders \(C\) with signer folders .*\(alice\); use one layout"):
+        load_photo_folder(tmp_path)
+
+
+def test_manifest_loads_signers_and_ignores_other_columns(tmp_path: Path) -> None:
+    loaded = load_photo_folder(with_manifest(tmp_path))
+    assert loaded.layout == "manifest" and loaded.named_signers == ("alice", "bob", "carol")
+    assert [(p.relative_to(tmp_path).as_posix(), s) for p, s in zip(loaded.paths, loaded.signers)] == [
+        ("A/a1.jpg", "alice"), ("A/b1.jpg", "bob"), ("B/a2.png", "alice"), ("C/c1.jpg", "carol")]
+    assert loaded.labels.tolist() == [0, 0, 1, 2]
+    # The signer is part of the content: the same photos credited to someone else are other data.
+    again = with_manifest(tmp_path / "again", [(p, letter.lower(), "dave" if signer == "bob" else signer)
+                                               for p, letter, signer in MANIFEST_ROWS])
+    other = load_photo_folder(again)
+    assert other.file_hashes == loaded.file_hashes and other.content_hash != loaded.content_hash
+
+
+def test_photos_the_manifest_does_not_list_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with_manifest(tmp_path, MANIFEST_ROWS[:2], photos=[row[0] for row in MANIFEST_ROWS])
+    with caplog.at_level(logging.WARNING, logger="asl_mlops.data.photos"):
+        assert len(load_photo_folder(tmp_path)) == 2
+    assert "skipped 2 photo(s) in the letter folders that manifest.csv does not list: B/a2.png, C/c1.jpg" in caplog.text
+
+
+@pytest.mark.parametrize("row, message", [
+    (("A/a1.jpg", "A", ""), r"line 3, column 'signer': empty"),
+    (("A/a1.jpg", "A", "../x"), r"line 3, column 'signer': '\.\./x' is not a valid signer name"),
+    (("A/a1.jpg", "A", "bad name!"), r"line 3, column 'signer': 'bad name!' is not a valid signer name"),
+    (("A/a1.jpg", "J", "alice"), r"line 3, column 'letter': 'J' is not a letter A-Y without J"),
+    (("B/a1.jpg", "A", "alice"), r"line 3: letter A disagrees with the letter folder of B/a1.jpg"),
+    (("A/gone.jpg", "A", "alice"), r"line 3, column 'path': .*A/gone.jpg: file not found"),
+    (("../A/a1.jpg", "A", "alice"), r"line 3, column 'path': '\.\./A/a1.jpg' is not a path inside"),
+    (("a1.jpg", "A", "alice"), r"line 3, column 'path': a1.jpg is not in a letter folder beside manifest.csv"),
+    (("A/b1.jpg", "A", "bob"), r"line 3, column 'path': A/b1.jpg is listed twice \(first on line 2\)"),
+])
+def test_bad_manifest_row_names_the_manifest_line_and_column(tmp_path: Path, row: tuple[str, str, str],
+                                                             message: str) -> None:
+    with_manifest(tmp_path, [("A/b1.jpg", "A", "bob"), row], photos=["A/a1.jpg", "A/b1.jpg", "B/a1.jpg"])
+    with pytest.raises(InputError, match=message) as info:
+        load_photo_folder(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'manifest.csv'}: line 3") and "\n" not in str(info.value)
+
+
+def test_bad_photo_in_the_manifest_names_line_and_path(tmp_path: Path) -> None:
+    with_manifest(tmp_path)
+    (tmp_path / "B" / "a2.png").write_bytes(b"hello")
+    bad = tmp_path / "B" / "a2.png"
+    with pytest.raises(InputError, match=rf"manifest.csv: line 4, column 'path': {bad}: not a PNG or JPEG image"):
+        load_photo_folder(tmp_path)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("path,letter\n", "line 1 \\(header\\): missing column 'signer'; expected at least path,letter,signer"),
+    ("path,signer,label\n", "line 1 \\(header\\): missing column 'letter'"),
+    ("", "file is empty"),
+    ("path,letter,signer\n", "header only, no photos listed"),
+])
+def test_manifest_without_its_columns_or_rows(folder: Path, header: str, message: str) -> None:
+    (folder / "manifest.csv").write_text(header)
+    with pytest.raises(InputError, match=message) as info:
+        load_photo_folder(folder)
+    assert str(info.value).startswith(f"{folder / 'manifest.csv'}: ")
+
+
+@pytest.mark.skipif(not (REAL_HANDS / "manifest.csv").is_file(), reason=f"no real hand photos at {REAL_HANDS}")
+def test_the_shared_hands_set_loads_with_its_signers() -> None:
+    loaded = load_photo_folder(REAL_HANDS)
+    assert loaded.layout == "manifest" and len(loaded) == 7202 and len(loaded.named_signers) == 28
+    assert "massey-hand1" in loaded.named_signers and "" not in loaded.signers
 
 
 # --- decoding --------------------------------------------------------------------------------------
@@ -327,6 +463,17 @@ def test_cli_validate_bad_folder_is_one_line_and_exit_2(folder: Path) -> None:
     result = CliRunner().invoke(main, ["data", "validate", str(folder)])
     assert result.exit_code == 2
     assert f"error: {bad}: not a PNG or JPEG image\n" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("layout", ["manifest", "signers"])
+def test_cli_validate_says_how_many_signers(tmp_path: Path, layout: str) -> None:
+    root = with_manifest(tmp_path) if layout == "manifest" else signer_folders(tmp_path, {"al": "AB", "bo": "C"})
+    result = CliRunner().invoke(main, ["data", "validate", str(root)])
+    assert result.exit_code == 0, result.output
+    where = "manifest.csv" if layout == "manifest" else "signer folders"
+    count = 3 if layout == "manifest" else 2
+    photos = len(load_photo_folder(root))
+    assert f"{root}: ok, {photos} photos of {count} signers ({where}), letters ABC," in result.output
 
 
 @pytest.mark.usefixtures("offline")

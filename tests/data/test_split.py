@@ -1,13 +1,18 @@
-"""Train/validation splits: near-duplicate families stay on one side; random splits stay stratified."""
+"""Train/validation splits: near-duplicate families and signers stay on one side; random splits stay stratified."""
+
+import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asl_mlops.data.sign_mnist import Dataset
 from asl_mlops.data.split import (
     find_families,
     grouped_split,
     random_split,
+    signer_split,
     split_train_val,
 )
 from asl_mlops.data.synth import make_synthetic
@@ -113,3 +118,57 @@ def test_grouped_split_needs_two_families_per_label() -> None:
 def test_unknown_val_split_is_refused(balanced: Dataset) -> None:
     with pytest.raises(InputError, match="val_split"):
         split_train_val(balanced, "stratified", 0.2, split_seed=0)
+
+
+# --- signer split ----------------------------------------------------------------------------------
+
+
+def signers_of(counts: list[int]) -> np.ndarray:
+    """Photos of signers s00, s01, ... with the given photo counts, shuffled (as a loaded folder's are not)."""
+    names = np.repeat([f"s{i:02d}" for i in range(len(counts))], counts)
+    return np.random.default_rng(0).permutation(names)
+
+
+@settings(max_examples=80, deadline=None)
+@given(counts=st.lists(st.integers(1, 30), min_size=2, max_size=12), fraction=st.floats(0.05, 0.6),
+       seed=st.integers(0, 2**32 - 1))
+def test_signer_split_holds_out_whole_signers_within_the_fraction(counts: list[int], fraction: float,
+                                                                 seed: int) -> None:
+    signers = signers_of(counts)
+    train, held, held_names = signer_split(signers, fraction, seed)
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(len(signers)))  # each photo once
+    assert not set(signers[train]) & set(signers[held])  # nobody on both sides
+    assert held_names == tuple(sorted(set(signers[held]))) and len(held_names) >= 1 and len(train) > 0
+    if len(held_names) > 1 or np.sum(signers == held_names[0]) <= math.ceil(fraction * len(signers)):
+        assert len(held) <= math.ceil(fraction * len(signers))
+    else:  # nobody fits: the one held-out signer is the smallest
+        assert len(held) == min(counts)
+    again = signer_split(signers, fraction, seed)
+    assert all(np.array_equal(a, b) for a, b in zip(again[:2], (train, held))) and again[2] == held_names
+
+
+def test_signer_split_differs_across_seeds_on_twenty_signers() -> None:
+    signers = signers_of([10 + i % 7 for i in range(20)])
+    held = {signer_split(signers, 0.2, seed)[2] for seed in range(10)}
+    assert len(held) >= 8
+    assert all(3 <= len(names) <= 4 for names in held)  # 0.2 of 249 photos is 50, about 3-4 signers
+
+
+def test_signer_split_keeps_a_signer_to_train_on() -> None:
+    train, held, names = signer_split(np.array(["a", "a", "b"]), 0.9, seed=0)
+    assert len(names) == 1 and len(train) > 0 and len(held) > 0
+
+
+@pytest.mark.parametrize("signers, message", [
+    (["alice"] * 5, r"needs at least 2 signers, found 1 \(alice\)"),
+    (["alice", "", "bob"], r"needs the signer of every photo, and 1 of 3 have none"),
+])
+def test_signer_split_refuses_one_or_unknown_signers(signers: list[str], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        signer_split(np.array(signers), 0.2, seed=0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_signer_split_rejects_bad_fraction(fraction: float) -> None:
+    with pytest.raises(InputError, match="val_fraction"):
+        signer_split(np.array(["a", "b"]), fraction, seed=0)
