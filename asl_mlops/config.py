@@ -44,9 +44,10 @@ class TrainConfig:
                                                         "folder with one sub-folder of PNG/JPEG photos per letter.")
     test_data: str = knob("data/sign_mnist_test.csv", "Test data of the same kind (CSV or photo folder), used only for "
                                                       "the final evaluation.")
-    val_split: str = knob("grouped", "How validation is held out of the training CSV: 'grouped' holds out whole "
-                                     "families of near-duplicate images (asl_mlops/data/split.py), 'random' holds out "
-                                     "rows.", choices=VAL_SPLITS)
+    val_split: str = knob("grouped", "How validation is held out of the training data: 'grouped' holds out whole "
+                                     "families of near-duplicate images of a CSV, or whole signers of a photo folder "
+                                     "that names them (asl_mlops/data/split.py); 'random' holds out rows or photos.",
+                          choices=VAL_SPLITS)
     # Small: every family held out is a photo the logged model never trains on (docs/decisions.md).
     val_fraction: float = knob(0.05, "Share of the training data held out for validation (of the families for "
                                      "'grouped'), stratified by label.")
@@ -103,6 +104,12 @@ class TrainConfig:
     rotation: float = knob(10.0, "Random rotation, in degrees either way.")
     zoom: float = knob(0.1, "Random zoom, as a fraction either way.")
     translation: float = knob(0.1, "Random shift, as a fraction of the image size either way.")
+    # Photos: how much each signer counts, and when the recognizer says "not sure" (asl_mlops/hands/calibration.py).
+    signer_balance: float = knob(0.5, "keypoints: weight each training photo by n ** -signer_balance, n its signer's "
+                                      "photo count (0 = every photo alike, 1 = every signer alike).")
+    min_answered_accuracy: float = knob(0.95, "keypoints: answer 'not sure' below the lowest confidence at which the "
+                                              "validation signers' answered letters are at least this accurate "
+                                              "(0 = always name a letter).")
     # Early stopping on validation loss, restoring the best weights.
     early_stopping: bool = knob(False, "Stop when val_loss has not improved for `patience` epochs; restore best weights.")
     patience: int = knob(3, "Epochs without val_loss improvement before early stopping.")
@@ -116,6 +123,8 @@ class TrainConfig:
             (self.decay_rate >= 0, "decay_rate must be >= 0"),
             (self.l2 >= 0, "l2 must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.signer_balance <= 1, "signer_balance must be in [0, 1]"),
+            (0 <= self.min_answered_accuracy < 1, "min_answered_accuracy must be in [0, 1)"),
             (0 < self.ema_momentum < 1, "ema_momentum must be between 0 and 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),

@@ -40,6 +40,7 @@ from asl_mlops.training.trunk import (
 )
 
 if TYPE_CHECKING:
+    from asl_mlops.hands.calibration import Calibration
     from asl_mlops.registry import Registration
     from asl_mlops.validation import Verdict
 
@@ -114,6 +115,30 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
             f"registered and served).")
 
 
+def calibrate_photo_recognizer(model: keras.Model, data: PreparedData, config: TrainConfig) -> "Calibration":
+    """Fit the photo recognizer's temperature and "not sure" threshold on the validation photos (held-out signers)
+    and log them, with how reliable the calibrated confidence is on validation and test photos
+    (val_/test_ coverage, answered_accuracy, confidently_wrong) and its reliability figure."""
+    from asl_mlops.hands.calibration import calibrate, reliability, tempered
+
+    assert data.val_found is not None and data.val_labels is not None and data.test_found is not None
+    calibration = calibrate(predict_probabilities(model, data.x_val), data.val_labels[data.val_found],
+                            config.min_answered_accuracy)
+    mlflow.log_metrics(calibration.params())
+    for part, x, y, found in (("val", data.x_val, data.val_labels, data.val_found),
+                              ("test", data.x_test[data.test_found], data.y_test, data.test_found)):
+        p = tempered(predict_probabilities(model, x), calibration.temperature)
+        y_pred = np.full(len(found), -1)
+        y_pred[found] = p.argmax(axis=1)
+        confidence = np.zeros(len(found))
+        confidence[found] = p.max(axis=1)
+        mlflow.log_metrics(reliability(y, y_pred, confidence, calibration.not_sure_below).metrics(part))
+        if part == "test":
+            log_figures({"test_reliability": plots.reliability_figure(y, y_pred, confidence,
+                                                                        calibration.not_sure_below)})
+    return calibration
+
+
 def model_description(config: TrainConfig, data: PreparedData, val: Evaluation, test: Evaluation) -> str:
     """What the logged model is, what it takes and answers, and how it scored (its UI "Description")."""
     if config.resolved_architecture == "keypoints":
@@ -183,6 +208,9 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         # The run's one validation accuracy: the served model's (per-epoch values are epoch_val_accuracy, ...).
         final_val = {"val_accuracy": val.accuracy, "val_loss": val.loss}
         mlflow.log_metrics(final_val)
+        calibration = None
+        if config.resolved_architecture == "keypoints":
+            calibration = calibrate_photo_recognizer(model, data, config)
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         # The run's one model, registered and served as it was measured above. Logged at the step after the last
@@ -191,7 +219,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             from asl_mlops.hands.landmarker import hand_model_path
             from asl_mlops.serving.hand_recognizer import log_hand_recognizer
 
-            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data, step=config.epochs)
+            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data, step=config.epochs,
+                                             **calibration.params())
         else:
             model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture,
                                         tta=config.tta, step=config.epochs)

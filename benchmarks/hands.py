@@ -1,26 +1,32 @@
-"""How well does the photo recognizer read the hands of people it never trained on?
+"""How well does the photo recognizer read the hands of people it never trained on, and how far can its
+confidence be trusted?
 
-Leave-one-signer-out on a photo folder with a manifest.csv naming each photo's signer (../shared/data/hands:
-3 signers): for each signer, train the photo recognizer's recipe on the others' photos and score it on that
-signer's, counting a photo with no hand found as an error (as the served model answers it: no letter).
-Repeated over --seeds; prints and writes per-signer accuracy, the no-hand rate, mean +- sd and the worst.
+Leave-one-signer-out on a photo folder that names its signers (../shared/data/hands: 7,202 photos, 28 signer
+ids): for each signer, the product's recipe (asl_mlops.training.inputs.photo_inputs: validation signers held out
+of the other signers' photos, augmented and signer-weighted training hands, the keypoint network, temperature
+and "not sure" threshold fitted on the validation signers) is trained on the other signers and scored on that
+signer's photos. A photo with no hand found is an error, as the served model answers it with no letter.
+
+Per variant and seed it records, for every held-out signer: top-1, the share of photos answered with a wrong
+letter at confidence >= 0.9, and, at the chosen threshold, the share answered and the accuracy of those answers;
+and the validation accuracy of the fold's run (how well the validation figure predicts new people).
+Summaries: mean over signers +- sd over seeds, the worst signer, pooled calibration figures.
 
 Variants (--variant, repeatable), each the shipped recipe with one thing changed:
-- keypoints: the shipped recipe (hand search with retries, 5 turned and jittered copies of each training hand,
-  the network);
-- no-jitter: the copies turned but their keypoints not moved;
-- no-augment: no copies;
-- no-retries: the hand searched for in the photo as it is only (asl_mlops.hands.RETRIES off);
-- logreg: logistic regression on the same features (the issue's floor), no augmentation.
+- shipped: the defaults of asl_mlops.config.TrainConfig;
+- unweighted: signer_balance 0 (every photo alike, the recipe before signers were known);
+- balance1: signer_balance 1 (every signer alike);
+- smoothing: label_smoothing 0.1;
+- ensemble3: the softmax of 3 networks (seeds s, s+1, s+2) averaged;
+- no-jitter, no-augment: the training copies not jittered / no copies;
+- logreg: logistic regression on the same features, unweighted (a floor).
 
-    python benchmarks/hands.py --data ../shared/data/hands --out benchmarks/results/hands-loso.json
+    python benchmarks/hands.py --data ../shared/data/hands --out benchmarks/results/hands-loso-signers.json
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
 import tempfile
@@ -28,73 +34,120 @@ import time
 from pathlib import Path
 
 import numpy as np
-from provenance import provenance
 
-VARIANTS = ("keypoints", "no-jitter", "no-augment", "no-retries", "logreg")
-
-
-def signers_of(photos, manifest: Path) -> np.ndarray:
-    """Each photo's signer, from the manifest's path and signer columns."""
-    by_path = {row["path"]: row["signer"] for row in csv.DictReader(open(manifest))}
-    root = Path(photos.root)
-    try:
-        return np.array([by_path[p.relative_to(root).as_posix()] for p in photos.paths])
-    except KeyError as err:
-        sys.exit(f"{manifest}: no row for photo {err.args[0]}")
+VARIANTS: dict[str, dict] = {
+    "shipped": {}, "unweighted": {"signer_balance": 0.0}, "balance1": {"signer_balance": 1.0},
+    "smoothing": {"label_smoothing": 0.1}, "ensemble3": {}, "no-jitter": {}, "no-augment": {}, "logreg": {},
+}
 
 
-def run_fold(variant: str, hands, labels, train_mask, test_mask, seed: int, epochs: int) -> float:
-    """Accuracy on the test photos (no hand found = wrong) of the variant trained on the training photos."""
+def networks_probabilities(variant: str, data, config, x_parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Softmax outputs of the variant's network(s), trained on `data`, for each array of `x_parts`."""
     import keras
-    import mlflow
 
-    from asl_mlops.config import TrainConfig
-    from asl_mlops.hands import features as photo_data
-    from asl_mlops.labels import labels_to_indices
-    from asl_mlops.training.evaluate import (
-        evaluate_probabilities,
-        predict_probabilities,
-    )
+    from asl_mlops.training.evaluate import predict_probabilities
     from asl_mlops.training.fit import fit
-    from asl_mlops.training.inputs import PreparedData
     from asl_mlops.training.models import build_model
 
-    train_hands = tuple(h for h, m in zip(hands, train_mask) if m)
-    test_hands = tuple(h for h, m in zip(hands, test_mask) if m)
-    y_test = labels_to_indices(labels[test_mask])
-    x_test, found = photo_data.features_or_zeros(test_hands)
+    members = 3 if variant == "ensemble3" else 1
+    outputs = [np.zeros((len(x), 24)) for x in x_parts]
+    for k in range(members):
+        keras.utils.set_random_seed(config.seed + k)
+        model = build_model(config)
+        fit(model, data, config.replace(seed=config.seed + k))
+        for out, x in zip(outputs, x_parts):
+            out += predict_probabilities(model, x) / members
+        keras.backend.clear_session()
+    return outputs
+
+
+def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, config) -> dict[str, float]:
+    """Train the variant on every photo but `held_out`'s (validation signers held out of those) and score it on
+    the held-out photos."""
+    from asl_mlops.hands import features as photo_data
+    from asl_mlops.hands.calibration import calibrate, reliability, tempered
+    from asl_mlops.training.inputs import photo_inputs
+
+    train_set, test_set = photos.subset(~held_out), photos.subset(held_out)
+    train_hands = [h for h, m in zip(hands, held_out) if not m]
+    test_hands = [h for h, m in zip(hands, held_out) if m]
+    config = config.replace(seed=seed, split_seed=seed, **VARIANTS[variant])
+    data = photo_inputs(train_set, train_hands, test_set, test_hands, config)
+    if variant in ("no-jitter", "no-augment"):  # the training copies again, with the variant's augmentation
+        from asl_mlops.training.inputs import photo_validation_split
+
+        train_index, _, _ = photo_validation_split(train_set, config)
+        weights = photo_data.signer_weights(np.asarray(train_set.signers)[train_index], config.signer_balance)
+        x, y, w = photo_data.augmented_training_features(
+            tuple(train_hands[i] for i in train_index), train_set.labels[train_index], seed, weights=weights,
+            **({"copies": 0} if variant == "no-augment" else {"jitter": 0.0}))
+        data = data.__class__(**{**data.__dict__, "x_train": x, "y_train": y, "w_train": w})
+    x_test_found = data.x_test[data.test_found]
     if variant == "logreg":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        x_train, found_train = photo_data.features_or_zeros(train_hands)
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        model.fit(x_train[found_train], labels_to_indices(labels[train_mask][found_train]))
-        probabilities = np.zeros((int(found.sum()), 24))
-        probabilities[:, model.classes_] = model.predict_proba(x_test[found])
-        return evaluate_probabilities(y_test, probabilities, found=found).accuracy
-    recipe = {"no-augment": {"copies": 0}, "no-jitter": {"jitter": 0.0}}.get(variant, {})
-    x_train, y_train = photo_data.augmented_training_features(train_hands, labels[train_mask], seed, **recipe)
-    config = TrainConfig(architecture="keypoints", epochs=epochs, seed=seed)
-    keras.utils.set_random_seed(seed)
-    model = build_model(config)
-    # Validation (per-epoch curves only) on a slice of the training hands: the held-out signer stays unseen.
-    data = PreparedData(x_train, y_train, x_train[:256], y_train[:256], x_test, y_test, np.zeros((0, 1, 1)))
-    with mlflow.start_run():
-        fit(model, data, config)
-    return evaluate_probabilities(y_test, predict_probabilities(model, x_test[found]), found=found).accuracy
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(data.x_train, data.y_train.argmax(axis=1))
+        val_p, test_p = np.zeros((len(data.x_val), 24)), np.zeros((len(x_test_found), 24))
+        val_p[:, model.classes_] = model.predict_proba(data.x_val)
+        test_p[:, model.classes_] = model.predict_proba(x_test_found)
+    else:
+        val_p, test_p = networks_probabilities(variant, data, config, [data.x_val, x_test_found])
+    val_true = data.val_labels[data.val_found]
+    calibration = calibrate(val_p, val_true, config.min_answered_accuracy)
+    test_p = tempered(test_p, calibration.temperature)
+    y_pred = np.full(len(data.y_test), -1)
+    y_pred[data.test_found] = test_p.argmax(axis=1)
+    confidence = np.zeros(len(data.y_test))
+    confidence[data.test_found] = test_p.max(axis=1)
+    r = reliability(data.y_test, y_pred, confidence, calibration.not_sure_below)
+    val_accuracy = float(np.sum(val_p.argmax(axis=1) == val_true) / max(len(data.val_found), 1))
+    return {"top1": r.top1, "confidently_wrong": r.confidently_wrong, "coverage": r.coverage,
+            "answered_accuracy": r.answered_accuracy, "photos": r.photos, "val_accuracy": val_accuracy,
+            "val_signers": data.params["val_signers"], "temperature": calibration.temperature,
+            "not_sure_below": calibration.not_sure_below, "no_hand": float(1 - data.test_found.mean()),
+            "answered": int(round(r.coverage * r.photos)),
+            "answered_right": int(round(r.coverage * r.photos * (r.answered_accuracy if r.coverage else 0)))}
+
+
+def summarise(folds: dict[str, list[dict]], seeds: list[int]) -> dict[str, object]:
+    """Per-signer means over seeds, mean over signers +- sd over seeds, the worst signer, pooled calibration."""
+    names = sorted(folds)
+    top1 = np.array([[f["top1"] for f in folds[s]] for s in names])  # signers x seeds
+    photos = np.array([folds[s][0]["photos"] for s in names])
+    wrong_sure = np.array([[f["confidently_wrong"] * f["photos"] for f in folds[s]] for s in names]).sum(axis=0)
+    answered = np.array([[f["answered"] for f in folds[s]] for s in names]).sum(axis=0)
+    answered_right = np.array([[f["answered_right"] for f in folds[s]] for s in names]).sum(axis=0)
+    val = np.array([[f["val_accuracy"] for f in folds[s]] for s in names])
+    worst = int(np.argmin(top1.mean(axis=1)))
+    return {
+        "by_signer": {s: {"top1": float(top1[i].mean()), "top1_runs": top1[i].tolist(), "photos": int(photos[i])}
+                      for i, s in enumerate(names)},
+        "mean_top1": float(top1.mean()), "sd_over_seeds": float(top1.mean(axis=0).std()),
+        "photo_weighted_top1": float((top1 * photos[:, None]).sum() / photos.sum() / 1),
+        "worst_signer": names[worst], "worst_top1": float(top1[worst].mean()), "worst_run": float(top1.min()),
+        "confidently_wrong": float(wrong_sure.mean() / photos.sum()),
+        "coverage": float(answered.mean() / photos.sum()),
+        "answered_accuracy": float(answered_right.sum() / max(answered.sum(), 1)),
+        "val_accuracy_mean": float(val.mean()),
+        "val_vs_new_people": {"val_accuracy": float(val.mean()), "held_out_top1": float(top1.mean()),
+                              "correlation_over_folds": float(np.corrcoef(val.ravel(), top1.ravel())[0, 1])},
+        "seeds": seeds,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/hands"),
-                        help="Photo folder with a manifest.csv (path, signer columns).")
-    parser.add_argument("--variant", action="append", choices=VARIANTS, help="Variants to run (default: all).")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds.")
-    parser.add_argument("--epochs", type=int, default=12, help="Training epochs (the default recipe's).")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/hands"), help="Photo folder naming signers.")
+    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="Variants (default: all).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training and split seeds.")
+    parser.add_argument("--signers", nargs="+", help="Hold out only these signers (default: every signer).")
+    parser.add_argument("--epochs", type=int, default=None, help="Training epochs (default: the shipped recipe's).")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="Hand detection cache.")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hands-loso.json"), help="JSON to write.")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hands-loso-signers.json"),
+                        help="JSON to write (rewritten after each variant).")
     args = parser.parse_args()
     args.out = args.out.resolve()
     variants = args.variant or list(VARIANTS)
@@ -103,60 +156,44 @@ def main() -> None:
 
     import_tensorflow_quietly()
     import mlflow
+    from provenance import write_results
     from tqdm import tqdm
 
+    from asl_mlops.config import TrainConfig
     from asl_mlops.data.photos import load_photo_folder
     from asl_mlops.hands.detector import detect_photos
     from asl_mlops.hands.landmarker import hand_model_path
 
     mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='hands-bench-')}/mlflow.db")
     photos = load_photo_folder(args.data)
-    signers = signers_of(photos, args.data / "manifest.csv")
-    model = hand_model_path()
-    settings: dict[str, dict] = {"default": {}}
-    if "no-retries" in variants:
-        settings["none"] = {"retries": ()}
-    searches = {search: detect_photos(photos, model, args.cache_dir, **kwargs,
-                                      progress=lambda items: tqdm(items, desc=f"finding hands ({search})",
-                                                                  unit="photo"))
-                for search, kwargs in settings.items()}
-
-    results: dict[str, object] = {**provenance(), "data": str(args.data), "photos": len(photos),
-                                  "seeds": args.seeds, "epochs": args.epochs, "variants": {}}
-    names = sorted(set(signers.tolist()))
-    detection = {}
-    for search, found in searches.items():
-        mask = found.found
-        detection[search] = {"found": float(mask.mean()), "seconds": found.seconds, "cache_hits": found.hits,
-                             "by_signer": {s: float(mask[signers == s].mean()) for s in names}}
-    results["detection"] = detection
+    signers = np.asarray(photos.signers)
+    found = detect_photos(photos, hand_model_path(), args.cache_dir,
+                          progress=lambda items: tqdm(items, desc="finding hands", unit="photo"))
+    config = TrainConfig(train_data=str(args.data), architecture="keypoints")
+    if args.epochs:
+        config = config.replace(epochs=args.epochs)
+    names = args.signers or photos.named_signers
+    results: dict[str, object] = {"data": str(args.data), "photos": len(photos), "signers": len(names),
+                                  "epochs": config.epochs, "seeds": args.seeds, "variants": {}}
     for variant in variants:
-        hands = searches["none" if variant == "no-retries" else "default"].hands
-        accuracy: dict[str, list[float]] = {s: [] for s in names}
+        folds: dict[str, list[dict]] = {s: [] for s in names}
         start = time.perf_counter()
-        for seed in (args.seeds if variant != "logreg" else args.seeds[:1]):
+        for seed in args.seeds:
             for signer in names:
-                acc = run_fold(variant, hands, photos.labels, signers != signer, signers == signer, seed, args.epochs)
-                accuracy[signer].append(acc)
-                print(f"{variant:10s} seed {seed} held-out {signer:13s} {acc:.3f}", flush=True)
-        per_seed_mean = np.mean([accuracy[s] for s in names], axis=0)
-        summary = {"by_signer": {s: {"mean": float(np.mean(v)), "sd": float(np.std(v)), "runs": v}
-                                 for s, v in accuracy.items()},
-                   "mean": float(np.mean(per_seed_mean)), "sd_over_seeds": float(np.std(per_seed_mean)),
-                   "worst_signer": min(names, key=lambda s: np.mean(accuracy[s])),
-                   "worst": float(min(np.mean(v) for v in accuracy.values())),
-                   "worst_run": float(min(min(v) for v in accuracy.values())), "seconds": time.perf_counter() - start}
+                with mlflow.start_run():
+                    fold = run_fold(variant, photos, found.hands, signers == signer, seed, config)
+                folds[signer].append(fold)
+                print(f"{variant:11s} seed {seed} {signer:18s} top1 {fold['top1']:.3f} coverage {fold['coverage']:.3f}"
+                      f" answered {fold['answered_accuracy']:.3f} val {fold['val_accuracy']:.3f}", flush=True)
+        summary = summarise(folds, args.seeds)
+        summary["folds"] = folds
+        summary["seconds"] = time.perf_counter() - start
         results["variants"][variant] = summary
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-
-    print(f"\n{'variant':12s} " + " ".join(f"{s:>14s}" for s in names) + "   mean +- sd    worst")
-    for variant, summary in results["variants"].items():
-        cells = " ".join(f"{summary['by_signer'][s]['mean']:14.3f}" for s in names)
-        print(f"{variant:12s} {cells}   {summary['mean']:.3f} +- {summary['sd_over_seeds']:.3f}  {summary['worst']:.3f}")
-    for search, info in detection.items():
-        print(f"hands found ({search} search): {info['found']:.3f} " +
-              ", ".join(f"{s} {v:.3f}" for s, v in info["by_signer"].items()))
+        write_results(args.out, results)
+        print(f"== {variant}: mean top-1 {summary['mean_top1']:.3f} +- {summary['sd_over_seeds']:.3f}, worst "
+              f"{summary['worst_signer']} {summary['worst_top1']:.3f}, confidently wrong "
+              f"{summary['confidently_wrong']:.3f}, coverage {summary['coverage']:.3f} at answered accuracy "
+              f"{summary['answered_accuracy']:.3f}", flush=True)
     print(f"wrote {args.out}")
 
 

@@ -16,7 +16,6 @@ cache: a photo's keypoints are computed once per bundle, whatever folder or run 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 import zipfile
@@ -35,10 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 #: Where no hand is found, the photo is searched again as (padding on each side as a fraction, brightened?):
-#: the palm detector wants a whole palm with context around it, so hands that fill the frame are found once
-#: padded, and backlit hands once brightened. On ../shared/data/hands these found 89% of the hands the photo
-#: as it is missed (benchmarks/hands.py).
-RETRIES: tuple[tuple[float, bool], ...] = ((0.25, False), (0.25, True), (0.5, False))
+#: the palm detector wants a whole palm with context around it, so hands that fill the frame (close to the
+#: camera) are found once padded, i.e. shrunk within a larger view, and backlit hands once brightened. The wide
+#: paddings (1.0, 1.5) find hands cut off by the frame's edge (benchmarks/detection.py: close-ups).
+RETRIES: tuple[tuple[float, bool], ...] = ((0.25, False), (0.25, True), (0.5, False), (1.0, False), (1.5, False))
 #: Fraction of the keypoints' extent added around them to make the hand's box (fingertips are keypoints, the
 #: palm's edge and the fingers' width are not).
 BOX_MARGIN = 0.1
@@ -115,18 +114,25 @@ class HandDetector:
     def detect(self, rgb: np.ndarray) -> Hand | None:
         """The hand in an RGB uint8 photo (H, W, 3), or None if there is none. A photo with no hand found is
         searched again in the RETRIES views, in order, until one finds it."""
-        height, width = rgb.shape[:2]
-        for pad, brighten in ((0.0, False), *self.retries):
-            view = brightened(rgb) if brighten else rgb
-            px, py = round(pad * width), round(pad * height)
-            if px or py:
-                import cv2
+        for view in views_of(self.retries):
+            hand = self.detect_in_view(rgb, view)
+            if hand is not None:
+                return hand
+        return None
 
-                view = cv2.copyMakeBorder(view, py, py, px, px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            result = self._find(view)
-            if result is not None:
-                break
-        else:
+    def detect_in_view(self, rgb: np.ndarray, view: tuple[float, bool]) -> Hand | None:
+        """The hand in one view of the photo, `view` = (padding on each side as a fraction of the photo's side,
+        brightened?), in the photo's own coordinates; None if that view shows none."""
+        pad, brighten = view
+        height, width = rgb.shape[:2]
+        image = brightened(rgb) if brighten else rgb
+        px, py = round(pad * width), round(pad * height)
+        if px or py:
+            import cv2
+
+            image = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        result = self._find(image)
+        if result is None:
             return None
         landmarks = np.array([[p.x, p.y, p.z] for p in result.hand_landmarks[0]], dtype=np.float32)
         if px or py:  # back to the unpadded photo's fractions (z is on the x scale)
@@ -136,6 +142,11 @@ class HandDetector:
         world = np.array([[p.x, p.y, p.z] for p in result.hand_world_landmarks[0]], dtype=np.float32)
         category = result.handedness[0][0]
         return Hand(landmarks, world, category.category_name, float(category.score), (width, height))
+
+
+def views_of(retries: Sequence[tuple[float, bool]]) -> tuple[tuple[float, bool], ...]:
+    """The views a photo is searched in, in order: the photo as it is, then each retry."""
+    return ((0.0, False), *tuple(retries))
 
 
 def _close_quietly(landmarker: Any) -> None:
@@ -159,8 +170,12 @@ def brightened(rgb: np.ndarray, gamma: float = 0.5) -> np.ndarray:
 _FIELDS = ("landmarks", "world", "score", "size")
 
 
-def _cache_file(cache_dir: Path, model_digest: str, photo_digest: str) -> Path:
-    return cache_dir / "hands" / model_digest[:16] / photo_digest[:2] / f"{photo_digest}.npz"
+def _cache_file(cache_dir: Path, model_digest: str, photo_digest: str, view: tuple[float, bool]) -> Path:
+    """Where one photo's detection in one view is kept: per view, so a changed list of retries reuses the views
+    already searched."""
+    pad, brighten = view
+    return (cache_dir / "hands" / model_digest[:16] / f"pad{pad:g}{'-bright' if brighten else ''}" / photo_digest[:2]
+            / f"{photo_digest}.npz")
 
 
 def _save(path: Path, hand: Hand | None) -> None:
@@ -202,28 +217,39 @@ class Detections:
 def detect_photos(photos: "PhotoSet", model_path: Path, cache_dir: Path | None,
                   progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
                   retries: Sequence[tuple[float, bool]] = RETRIES) -> Detections:
-    """Find the hand in every photo of `photos`, reading and writing the per-photo cache under `cache_dir`
-    (None: no cache). Unreadable photos raise InputError naming the file (asl_mlops.data.photos.read_rgb)."""
+    """Find the hand in every photo of `photos`, searching the views of `retries` in order as `HandDetector.detect`
+    does, reading and writing each view's result in the per-photo cache under `cache_dir` (None: no cache).
+    Unreadable photos raise InputError naming the file (asl_mlops.data.photos.read_rgb)."""
     import time
 
     from asl_mlops.data.photos import read_rgb
 
     start = time.perf_counter()
     model_digest = file_sha256(model_path)
-    if tuple(retries) != RETRIES:  # another search, another cache
-        model_digest = hashlib.sha256(f"{model_digest}{tuple(retries)}".encode()).hexdigest()
+    views = views_of(retries)
     hands: list[Hand | None] = [None] * len(photos)
     todo: list[int] = []
     for i, digest in enumerate(photos.file_hashes):
-        hit = False
-        if cache_dir is not None:
-            hit, hands[i] = _load(_cache_file(cache_dir, model_digest, digest))
-        if not hit:
-            todo.append(i)
+        for view in views:
+            hit, hand = _load(_cache_file(cache_dir, model_digest, digest, view)) if cache_dir else (False, None)
+            if not hit:
+                todo.append(i)
+                break
+            if hand is not None:
+                hands[i] = hand
+                break
     if todo:
         with HandDetector(model_path, retries=retries) as detector:
             for i in (progress or (lambda items: items))(todo):
-                hands[i] = detector.detect(read_rgb(photos.paths[i]))
-                if cache_dir is not None:
-                    _save(_cache_file(cache_dir, model_digest, photos.file_hashes[i]), hands[i])
+                rgb = read_rgb(photos.paths[i])
+                for view in views:
+                    where = _cache_file(cache_dir, model_digest, photos.file_hashes[i], view) if cache_dir else None
+                    hit, hand = _load(where) if where else (False, None)
+                    if not hit:
+                        hand = detector.detect_in_view(rgb, view)
+                        if where:
+                            _save(where, hand)
+                    if hand is not None:
+                        hands[i] = hand
+                        break
     return Detections(tuple(hands), len(photos) - len(todo), time.perf_counter() - start)

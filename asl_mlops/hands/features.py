@@ -57,6 +57,16 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
+def signer_weights(signers: np.ndarray, power: float) -> np.ndarray:
+    """Per-photo training weights that even out how much each signer counts: a photo of a signer with n photos
+    weighs n ** -power (0: every photo alike; 1: every signer alike), scaled to a mean of 1. Photo sets are
+    lopsided (one video signer can hold half the photos), and a network that mostly learnt one hand reads new
+    people worse (benchmarks/hands.py)."""
+    names, index, counts = np.unique(np.asarray(signers), return_inverse=True, return_counts=True)
+    weights = counts[index].astype(np.float64) ** -power
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def _progress(description: str):
     """A tqdm bar on a terminal, a few log lines otherwise."""
     from tqdm import tqdm
@@ -116,17 +126,20 @@ def features_or_zeros(hands: tuple[Hand | None, ...]) -> tuple[np.ndarray, np.nd
 
 
 def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarray, seed: int,
-                                copies: int = AUGMENT_COPIES,
-                                jitter: float = AUGMENT_JITTER) -> tuple[np.ndarray, np.ndarray]:
-    """Features and one-hot labels of the hands found in the training photos, each hand followed by its `copies`
-    turned copies with keypoint noise `jitter` (drawn once per run, from `seed`)."""
+                                copies: int = AUGMENT_COPIES, jitter: float = AUGMENT_JITTER,
+                                weights: np.ndarray | None = None
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features, one-hot labels and (with per-photo `weights`) the weights of the hands found in the training
+    photos, each hand followed by its `copies` turned copies with keypoint noise `jitter` (drawn once per run,
+    from `seed`)."""
     kept = [i for i, hand in enumerate(hands) if hand is not None]
     if not kept:
         raise InputError("no hand was found in any training photo: the photo recognizer has nothing to learn from")
     image, world = canonical_points([hands[i] for i in kept])
     image, world = rotated_copies(image, world, copies, AUGMENT_DEGREES, AUGMENT_SCALE, seed, jitter=jitter)
     y = np.tile(one_hot_labels(labels[kept]), (copies + 1, 1))
-    return features_from_points(image, world), y
+    w = None if weights is None else np.tile(np.asarray(weights, dtype=np.float32)[kept], copies + 1)
+    return features_from_points(image, world), y, w
 
 
 def load_photo_sets(train_data: str, test_data: str) -> tuple["PhotoSet", "PhotoSet"]:

@@ -7,9 +7,15 @@ guards as the Sign MNIST recognizer) -> find the hand (asl_mlops.hands) -> keypo
 
 Requests carry one column `image` of base64 PNG/JPEG photos (the Sign MNIST recognizer's image form). Each
 answer row has `letter`, `label`, `confidence` and `top3` as the Sign MNIST recognizer's do, plus `box`, the
-hand's box as fractions of the photo ({"x", "y", "w", "h"}, origin top-left), and `reason`: empty when a hand
-was found; "no hand found" when none was, and then `letter` is empty, `label` -1, `confidence` 0 and `top3` and
-`box` empty: never a guess.
+hand's box as fractions of the photo ({"x", "y", "w", "h"}, origin top-left), and `reason`:
+- "" when a hand was found and the letter is named;
+- "not sure" when a hand was found but its letter's confidence is below the model's threshold: `letter` is empty
+  and `label` -1, while `confidence`, `top3` and `box` say what it saw;
+- "no hand found" when none was: `letter` empty, `label` -1, `confidence` 0, `top3` and `box` empty.
+
+The confidence is calibrated: the network's softmax at the temperature fitted on signers held out of training
+(asl_mlops.hands.calibration), and the "not sure" threshold was chosen on the same signers. Both are in the
+logged model's `model_config` (`temperature`, `not_sure_below`).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from asl_mlops.errors import InputError
 from asl_mlops.labels import LABELS, LETTERS
 
 NO_HAND = "no hand found"
+NOT_SURE = "not sure"
 INPUT_FORMS = {
     "images": "one column 'image': base64 PNG or JPEG photos, any size, colour or grayscale",
     "answer": "letter, label, confidence, top3, box (x, y, w, h as fractions of the photo) and reason "
-              f"('' or '{NO_HAND}': then letter is '' and label -1)",
+              f"('', '{NOT_SURE}' or '{NO_HAND}': then letter is '' and label -1)",
 }
 #: Packages the served model imports; pinned to the versions it was logged with.
 SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "mediapipe", "opencv-contrib-python",
@@ -57,8 +64,9 @@ def photos_from_frame(frame: Any) -> list[np.ndarray]:
     return decoded_cells(frame.iloc[:, 0].tolist(), lambda text: decode_rgb(base64_bytes(text)))
 
 
-def answer_rows(probabilities: np.ndarray, hands: list[Any]) -> pd.DataFrame:
-    """Softmax outputs of the found hands (in order) and every photo's hand (None: not found) -> answer rows."""
+def answer_rows(probabilities: np.ndarray, hands: list[Any], not_sure_below: float = 0.0) -> pd.DataFrame:
+    """Calibrated probabilities of the found hands (in order) and every photo's hand (None: not found) -> answer
+    rows; a found hand whose best letter is less than `not_sure_below` sure is answered "not sure"."""
     rows: list[dict[str, Any]] = []
     found = iter(probabilities)
     for hand in hands:
@@ -68,9 +76,11 @@ def answer_rows(probabilities: np.ndarray, hands: list[Any]) -> pd.DataFrame:
         p = next(found)
         order = np.argsort(-p, kind="stable")[:3]
         x, y, w, h = hand.box
-        rows.append({"letter": LETTERS[order[0]], "label": LABELS[order[0]], "confidence": float(p[order[0]]),
+        sure = p[order[0]] >= not_sure_below
+        rows.append({"letter": LETTERS[order[0]] if sure else "", "label": LABELS[order[0]] if sure else -1,
+                     "confidence": float(p[order[0]]),
                      "top3": [{"letter": LETTERS[i], "probability": float(p[i])} for i in order],
-                     "box": {"x": x, "y": y, "w": w, "h": h}, "reason": ""})
+                     "box": {"x": x, "y": y, "w": w, "h": h}, "reason": "" if sure else NOT_SURE})
     return pd.DataFrame(rows, columns=["letter", "label", "confidence", "top3", "box", "reason"])
 
 
@@ -87,17 +97,21 @@ class HandRecognizer(mlflow.pyfunc.PythonModel):
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.detector = HandDetector(context.artifacts["hand_model"])
+        config = context.model_config or {}
+        self.temperature = float(config.get("temperature", 1.0))
+        self.not_sure_below = float(config.get("not_sure_below", 0.0))
         self._forward = _traced(self.model)
         self.probabilities_of([np.zeros((64, 64, 3), dtype=np.uint8)])  # trace and warm up before a request
 
     def probabilities_of(self, photos: list[np.ndarray]) -> tuple[np.ndarray, list[Any]]:
-        """(softmax (M, 24) of the M photos with a hand, every photo's hand or None)."""
+        """(calibrated probabilities (M, 24) of the M photos with a hand, every photo's hand or None)."""
+        from asl_mlops.hands.calibration import tempered
         from asl_mlops.hands.keypoints import NUM_FEATURES, features
 
         hands = [self.detector.detect(photo) for photo in photos]
         found = [hand for hand in hands if hand is not None]
         x = features(found) if found else np.zeros((0, NUM_FEATURES), dtype=np.float32)
-        return np.asarray(self._forward(x), dtype=np.float64), hands
+        return tempered(np.asarray(self._forward(x)), self.temperature), hands
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
@@ -107,7 +121,7 @@ class HandRecognizer(mlflow.pyfunc.PythonModel):
             photos = photos_from_frame(model_input)
         except InputError as err:  # the scoring server answers MlflowException(BAD_REQUEST) with HTTP 400
             raise MlflowException(str(err), error_code=BAD_REQUEST) from err
-        return answer_rows(*self.probabilities_of(photos))
+        return answer_rows(*self.probabilities_of(photos), not_sure_below=self.not_sure_below)
 
 
 def _traced(model: Any) -> Any:
@@ -141,9 +155,11 @@ def example_frame(test_data: str | Path) -> pd.DataFrame | None:
 
 
 def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Path, name: str = "recognizer",
-                        step: int = 0) -> "mlflow.models.model.ModelInfo":
+                        step: int = 0, temperature: float = 1.0,
+                        not_sure_below: float = 0.0) -> "mlflow.models.model.ModelInfo":
     """Log `HandRecognizer` (the keypoint network and the hand model as artifacts, asl_mlops as code) to the
-    active run; returns its ModelInfo. `step` as for asl_mlops.serving.log_recognizer."""
+    active run, with its calibration (`temperature`, `not_sure_below`) in its model_config; returns its ModelInfo.
+    `step`: the run's step the model belongs to (asl_mlops.serving.recognizer.log_recognizer)."""
     import asl_mlops
     from asl_mlops.tracking import pinned_requirements
 
@@ -155,5 +171,6 @@ def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Pat
             artifacts={"keras_model": str(keras_path), "hand_model": str(hand_model)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=signature(),
             input_example=example_frame(test_data), pip_requirements=pinned_requirements(SERVING_PACKAGES),
-            metadata={"input_forms": INPUT_FORMS}, model_config={"resolved_architecture": "keypoints"},
+            metadata={"input_forms": INPUT_FORMS}, model_config={"resolved_architecture": "keypoints", "temperature": float(temperature),
+                          "not_sure_below": float(not_sure_below)},
             step=step)

@@ -44,12 +44,14 @@ def build_augmentation(config: TrainConfig) -> keras.Sequential | None:
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int,
-                 augmentation: keras.Sequential | None = None, shuffle: bool = False) -> tf.data.Dataset:
-    """A batched tf.data pipeline over (x, y); shuffled and augmented only when asked (training)."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+                 augmentation: keras.Sequential | None = None, shuffle: bool = False,
+                 weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """A batched tf.data pipeline over (x, y), or (x, y, sample weight) with `weights`; shuffled and augmented
+    only when asked (training)."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augmentation is not None:
-        ds = ds.map(lambda xb, yb: (augmentation(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda xb, *rest: (augmentation(xb, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

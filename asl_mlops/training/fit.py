@@ -19,6 +19,7 @@ from asl_mlops.tracking import MlflowEpochLogger
 from asl_mlops.training.augment import build_augmentation, make_dataset
 from asl_mlops.training.fused_batchnorm import fused_batchnorm
 from asl_mlops.training.inputs import PreparedData
+from asl_mlops.training.models import KEYPOINT_STANDARDIZATION
 from asl_mlops.training.trunk import (
     ViewBatches,
     split_at_trainable,
@@ -89,10 +90,10 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         # Keypoint features were augmented as keypoints (asl_mlops.hands.features); image layers don't apply to them.
         augmentation = build_augmentation(config) if config.resolved_architecture != "keypoints" else None
         train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
-                                   augmentation=augmentation, shuffle=True)
-        for layer in model.layers:  # the keypoint network standardises its features with training statistics
-            if isinstance(layer, keras.layers.Normalization):
-                layer.adapt(data.x_train)
+                                   augmentation=augmentation, shuffle=True, weights=data.w_train)
+        if config.resolved_architecture == "keypoints":  # standardises its features with training statistics
+            # Only the keypoint network's own layer: resnet50's input Normalization holds ImageNet's fixed means.
+            model.get_layer(KEYPOINT_STANDARDIZATION).adapt(data.x_train)
         val_input = make_dataset(data.x_val, data.y_val, config.batch_size, seed=config.seed)
     steps = config.epochs * math.ceil(len(data.x_train) / config.batch_size)
     target.compile(optimizer=training_optimizer(config, steps), **loss_and_metrics(config))

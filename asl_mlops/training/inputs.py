@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -20,6 +21,10 @@ from asl_mlops.training.preprocess import to_model_input
 from asl_mlops.training.trunk import (
     check_cache_dir,
 )
+
+if TYPE_CHECKING:
+    from asl_mlops.data.photos import PhotoSet
+    from asl_mlops.hands.detector import Hand
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class PreparedData:
     val_found: np.ndarray | None = None  # over all validation photos; x_val/y_val hold the found ones only
     val_labels: np.ndarray | None = None  # class indices of all validation photos
     test_found: np.ndarray | None = None  # x_test has zero rows where no hand was found
+    w_train: np.ndarray | None = None  # per-row training weights (photos of several signers), None = all equal
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -79,9 +85,23 @@ def split_data(train_csv: Dataset, split: Split, test: Dataset) -> PreparedData:
                         to_model_input(test.images), labels_to_indices(test.labels), test.images, params)
 
 
+def photo_validation_split(photos: "PhotoSet", config: TrainConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(training indices, validation indices, validation signers) of a photo set. With `val_split` grouped and
+    photos of two or more named signers, validation holds out whole signers (asl_mlops.data.split.signer_split),
+    so its figure is one for people the network never saw; otherwise photos at random per letter (no signers)."""
+    from asl_mlops.data.split import signer_split
+    from asl_mlops.hands.features import stratified_split
+
+    signers = np.asarray(photos.signers)
+    if config.val_split == "grouped" and len(photos.named_signers) >= 2:
+        return signer_split(signers, config.val_fraction, config.split_seed)
+    train_index, val_index = stratified_split(photos.labels, config.val_fraction, config.split_seed)
+    return train_index, val_index, ()
+
+
 def prepare_photo_data(config: TrainConfig) -> PreparedData:
-    """Photo folders -> keypoint features: find the hand in every photo (cached under <cache_dir>/hands/), split
-    the training photos at random per letter, and turn each training hand into augmented copies."""
+    """Photo folders -> keypoint features: find the hand in every photo (cached under <cache_dir>/hands/), then
+    `photo_inputs`."""
     from asl_mlops.hands import features as photo_data
     from asl_mlops.hands.landmarker import hand_model_path
 
@@ -91,20 +111,37 @@ def prepare_photo_data(config: TrainConfig) -> PreparedData:
     check_cache_dir(cache)
     train_hands = photo_data.detect(train_set, model, cache, "training photos").hands
     test_hands = photo_data.detect(test_set, model, cache, "test photos").hands
-    train_index, val_index = photo_data.stratified_split(train_set.labels, config.val_fraction, config.split_seed)
-    x_train, y_train = photo_data.augmented_training_features(
-        tuple(train_hands[i] for i in train_index), train_set.labels[train_index], config.split_seed)
+    data = photo_inputs(train_set, train_hands, test_set, test_hands, config)
+    data.params["hand_model_sha256"] = file_sha256(model)
+    return data
+
+
+def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], test_set: "PhotoSet",
+                 test_hands: Sequence["Hand | None"], config: TrainConfig) -> PreparedData:
+    """The photo recognizer's inputs from photos and their hands: hold out validation photos (whole signers where
+    the folder names them), and turn each training hand into augmented copies, weighted per signer
+    (`signer_balance`)."""
+    from asl_mlops.hands import features as photo_data
+
+    train_index, val_index, val_signers = photo_validation_split(train_set, config)
+    signers = np.asarray(train_set.signers)[train_index]
+    x_train, y_train, w_train = photo_data.augmented_training_features(
+        tuple(train_hands[i] for i in train_index), train_set.labels[train_index], config.split_seed,
+        weights=photo_data.signer_weights(signers, config.signer_balance) if config.signer_balance else None)
     val_hands = tuple(train_hands[i] for i in val_index)
     x_val, val_found = photo_data.features_or_zeros(val_hands)
-    x_test, test_found = photo_data.features_or_zeros(test_hands)
+    x_test, test_found = photo_data.features_or_zeros(tuple(test_hands))
     val_set = train_set.subset(val_index)
     params = {"train_data_hash": train_set.content_hash, "val_data_hash": val_set.content_hash,
               "test_data_hash": test_set.content_hash, "train_photos": len(train_set),
               "train_rows": len(train_index), "val_rows": len(val_index), "test_rows": len(test_set),
               "train_hands_found": int(sum(h is not None for h in train_hands)),
               "test_hands_found": int(test_found.sum()), "augment_copies": photo_data.AUGMENT_COPIES,
-              "hand_model_sha256": file_sha256(model)}
+              "photo_layout": train_set.layout, "signers": len(train_set.named_signers),
+              "train_signers": len(set(signers.tolist()) - {""}),
+              "val_held_out": "signers" if val_signers else "photos",
+              "val_signers": ",".join(val_signers) if val_signers else "-"}
     return PreparedData(x_train, y_train, x_val[val_found], photo_data.one_hot_labels(val_set.labels)[val_found],
                         x_test, labels_to_indices(test_set.labels), photo_data.Thumbnails(test_set, test_hands),
                         params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),
-                        test_found=test_found)
+                        test_found=test_found, w_train=w_train)

@@ -140,13 +140,17 @@ def average_ensemble(members: list[keras.Model]) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{members[0].name}_ensemble{len(members)}")
 
 
+#: The keypoint network's standardisation layer, the one layer `fit` adapts to the training data.
+KEYPOINT_STANDARDIZATION = "standardize"
+
+
 def build_keypoint_mlp(num_features: int, l2: float = 0.0, units: tuple[int, int] = (256, 128),
                        dropout: float = 0.2) -> keras.Model:
     """The photo recognizer's network: keypoint features (asl_mlops.hands.keypoints) -> standardisation (a
     Normalization layer, adapted to the training features by `fit`) -> two ReLU layers with dropout -> softmax
     over 24. The features are few (~450) and informative, so a small dense network is enough."""
     inputs = keras.Input((num_features,), name="keypoints")
-    x = layers.Normalization(name="standardize")(inputs)
+    x = layers.Normalization(name=KEYPOINT_STANDARDIZATION)(inputs)
     for k, width in enumerate(units, start=1):
         x = layers.Dense(width, activation="relu", kernel_regularizer=regularizers.l2(l2), name=f"dense{k}")(x)
         x = layers.Dropout(dropout, name=f"dropout{k}")(x)

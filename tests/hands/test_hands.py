@@ -16,7 +16,7 @@ import pytest
 from conftest import REAL_HANDS, real_hand_photo
 
 from asl_mlops.errors import InputError
-from asl_mlops.hands.detector import Hand, HandDetector, detect_photos
+from asl_mlops.hands.detector import RETRIES, Hand, HandDetector, detect_photos
 from asl_mlops.hands.keypoints import (
     NUM_FEATURES,
     canonical_points,
@@ -166,8 +166,9 @@ def test_detections_are_cached_by_content_and_a_bad_cache_file_is_recomputed(han
         if a is not None:
             np.testing.assert_array_equal(a.landmarks, b.landmarks)
             assert a.handedness == b.handedness
-    files = sorted(cache.rglob("*.npz"))
-    assert len(files) == len(photos) and not list(cache.rglob("*.tmp"))
+    files = sorted(cache.rglob("*.npz"))  # one per view searched: the blank photo was searched in every view
+    assert {f.name for f in files} == {f"{digest}.npz" for digest in photos.file_hashes}
+    assert len(files) >= len(photos) + len(RETRIES) and not list(cache.rglob("*.tmp"))
     files[0].write_bytes(b"half a file")
     third = detect_photos(photos, hand_model, cache)
     assert third.hits == len(photos) - 1 and third.found.tolist() == first.found.tolist()
@@ -227,3 +228,20 @@ def test_jittered_copies_move_the_keypoints_but_not_the_wrist():
     shift = np.linalg.norm(moved[0][2:4] - plain[0][2:4], axis=2)[:, 1:]
     extent = np.linalg.norm(plain[0][2:4], axis=2).max(axis=1)[:, None]
     assert 0.05 < float(np.median(shift / extent)) < 0.2
+
+
+@pytest.mark.skipif(not REAL_HANDS.is_dir(), reason=f"no real hand photos at {REAL_HANDS}")
+@pytest.mark.parametrize("letter", ["L", "B", "Y"])
+def test_a_hand_that_fills_the_frame_is_found(hand_model: Path, letter: str):
+    """A close-up made by cropping a real photo to the hand's box (a hand held close to the camera fills the
+    frame): the photo as it is may show the detector no palm with context, the retries' wider views do."""
+    rgb = cv2.cvtColor(cv2.imread(str(real_hand_photo(letter)[0])), cv2.COLOR_BGR2RGB)
+    with HandDetector(hand_model) as detector:
+        hand = detector.detect(rgb)
+        assert hand is not None
+        height, width = rgb.shape[:2]
+        x, y, w, h = hand.box
+        crop = np.ascontiguousarray(rgb[int(y * height):int((y + h) * height), int(x * width):int((x + w) * width)])
+        found = detector.detect(crop)
+    assert found is not None
+    assert found.box[2] > 0.6 and found.box[3] > 0.6  # the hand fills the close-up

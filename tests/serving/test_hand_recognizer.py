@@ -26,7 +26,7 @@ from photo_model import train_photo_recognizer
 from asl_mlops.errors import InputError
 from asl_mlops.hands.detector import Hand
 from asl_mlops.labels import LETTERS
-from asl_mlops.serving.hand_recognizer import NO_HAND, answer_rows, photos_from_frame
+from asl_mlops.serving.hand_recognizer import NO_HAND, NOT_SURE, answer_rows, photos_from_frame
 
 needs_real_hands = pytest.mark.skipif(not REAL_HANDS.is_dir(), reason=f"no real hand photos at {REAL_HANDS}")
 
@@ -56,6 +56,19 @@ def test_requests_are_checked_before_any_work():
         photos_from_frame(pd.DataFrame({"image": [b64(b"GIF89a......")]}))
     with pytest.raises(InputError, match="empty batch"):
         photos_from_frame(pd.DataFrame({"image": []}))
+
+
+def test_a_hand_below_the_threshold_is_not_sure_with_its_guesses_kept():
+    hand = Hand(np.full((21, 3), 0.5, dtype=np.float32) + np.linspace(0, 0.2, 21)[:, None].astype(np.float32),
+                np.zeros((21, 3), dtype=np.float32), "Right", 0.9, (640, 480))
+    probabilities = np.full((1, 24), 0.3 / 23)
+    probabilities[0, 5] = 0.7
+    (sure,) = answer_rows(probabilities, [hand], not_sure_below=0.7).to_dict("records")
+    (unsure,) = answer_rows(probabilities, [hand], not_sure_below=0.71).to_dict("records")
+    assert sure["letter"] == LETTERS[5] and sure["reason"] == ""
+    assert unsure["letter"] == "" and unsure["label"] == -1 and unsure["reason"] == NOT_SURE
+    assert unsure["confidence"] == pytest.approx(0.7) and unsure["top3"][0]["letter"] == LETTERS[5]
+    assert unsure["box"] is not None
 
 
 # --- trained, registered, served --------------------------------------------------------------------
@@ -140,6 +153,23 @@ def test_the_logged_model_loads_and_answers_with_no_network(photo_run, tmp_path:
 
 @needs_real_hands
 @pytest.mark.e2e
+def test_the_logged_threshold_says_not_sure_below_it_and_names_the_letter_at_it(photo_run, tmp_path: Path):
+    """The run logged its calibration in the model's config; the loaded model applies whatever threshold the
+    config holds (here moved just above and to a photo's confidence, as MLflow's load-time override does)."""
+    local = mlflow.artifacts.download_artifacts("models:/asl-recognizer@champion", dst_path=str(tmp_path / "model"))
+    logged = mlflow.models.Model.load(local).flavors["python_function"]["config"]
+    assert logged["temperature"] > 0 and 0 <= logged["not_sure_below"] <= 1
+    request = pd.DataFrame({"image": [b64(real_hand_photos("B", "massey-hand2", 1, skip=4)[0].read_bytes())]})
+    confidence = mlflow.pyfunc.load_model(local).predict(request).iloc[0]["confidence"]
+    assert 0 < confidence <= 1
+    above = mlflow.pyfunc.load_model(local, model_config={"not_sure_below": confidence + 1e-6}).predict(request)
+    at = mlflow.pyfunc.load_model(local, model_config={"not_sure_below": confidence}).predict(request)
+    assert above.iloc[0]["reason"] == NOT_SURE and above.iloc[0]["letter"] == "" and len(above.iloc[0]["top3"]) == 3
+    assert at.iloc[0]["reason"] == "" and at.iloc[0]["letter"] == at.iloc[0]["top3"][0]["letter"]
+
+
+@needs_real_hands
+@pytest.mark.e2e
 def test_mlflow_models_serve_answers_photos_with_a_box_and_no_hand_explicitly(photo_run):
     root, env, _ = photo_run
     port = free_port()
@@ -164,8 +194,8 @@ def test_mlflow_models_serve_answers_photos_with_a_box_and_no_hand_explicitly(ph
                                json={"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}})
         assert answer.status_code == 200, answer.text
         rows = answer.json()["predictions"]
-        assert [r["reason"] for r in rows] == ["", "", "", NO_HAND]
-        assert sum(r["letter"] == letter for r, letter in zip(rows, "BLY")) >= 2, rows
+        assert [r["reason"] for r in rows][3] == NO_HAND and all(r["reason"] in ("", NOT_SURE) for r in rows[:3])
+        assert sum(r["top3"][0]["letter"] == letter for r, letter in zip(rows, "BLY")) >= 2, rows
         for row in rows[:3]:
             assert set(row["box"]) == {"x", "y", "w", "h"} and 0 < row["box"]["w"] <= 1
         assert rows[3]["letter"] == "" and rows[3]["label"] == -1 and rows[3]["box"] is None
