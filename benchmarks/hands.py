@@ -14,6 +14,8 @@ Summaries: mean over signers +- sd over seeds, the worst signer, pooled calibrat
 
 Variants (--variant, repeatable), each the shipped recipe with one thing changed:
 - shipped: the defaults of asl_mlops.config.TrainConfig;
+- before: the recipe before signers were known: every photo alike, the earlier detection retries (padded 25%,
+  brightened, padded 50%) and no calibration (temperature 1, never "not sure");
 - unweighted: signer_balance 0 (every photo alike, the recipe before signers were known);
 - balance1: signer_balance 1 (every signer alike);
 - smoothing: label_smoothing 0.1;
@@ -35,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
+#: The detection retries before the close-up views were added (asl_mlops.hands.detector.RETRIES).
+RETRIES_BEFORE = ((0.25, False), (0.25, True), (0.5, False))
 VARIANTS: dict[str, dict] = {
-    "shipped": {}, "unweighted": {"signer_balance": 0.0}, "balance1": {"signer_balance": 1.0},
+    "shipped": {}, "before": {"signer_balance": 0.0, "min_answered_accuracy": 0.0}, "unweighted": {"signer_balance": 0.0}, "balance1": {"signer_balance": 1.0},
     "smoothing": {"label_smoothing": 0.1}, "ensemble3": {}, "no-jitter": {}, "no-augment": {}, "logreg": {},
 }
 
@@ -97,6 +102,8 @@ def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, confi
         val_p, test_p = networks_probabilities(variant, data, config, [data.x_val, x_test_found])
     val_true = data.val_labels[data.val_found]
     calibration = calibrate(val_p, val_true, config.min_answered_accuracy)
+    if variant == "before":
+        calibration = calibration.__class__(temperature=1.0, not_sure_below=0.0)
     test_p = tempered(test_p, calibration.temperature)
     y_pred = np.full(len(data.y_test), -1)
     y_pred[data.test_found] = test_p.argmax(axis=1)
@@ -109,7 +116,9 @@ def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, confi
             "val_signers": data.params["val_signers"], "temperature": calibration.temperature,
             "not_sure_below": calibration.not_sure_below, "no_hand": float(1 - data.test_found.mean()),
             "answered": int(round(r.coverage * r.photos)),
-            "answered_right": int(round(r.coverage * r.photos * (r.answered_accuracy if r.coverage else 0)))}
+            "answered_right": int(round(r.coverage * r.photos * (r.answered_accuracy if r.coverage else 0))),
+            "y_true": data.y_test.tolist(), "y_pred": y_pred.tolist(),
+            "confidence": [round(float(c), 4) for c in confidence]}
 
 
 def summarise(folds: dict[str, list[dict]], seeds: list[int]) -> dict[str, object]:
@@ -122,7 +131,11 @@ def summarise(folds: dict[str, list[dict]], seeds: list[int]) -> dict[str, objec
     answered_right = np.array([[f["answered_right"] for f in folds[s]] for s in names]).sum(axis=0)
     val = np.array([[f["val_accuracy"] for f in folds[s]] for s in names])
     worst = int(np.argmin(top1.mean(axis=1)))
+    y_true = np.concatenate([f["y_true"] for s in names for f in folds[s]])
+    y_pred = np.concatenate([f["y_pred"] for s in names for f in folds[s]])
+    recall = {LETTERS[k]: float(np.mean(y_pred[y_true == k] == k)) for k in range(24) if np.any(y_true == k)}
     return {
+        "letter_recall": recall, "worst_letter": min(recall, key=recall.get),
         "by_signer": {s: {"top1": float(top1[i].mean()), "top1_runs": top1[i].tolist(), "photos": int(photos[i])}
                       for i, s in enumerate(names)},
         "mean_top1": float(top1.mean()), "sd_over_seeds": float(top1.mean(axis=0).std()),
@@ -161,14 +174,16 @@ def main() -> None:
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.data.photos import load_photo_folder
-    from asl_mlops.hands.detector import detect_photos
+    from asl_mlops.hands.detector import RETRIES, detect_photos
     from asl_mlops.hands.landmarker import hand_model_path
 
     mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='hands-bench-')}/mlflow.db")
     photos = load_photo_folder(args.data)
     signers = np.asarray(photos.signers)
-    found = detect_photos(photos, hand_model_path(), args.cache_dir,
-                          progress=lambda items: tqdm(items, desc="finding hands", unit="photo"))
+    needed = {RETRIES_BEFORE if variant == "before" else tuple(RETRIES) for variant in variants}
+    searches = {retries: detect_photos(photos, hand_model_path(), args.cache_dir, retries=retries,
+                                       progress=lambda items: tqdm(items, desc="finding hands", unit="photo"))
+                for retries in needed}
     config = TrainConfig(train_data=str(args.data), architecture="keypoints")
     if args.epochs:
         config = config.replace(epochs=args.epochs)
@@ -181,8 +196,11 @@ def main() -> None:
         for seed in args.seeds:
             for signer in names:
                 with mlflow.start_run():
-                    fold = run_fold(variant, photos, found.hands, signers == signer, seed, config)
+                    hands = searches[RETRIES_BEFORE if variant == "before" else tuple(RETRIES)].hands
+                    fold = run_fold(variant, photos, hands, signers == signer, seed, config)
                 folds[signer].append(fold)
+                results["variants"][variant] = {"folds": folds, "partial": True}
+                write_results(args.out, results)
                 print(f"{variant:11s} seed {seed} {signer:18s} top1 {fold['top1']:.3f} coverage {fold['coverage']:.3f}"
                       f" answered {fold['answered_accuracy']:.3f} val {fold['val_accuracy']:.3f}", flush=True)
         summary = summarise(folds, args.seeds)

@@ -265,3 +265,48 @@ def test_ensemble_is_logged_and_served_as_one_model_averaging_its_members(fast_c
     with pytest.raises(InputError, match="ensemble > 1 is for architecture cnn only"):
         fast_config.replace(ensemble=2, architecture="resnet50")
     keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_a_photo_run_on_signer_folders_validates_on_whole_signers_and_logs_its_calibration(
+        mlflow_store, hand_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Signer folders of real hands (four signers): validation holds out whole signers, never one on both sides,
+    the run says who, and the logged model carries the temperature and "not sure" threshold fitted on them."""
+    import shutil
+
+    from conftest import REAL_HANDS, real_hand_photos
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.labels import LETTERS
+
+    if not REAL_HANDS.is_dir():
+        pytest.skip(f"no real hand photos at {REAL_HANDS}")
+    monkeypatch.setenv("ASL_MLOPS_HAND_MODEL", str(hand_model))
+    signers = ("massey-hand1", "massey-hand2", "t32rahman", "kynmiiso")
+    for signer in signers:
+        for letter in LETTERS:
+            (tmp_path / "train" / signer / letter).mkdir(parents=True)
+            for photo in real_hand_photos(letter, signer, 2):
+                shutil.copy(photo, tmp_path / "train" / signer / letter)
+    test = tmp_path / "test"
+    for letter in LETTERS:
+        (test / letter).mkdir(parents=True)
+        for photo in real_hand_photos(letter, "mandeep888", 1):
+            shutil.copy(photo, test / letter)
+    config = TrainConfig(train_data=str(tmp_path / "train"), test_data=str(test), cache_dir=str(tmp_path / "cache"),
+                         epochs=3, val_fraction=0.25, seed=0)
+    result = train_and_evaluate(config)
+    run = MlflowClient().get_run(result.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["photo_layout"] == "signers" and params["signers"] == "4" and params["val_held_out"] == "signers"
+    held = params["val_signers"].split(",")
+    assert 1 <= len(held) < 4 and set(held) <= set(signers)
+    assert int(params["train_signers"]) == 4 - len(held)  # nobody on both sides
+    assert int(params["val_rows"]) == 48 * len(held)
+    assert metrics["temperature"] > 0 and 0 <= metrics["not_sure_below"] <= 1
+    assert {"val_coverage", "val_answered_accuracy", "test_confidently_wrong"} <= set(metrics)
+    config_logged = mlflow.models.get_model_info(result.model_uri).flavors["python_function"]["config"]
+    assert config_logged["temperature"] == pytest.approx(metrics["temperature"])
+    assert config_logged["not_sure_below"] == pytest.approx(metrics["not_sure_below"])
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert "plots/test_reliability.png" in artifacts
