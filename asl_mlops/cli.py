@@ -369,6 +369,9 @@ def registry_promote(version: int, model_name: str) -> None:
 def predict_command(images: tuple[str, ...], model_uri: str, endpoint: str | None) -> None:
     """Print `path: letter (confidence)` for each image file (PNG/JPEG).
 
+    The photo recognizer adds the hand's box, or says why there is no letter: `path: not sure (maybe B 0.410, D
+    0.220, F 0.100), hand at ...` (its best guesses) or `path: no hand found`.
+
     With no IMAGES, reads one path per line from standard input until a line `x` (or end of input).
     Unreadable or invalid files print `error: ...` and the rest go on; the exit code is 2 if any failed.
     """

@@ -21,12 +21,12 @@ REQUEST_TIMEOUT = 60.0  # seconds; the scoring server's own request timeout is 6
 class Prediction:
     """One answer row of the recognizer."""
 
-    letter: str  # "" when the photo recognizer found no hand (`reason` says so)
+    letter: str  # "" when the photo recognizer names no letter (`reason` says why)
     label: int
     confidence: float
-    top3: list[dict]
+    top3: list[dict]  # the best guesses, also when the recognizer is "not sure"
     box: dict | None = None  # the hand's box as fractions of the photo (photo recognizer only)
-    reason: str = ""  # why there is no letter: "no hand found"
+    reason: str = ""  # why there is no letter: "not sure" (a hand, no letter sure enough) or "no hand found"
 
 
 class Predictor(Protocol):
@@ -119,9 +119,22 @@ def paths_from(stream: TextIO, prompt: TextIO | None = None) -> Iterator[str]:
             yield path
 
 
+def answer_line(path: str, prediction: Prediction) -> str:
+    """`path: letter (confidence)`; where there is no letter, `path: reason` and the guesses there are
+    (`path: not sure (maybe B 0.410, D 0.220, F 0.100)`, `path: no hand found`); then the hand's box if any
+    (`, hand at x 0.31, y 0.12, w 0.40, h 0.75`)."""
+    if prediction.reason:
+        guesses = ", ".join(f"{guess['letter']} {float(guess['probability']):.3f}" for guess in prediction.top3)
+        line = f"{path}: {prediction.reason}" + (f" (maybe {guesses})" if guesses else "")
+    else:
+        line = f"{path}: {prediction.letter} ({prediction.confidence:.3f})"
+    if prediction.box:
+        line += ", hand at " + ", ".join(f"{k} {prediction.box[k]:.2f}" for k in ("x", "y", "w", "h"))
+    return line
+
+
 def run(paths: Iterable[str], predictor: Predictor, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print `path: letter (confidence)` per image (with the hand's box from the photo recognizer, or `path: no
-    hand found`), or `error: path: reason`; returns how many failed.
+    """Print one `answer_line` per image, or `error: path: reason`; returns how many failed.
 
     `out` and `err` default to the sys.stdout and sys.stderr of the moment of the call.
     """
@@ -135,12 +148,6 @@ def run(paths: Iterable[str], predictor: Predictor, out: TextIO | None = None, e
             err.write(f"error: {error}\n")
             err.flush()
             continue
-        if prediction.reason:
-            out.write(f"{path}: {prediction.reason}\n")
-        elif prediction.box:
-            box = ", ".join(f"{k} {prediction.box[k]:.2f}" for k in ("x", "y", "w", "h"))
-            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f}), hand at {box}\n")
-        else:
-            out.write(f"{path}: {prediction.letter} ({prediction.confidence:.3f})\n")
+        out.write(answer_line(path, prediction) + "\n")
         out.flush()
     return failures

@@ -13,7 +13,7 @@ from served_model import acquire, images_body, release, using_store
 
 from asl_mlops.cli import main
 from asl_mlops.errors import InputError
-from asl_mlops.serving.client import Prediction, paths_from, run
+from asl_mlops.serving.client import Prediction, answer_line, paths_from, run
 
 
 def test_paths_from_reads_until_x_or_end_of_input_and_skips_blank_lines():
@@ -41,6 +41,18 @@ def test_run_reports_bad_files_and_goes_on(tmp_path: Path):
     assert err.getvalue().splitlines() == [
         f"error: {bad}: row 0, column image: not a PNG or JPEG image",
         f"error: {tmp_path / 'missing.png'}: cannot read file (No such file or directory)"]
+
+
+def test_answer_lines_name_the_letter_or_why_there_is_none_with_the_guesses_and_the_box():
+    box = {"x": 0.3125, "y": 0.12, "w": 0.4, "h": 0.75}
+    top3 = [{"letter": "B", "probability": 0.41}, {"letter": "D", "probability": 0.2249},
+            {"letter": "F", "probability": 0.1}]
+    assert answer_line("a.png", Prediction("K", 10, 0.9876, [])) == "a.png: K (0.988)"
+    assert answer_line("l.jpg", Prediction("L", 11, 0.981, top3, box)) == \
+        "l.jpg: L (0.981), hand at x 0.31, y 0.12, w 0.40, h 0.75"
+    assert answer_line("b.jpg", Prediction("", -1, 0.41, top3, box, "not sure")) == \
+        "b.jpg: not sure (maybe B 0.410, D 0.225, F 0.100), hand at x 0.31, y 0.12, w 0.40, h 0.75"
+    assert answer_line("wall.png", Prediction("", -1, 0.0, [], None, "no hand found")) == "wall.png: no hand found"
 
 
 # --- e2e ----------------------------------------------------------------------------------------------
