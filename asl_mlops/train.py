@@ -98,12 +98,15 @@ def mlflow_datasets(data: PreparedData, config: TrainConfig) -> dict[str, "mlflo
 def run_description(config: TrainConfig, data: PreparedData) -> str:
     """The run's description (the UI's "Description"): what was trained, on what, validated how."""
     if config.resolved_architecture == "keypoints":
+        held_out = (f"of signers held out of training ({data.params['val_signers']})"
+                    if data.params.get("val_held_out") == "signers" else "held out at random per letter (the folder "
+                    "names no signers)")
         return (f"Photo recognizer (hand keypoints into a small network) trained for {config.epochs} epochs (Adam lr "
                 f"{config.learning_rate:g}, seed {config.seed}) on the hands found in {data.params['train_rows']} "
                 f"photos of {config.train_data} ({data.params['train_hands_found']} of "
-                f"{data.params['train_photos']} had a hand), validated on {data.params['val_rows']} photos held out "
-                f"at random per letter (split_seed {config.split_seed}), tested on {config.test_data} (a photo with "
-                "no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model as an "
+                f"{data.params['train_photos']} had a hand), validated on {data.params['val_rows']} photos "
+                f"{held_out} (split_seed {config.split_seed}), calibrated on them, tested on {config.test_data} (a "
+                "photo with no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model as an "
                 "artifact; takes base64 photos, answers letter, top 3 and the hand's box; what is registered and "
                 "served).")
     return (f"{config.resolved_architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
@@ -208,8 +211,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         # The run's one validation accuracy: the served model's (per-epoch values are epoch_val_accuracy, ...).
         final_val = {"val_accuracy": val.accuracy, "val_loss": val.loss}
         mlflow.log_metrics(final_val)
-        calibration = None
-        if config.resolved_architecture == "keypoints":
+        if config.resolved_architecture == "keypoints":  # before the model is logged: it carries the calibration
             calibration = calibrate_photo_recognizer(model, data, config)
         log_evaluation(test, data.test_images, prefix="test")
         log_figures({"training_curves": plots.training_curves_figure(history.history)})

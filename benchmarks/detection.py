@@ -21,7 +21,7 @@ import numpy as np
 #: The searches compared: name -> retry views after the photo as it is ((padding fraction, brightened?), ...).
 SEARCHES: dict[str, tuple[tuple[float, bool], ...]] = {
     "none": (),
-    "before": ((0.25, False), (0.25, True), (0.5, False)),
+    "before": ((0.25, False), (0.25, True), (0.5, False)),  # the retries before the close-up views
 }
 
 

@@ -43,14 +43,18 @@ def main() -> None:
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     run = mlflow.search_runs(experiment_names=["bench"], output_format="list")[0]
-    keep = ("train_seconds", "val_accuracy", "test_accuracy", "test_errors")
+    keep = ("train_seconds", "val_accuracy", "test_accuracy", "test_errors", "temperature", "not_sure_below",
+            "val_coverage", "val_answered_accuracy", "val_confidently_wrong")
     results = {**provenance(), "mlflow_run": " ".join(command), "wall_seconds": wall,
+               "tracking_uri": env["MLFLOW_TRACKING_URI"], "run_id": run.info.run_id,
                "metrics": {k: run.data.metrics[k] for k in keep if k in run.data.metrics},
                "params": {k: run.data.params.get(k) for k in ("architecture", "train_photos", "train_hands_found",
-                                                                "test_rows", "test_hands_found", "epochs")}}
+                                                                "test_rows", "test_hands_found", "epochs",
+                                                                "val_signers", "signer_balance")}}
     print(f"mlflow run: {wall:.0f} s wall ({wall / 60:.1f} min), train_seconds "
           f"{results['metrics'].get('train_seconds', float('nan')):.0f}; hands found in "
-          f"{results['params']['train_hands_found']} of {results['params']['train_photos']} photos")
+          f"{results['params']['train_hands_found']} of {results['params']['train_photos']} photos; run "
+          f"{run.info.run_id} in {env['MLFLOW_TRACKING_URI']}")
     write_results(args.out, results)
 
 

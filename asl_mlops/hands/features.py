@@ -127,16 +127,18 @@ def features_or_zeros(hands: tuple[Hand | None, ...]) -> tuple[np.ndarray, np.nd
 
 def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarray, seed: int,
                                 copies: int = AUGMENT_COPIES, jitter: float = AUGMENT_JITTER,
-                                weights: np.ndarray | None = None
+                                weights: np.ndarray | None = None,
+                                degrees: float | tuple[float, float, float] = AUGMENT_DEGREES
                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Features, one-hot labels and (with per-photo `weights`) the weights of the hands found in the training
-    photos, each hand followed by its `copies` turned copies with keypoint noise `jitter` (drawn once per run,
-    from `seed`)."""
+    photos, each hand followed by its `copies` copies turned by up to `degrees` (about x, y and z, or one figure
+    for all three) with keypoint noise `jitter` (drawn once per run, from `seed`)."""
     kept = [i for i, hand in enumerate(hands) if hand is not None]
     if not kept:
         raise InputError("no hand was found in any training photo: the photo recognizer has nothing to learn from")
     image, world = canonical_points([hands[i] for i in kept])
-    image, world = rotated_copies(image, world, copies, AUGMENT_DEGREES, AUGMENT_SCALE, seed, jitter=jitter)
+    image, world = rotated_copies(image, world, copies, np.asarray(degrees, dtype=np.float64), AUGMENT_SCALE, seed,
+                                  jitter=jitter)
     y = np.tile(one_hot_labels(labels[kept]), (copies + 1, 1))
     w = None if weights is None else np.tile(np.asarray(weights, dtype=np.float32)[kept], copies + 1)
     return features_from_points(image, world), y, w

@@ -70,7 +70,7 @@ def features(hands: Sequence[Hand]) -> np.ndarray:
     return features_from_points(*canonical_points(hands))
 
 
-def rotated_copies(image: np.ndarray, world: np.ndarray, copies: int, degrees: float, scale: float,
+def rotated_copies(image: np.ndarray, world: np.ndarray, copies: int, degrees: float | np.ndarray, scale: float,
                    seed: int, jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints followed by `copies` randomly turned copies of them: each hand rotated about all three axes
     by up to `degrees` and (image keypoints) scaled by 1 +- `scale`, as the same hand seen from another angle
