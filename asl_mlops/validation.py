@@ -8,7 +8,8 @@ labelled data (`--data`, default the version's run's `test_data`), and checks, w
   an error);
 - `gain`: val_accuracy over the champion's on the same validation rows, by the registry's rule
   (`registry.champion_decision`: strictly better, or by at least min_gain; other data is not comparable);
-- `worst_letter_recall` >= min_letter_recall (letters present in the data);
+- `worst_letter_recall` >= min_letter_recall (Sign MNIST) or min_photo_letter_recall (photos), over the letters
+  present in the data;
 - `serving_latency`: the version, loaded in a fresh Python process, answers its logged input example within
   max_latency_ms (median of 3 predict calls; the load is timed and reported apart).
 
@@ -256,7 +257,8 @@ def compute_checks(y_true: np.ndarray, y_pred: np.ndarray, photos: bool, gain: C
     worst = min(recalls, key=recalls.get)
     first = (floor_check("unseen_signer_accuracy", accuracy, gate.min_unseen_signer_accuracy) if photos
              else floor_check("accuracy", accuracy, gate.min_accuracy))
-    recall = floor_check("worst_letter_recall", recalls[worst], gate.min_letter_recall)
+    recall = floor_check("worst_letter_recall", recalls[worst],
+                         gate.min_photo_letter_recall if photos else gate.min_letter_recall)
     recall = Check(recall.name, f"{recall.value} ({worst})", recall.threshold, recall.passed,
                    recall.reason and f"{worst} {recall.reason}")
     fast = not serving_error and latency_ms <= gate.max_latency_ms

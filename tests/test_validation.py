@@ -29,7 +29,8 @@ from asl_mlops.validation import (
 )
 
 #: Every check passes with these (each test makes one of them strict).
-LENIENT = GateConfig(min_accuracy=0.0, min_gain=0.0, min_letter_recall=0.0, min_unseen_signer_accuracy=0.0,
+LENIENT = GateConfig(min_accuracy=0.0, min_gain=0.0, min_letter_recall=0.0, min_photo_letter_recall=0.0,
+                     min_unseen_signer_accuracy=0.0,
                      max_latency_ms=60_000.0)
 
 
@@ -50,6 +51,10 @@ def test_checks_name_the_worst_letter_and_compare_with_each_threshold():
     photo = compute_checks(y_true, y_pred, True, gain, 1.0, GateConfig(min_unseen_signer_accuracy=0.7))
     assert photo[0].name == "unseen_signer_accuracy" and not photo[0].passed  # a photo with no hand is an error
     assert photo[0].reason == "0.6667 < 0.7"
+    # photos have their own letter floor: B at 0.5 passes 0.25 and fails a photo floor of 0.6
+    assert photo[2].passed and photo[2].threshold == ">= 0.25"
+    strict = compute_checks(y_true, y_pred, True, gain, 1.0, GateConfig(min_photo_letter_recall=0.6))[2]
+    assert not strict.passed and strict.reason == "B 0.5000 < 0.6"
 
 
 def test_the_verdict_table_has_one_row_per_check():
