@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detection.json"), help="JSON to write.")
     args = parser.parse_args()
 
-    from provenance import write_results
+    from provenance import stamped, write_results
     from tqdm import tqdm
 
     from asl_mlops.data.photos import load_photo_folder, read_rgb
@@ -87,7 +87,7 @@ def main() -> None:
             print(f"{name:8s} close-ups found {hits.mean():.3%} of {len(crops)}", flush=True)
         results["closeups"] = close
 
-    write_results(args.out, results)
+    write_results(args.out, stamped(results))
     print(f"\n{'signer':18s} " + " ".join(f"{n:>9s}" for n in searches))
     for s in names:
         print(f"{s:18s} " + " ".join(f"{results['searches'][n]['no_hand_by_signer'][s]:9.3f}" for n in searches))

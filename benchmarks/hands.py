@@ -170,6 +170,30 @@ def summarise(folds: dict[str, list[dict]], seeds: list[int]) -> dict[str, objec
     }
 
 
+def merge(paths: list[Path], out: Path) -> None:
+    """One result of several runs of this script that held out the same signers with other seeds."""
+    import json
+
+    from provenance import stamped, write_results
+
+    parts = [json.loads(path.read_text()) for path in paths]
+    results = {k: v for k, v in parts[0].items() if k not in ("variants", "provenance")}
+    results["merged_from"] = [{"file": path.name, "seeds": part["seeds"],
+                               **{k: part[k] for k in ("commit", "date", "command") if k in part}}
+                              for path, part in zip(paths, parts)]
+    results["seeds"] = [seed for part in parts for seed in part["seeds"]]
+    results["variants"] = {}
+    for variant in parts[0]["variants"]:
+        folds = {s: [f for part in parts for f in part["variants"][variant]["folds"][s]]
+                 for s in parts[0]["variants"][variant]["folds"]}
+        summary = summarise(folds, results["seeds"])
+        results["variants"][variant] = {**summary, "folds": folds,
+                                        "seconds": sum(part["variants"][variant].get("seconds", 0) for part in parts)}
+        print(f"== {variant}: mean top-1 {summary['mean_top1']:.3f} +- {summary['sd_over_seeds']:.3f}, worst "
+              f"{summary['worst_signer']} {summary['worst_top1']:.3f}")
+    write_results(out, stamped(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/hands"), help="Photo folder naming signers.")
@@ -181,17 +205,22 @@ def main() -> None:
                              "of one signer at a time (0 = leave one signer out).")
     parser.add_argument("--epochs", type=int, default=None, help="Training epochs (default: the shipped recipe's).")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="Hand detection cache.")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="Instead of training: merge these results (the same variants, other seeds) into --out.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hands-loso-signers.json"),
                         help="JSON to write (rewritten after each variant).")
     args = parser.parse_args()
     args.out = args.out.resolve()
     variants = args.variant or list(VARIANTS)
+    if args.merge:
+        merge(args.merge, args.out)
+        return
 
     from asl_mlops.quiet_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import mlflow
-    from provenance import write_results
+    from provenance import stamped, write_results
     from tqdm import tqdm
 
     from asl_mlops.config import TrainConfig
@@ -231,14 +260,14 @@ def main() -> None:
                     folds[signer].append(per_signer(fold, mine))
                 signer = ",".join(group)
                 results["variants"][variant] = {"folds": folds, "partial": True}
-                write_results(args.out, results)
+                write_results(args.out, stamped(results))
                 print(f"{variant:11s} seed {seed} {signer:18s} top1 {fold['top1']:.3f} coverage {fold['coverage']:.3f}"
                       f" answered {fold['answered_accuracy']:.3f} val {fold['val_accuracy']:.3f}", flush=True)
         summary = summarise(folds, args.seeds)
         summary["folds"] = folds
         summary["seconds"] = time.perf_counter() - start
         results["variants"][variant] = summary
-        write_results(args.out, results)
+        write_results(args.out, stamped(results))
         print(f"== {variant}: mean top-1 {summary['mean_top1']:.3f} +- {summary['sd_over_seeds']:.3f}, worst "
               f"{summary['worst_signer']} {summary['worst_top1']:.3f}, confidently wrong "
               f"{summary['confidently_wrong']:.3f}, coverage {summary['coverage']:.3f} at answered accuracy "
