@@ -323,12 +323,12 @@ class GateConfig:
     # A letter the model cannot read costs only 1/24 of the accuracy; this floor names it.
     min_letter_recall: float = knob(0.5, "Sign MNIST recognizers: floor of the worst letter's recall on the gate's "
                                          "data, 0-1.")
-    # New people's photos are few per letter and the hard letters (M/N/S/T, P/Q) are read 0.5-0.7 of the time by
-    # models that read 83% of them (leave one signer out of 28, docs/decisions.md): this floor names a letter the
+    # New people's photos are few per letter, and the hard letters (P, N, M, E, S, T) are read 0.62-0.76 of the time
+    # by a model that reads 85% of them (leave one signer out of 28, docs/decisions.md): this floor names a letter the
     # model cannot read at all (chance is 0.04), not one that is hard.
     min_photo_letter_recall: float = knob(0.25, "Photo recognizers: floor of the worst letter's recall on the gate's "
                                                 "photo folder, 0-1.")
-    # Below the worst held-out signer measured (66.6% in leave-one-signer-out, mean 82.8%).
+    # Well below the 85.3% mean over signers in leave-one-signer-out of 28 (docs/decisions.md).
     min_unseen_signer_accuracy: float = knob(0.6, "Photo recognizers: accuracy floor on the gate's photo folder, "
                                                   "which must hold signers the model never trained on (a photo "
                                                   "with no hand found is an error), 0-1.")
