@@ -106,9 +106,9 @@ def run_description(config: TrainConfig, data: PreparedData) -> str:
                 f"photos of {config.train_data} ({data.params['train_hands_found']} of "
                 f"{data.params['train_photos']} had a hand), validated on {data.params['val_rows']} photos "
                 f"{held_out} (split_seed {config.split_seed}), calibrated on them, tested on {config.test_data} (a "
-                "photo with no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model as an "
-                "artifact; takes base64 photos, answers letter, top 3 and the hand's box; what is registered and "
-                "served).")
+                "photo with no hand found counts as an error). Logged model: `recognizer` (pyfunc with the hand model "
+                "as an artifact; takes base64 photos, answers letter, top 3, the hand's box or 'not sure'; what is "
+                "registered and served).")
     return (f"{config.resolved_architecture} trained for {config.epochs} epochs (Adam lr {config.learning_rate:g}, decay "
             f"{config.decay_rate:g}, batch {config.batch_size}, seed {config.seed}) on {data.params['train_rows']} "
             f"rows of {config.train_data}, validated on {data.params['val_rows']} rows held out "
@@ -221,7 +221,9 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             from asl_mlops.hands.landmarker import hand_model_path
             from asl_mlops.serving.hand_recognizer import log_hand_recognizer
 
-            model_info = log_hand_recognizer(model, hand_model_path(), config.test_data, step=config.epochs,
+            test_photos = data.test_images.paths  # the first test photo with a hand is the input example
+            example = next((path for path, found in zip(test_photos, data.test_found) if found), test_photos[0])
+            model_info = log_hand_recognizer(model, hand_model_path(), example, step=config.epochs,
                                              **calibration.params())
         else:
             model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture,

@@ -145,20 +145,19 @@ def signature() -> "mlflow.models.ModelSignature":
                                           ColSpec(box, "box", required=False), ColSpec("string", "reason")]))
 
 
-def example_frame(test_data: str | Path) -> pd.DataFrame | None:
-    """A one-photo request from the test folder (the model's input example), or None if it has none."""
+def example_frame(photo: str | Path | None) -> pd.DataFrame | None:
+    """A one-photo request (the model's input example), or None without a photo."""
     from asl_mlops.data.images import encode_image_file
-    from asl_mlops.data.photos import load_photo_folder
 
-    photos = load_photo_folder(test_data)
-    return pd.DataFrame({"image": [encode_image_file(photos.paths[0])]}) if len(photos) else None
+    return pd.DataFrame({"image": [encode_image_file(photo)]}) if photo is not None else None
 
 
-def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Path, name: str = "recognizer",
-                        step: int = 0, temperature: float = 1.0,
+def log_hand_recognizer(keras_model: Any, hand_model: Path, example_photo: str | Path | None,
+                        name: str = "recognizer", step: int = 0, temperature: float = 1.0,
                         not_sure_below: float = 0.0) -> "mlflow.models.model.ModelInfo":
     """Log `HandRecognizer` (the keypoint network and the hand model as artifacts, asl_mlops as code) to the
-    active run, with its calibration (`temperature`, `not_sure_below`) in its model_config; returns its ModelInfo.
+    active run, with its calibration (`temperature`, `not_sure_below`) in its model_config and `example_photo` as its
+    input example (a photo with a hand: the gate's serving check times answering it); returns its ModelInfo.
     `step`: the run's step the model belongs to (asl_mlops.serving.recognizer.log_recognizer)."""
     import asl_mlops
     from asl_mlops.tracking import pinned_requirements
@@ -170,7 +169,7 @@ def log_hand_recognizer(keras_model: Any, hand_model: Path, test_data: str | Pat
             name=name, python_model=HandRecognizer(),
             artifacts={"keras_model": str(keras_path), "hand_model": str(hand_model)},
             code_paths=[str(Path(asl_mlops.__file__).parent)], signature=signature(),
-            input_example=example_frame(test_data), pip_requirements=pinned_requirements(SERVING_PACKAGES),
+            input_example=example_frame(example_photo), pip_requirements=pinned_requirements(SERVING_PACKAGES),
             metadata={"input_forms": INPUT_FORMS}, model_config={"resolved_architecture": "keypoints", "temperature": float(temperature),
                           "not_sure_below": float(not_sure_below)},
             step=step)
