@@ -122,19 +122,16 @@ def calibrate_photo_recognizer(model: keras.Model, data: PreparedData, config: T
     """Fit the photo recognizer's temperature and "not sure" threshold on the validation photos (held-out signers)
     and log them, with how reliable the calibrated confidence is on validation and test photos
     (val_/test_ coverage, answered_accuracy, confidently_wrong) and its reliability figure."""
-    from asl_mlops.hands.calibration import calibrate, reliability, tempered
+    from asl_mlops.hands.calibration import answers, calibrate, reliability, tempered
 
     assert data.val_found is not None and data.val_labels is not None and data.test_found is not None
-    calibration = calibrate(predict_probabilities(model, data.x_val), data.val_labels[data.val_found],
-                            config.min_answered_accuracy)
+    val_p = predict_probabilities(model, data.x_val)
+    calibration = calibrate(val_p, data.val_labels[data.val_found], config.min_answered_accuracy)
     mlflow.log_metrics(calibration.params())
-    for part, x, y, found in (("val", data.x_val, data.val_labels, data.val_found),
-                              ("test", data.x_test[data.test_found], data.y_test, data.test_found)):
-        p = tempered(predict_probabilities(model, x), calibration.temperature)
-        y_pred = np.full(len(found), -1)
-        y_pred[found] = p.argmax(axis=1)
-        confidence = np.zeros(len(found))
-        confidence[found] = p.max(axis=1)
+    for part, p, y, found in (("val", val_p, data.val_labels, data.val_found),
+                              ("test", predict_probabilities(model, data.x_test[data.test_found]), data.y_test,
+                               data.test_found)):
+        y_pred, confidence = answers(tempered(p, calibration.temperature), found)
         mlflow.log_metrics(reliability(y, y_pred, confidence, calibration.not_sure_below).metrics(part))
         if part == "test":
             log_figures({"test_reliability": plots.reliability_figure(y, y_pred, confidence,

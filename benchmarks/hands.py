@@ -72,7 +72,7 @@ def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, confi
     """Train the variant on every photo but `held_out`'s (validation signers held out of those) and score it on
     the held-out photos."""
     from asl_mlops.hands import features as photo_data
-    from asl_mlops.hands.calibration import calibrate, reliability, tempered
+    from asl_mlops.hands.calibration import answers, calibrate, reliability, tempered
     from asl_mlops.training.inputs import photo_inputs
 
     train_set, test_set = photos.subset(~held_out), photos.subset(held_out)
@@ -107,11 +107,7 @@ def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, confi
     calibration = calibrate(val_p, val_true, config.min_answered_accuracy)
     if variant == "before":
         calibration = calibration.__class__(temperature=1.0, not_sure_below=0.0)
-    test_p = tempered(test_p, calibration.temperature)
-    y_pred = np.full(len(data.y_test), -1)
-    y_pred[data.test_found] = test_p.argmax(axis=1)
-    confidence = np.zeros(len(data.y_test))
-    confidence[data.test_found] = test_p.max(axis=1)
+    y_pred, confidence = answers(tempered(test_p, calibration.temperature), data.test_found)
     r = reliability(data.y_test, y_pred, confidence, calibration.not_sure_below)
     val_accuracy = float(np.sum(val_p.argmax(axis=1) == val_true) / max(len(data.val_found), 1))
     return {"top1": r.top1, "confidently_wrong": r.confidently_wrong, "coverage": r.coverage,

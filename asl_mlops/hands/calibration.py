@@ -80,6 +80,15 @@ class Reliability:
                 f"{prefix}_coverage": self.coverage, f"{prefix}_answered_accuracy": self.answered_accuracy}
 
 
+def answers(probabilities: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, its confidence) of every photo from the (calibrated) probabilities of the photos where a
+    hand was found: -1 and 0 where none was."""
+    found = np.asarray(found, dtype=bool)
+    y_pred, confidence = np.full(len(found), -1), np.zeros(len(found))
+    y_pred[found], confidence[found] = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    return y_pred, confidence
+
+
 def reliability(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray, threshold: float) -> Reliability:
     """`Reliability` of predictions: class indices (-1 = no hand found) and their calibrated confidence."""
     y_true, y_pred, confidence = np.asarray(y_true), np.asarray(y_pred), np.asarray(confidence, dtype=np.float64)

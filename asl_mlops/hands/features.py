@@ -60,8 +60,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 def signer_weights(signers: np.ndarray, power: float) -> np.ndarray:
     """Per-photo training weights that even out how much each signer counts: a photo of a signer with n photos
     weighs n ** -power (0: every photo alike; 1: every signer alike), scaled to a mean of 1. Photo sets are
-    lopsided (one video signer can hold half the photos), and a network that mostly learnt one hand reads new
-    people worse (benchmarks/hands.py)."""
+    lopsided (one video signer can hold half the photos of ../shared/data/hands); on it, weighting measured
+    no better than none (docs/decisions.md), and the default (0.5) is the one the published figures used."""
     names, index, counts = np.unique(np.asarray(signers), return_inverse=True, return_counts=True)
     weights = counts[index].astype(np.float64) ** -power
     return (weights / weights.mean()).astype(np.float32)

@@ -67,3 +67,11 @@ def test_calibrate_returns_a_threshold_that_keeps_the_answers_accurate_on_new_da
     answered = calibrated.max(axis=1) >= calibration.not_sure_below
     assert 0.05 < answered.mean() < 0.95
     assert (calibrated.argmax(axis=1) == z)[answered].mean() > 0.9
+
+
+def test_answers_put_no_hand_at_minus_one_with_no_confidence():
+    from asl_mlops.hands.calibration import answers
+
+    p = np.array([[0.1, 0.9], [0.7, 0.3]])
+    y_pred, confidence = answers(p, np.array([True, False, True]))
+    assert y_pred.tolist() == [1, -1, 0] and confidence.tolist() == [0.9, 0.0, 0.7]
