@@ -29,6 +29,7 @@ from asl_mlops.config import (
     GateConfig,
     RegistryConfig,
     SweepConfig,
+    TeachConfig,
     TrainConfig,
 )
 from asl_mlops.errors import InputError
@@ -298,6 +299,32 @@ def tune_command(**options: Any) -> None:
     except WorkerFailed as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+
+
+@main.command("teach")
+@click.argument("photos", type=click.Path(path_type=Path))
+@options_from(TeachConfig)
+@user_errors
+def teach_command(photos: Path, **options: Any) -> None:
+    """Teach the champion photo recognizer one person's hand: PHOTOS is their letter folders (PHOTOS/<LETTER>/*.jpg,
+    as `serve --collect-dir DIR` keeps them in DIR/<name>/).
+
+    Trains a new version exactly as the champion was trained (its own training data, as its run recorded it, must
+    be here), with these photos added and weighted; logs one MLflow run with the photos as a dataset input;
+    registers the version; and promotes it to 'champion' only if it passes the teach gate: the person's held-out
+    photos read at least --min-taught-accuracy, other people's accuracy falls by at most --max-others-drop, and it
+    answers within the serving latency limit. A server following models:/NAME@champion then switches to it.
+    Exit code 0 if promoted, 1 if the gate refused it.
+    """
+    use_default_experiment()
+    import_tensorflow_quietly()
+    from asl_mlops.teach import teach
+    from asl_mlops.tracking import check_tracking_server
+
+    check_tracking_server()
+    result = teach(photos, TeachConfig(**options))
+    click.echo(result.report())
+    sys.exit(0 if result.verdict.promoted else 1)
 
 
 @main.group("registry")

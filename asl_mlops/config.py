@@ -196,6 +196,22 @@ class TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "TrainConfig":
+        """The config a run logged (its MLflow params, all strings; `to_params`), fields it did not log at their
+        defaults; InputError naming a value that does not read back."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in params:
+                continue
+            text, kind = params[f.name], str(f.type)
+            try:
+                values[f.name] = ({"true": True, "false": False}[text.lower()] if kind == "bool"
+                                  else int(float(text)) if kind == "int" else float(text) if kind == "float" else text)
+            except (KeyError, ValueError):
+                raise InputError(f"logged param {f.name}={text!r} is not a {kind}") from None
+        return cls(**values)
+
     def to_params(self) -> dict[str, Any]:
         """The MLflow params for this config: every field under its own name, plus `resolved_architecture`,
         `resolved_weights` and `ensemble_members`."""
@@ -308,6 +324,36 @@ class RegistryConfig:
 
 #: `tune` registers its best trial's recognizer unless told not to (`train` does only when told to).
 TUNE_REGISTRY = RegistryConfig(register=True)
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    """How `asl-mlops teach` adds one person's photos to the champion photo recognizer (asl_mlops.teach)."""
+
+    model_name: str = knob(DEFAULT_MODEL_NAME, "Registered model whose champion is taught; a new version of it is "
+                                               "registered and promoted if it passes the teach gate.")
+    teach_weight: float = knob(10.0, "How much each of the person's photos counts in training, against an average "
+                                     "photo of the champion's training data (a few photos must outweigh thousands).")
+    held_out_per_letter: int = knob(1, "The person's photos of each letter kept out of the teaching, for the gate's "
+                                       "check on that person (the last ones by file name; a letter with fewer photos "
+                                       "than this plus one is all taught).")
+    min_taught_accuracy: float = knob(0.9, "Gate: accuracy floor on the person's held-out photos, 0-1 (a photo with "
+                                           "no hand found is an error).")
+    max_others_drop: float = knob(0.01, "Gate: the most the accuracy on other people (the champion's test photos) "
+                                        "may fall below the champion's, 0-1 (0.01 = 1 point).")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
+             "model_name must be letters, digits, spaces, '.', '_' or '-'"),
+            (0 < self.teach_weight <= 1000, "teach_weight must be in (0, 1000]"),
+            (0 <= self.held_out_per_letter <= 100, "held_out_per_letter must be in [0, 100]"),
+            (0 <= self.min_taught_accuracy <= 1, "min_taught_accuracy must be in [0, 1]"),
+            (0 <= self.max_others_drop <= 1, "max_others_drop must be in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"invalid teach setting: {message}")
 
 
 @dataclass(frozen=True)

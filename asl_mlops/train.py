@@ -164,9 +164,11 @@ def generate_run_name() -> str:
 def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *, run_name: str | None = None,
                        nested: bool = False, tags: dict[str, str] | None = None,
                        callbacks: Sequence[keras.callbacks.Callback] = (),
-                       params: dict[str, Any] | None = None) -> RunResult:
+                       params: dict[str, Any] | None = None,
+                       inputs: dict[str, "mlflow.data.dataset.Dataset"] | None = None) -> RunResult:
     """Train one model and log it all to one MLflow run (the active one under `mlflow run`); `params` are
-    logged beside the config's (e.g. the registry settings).
+    logged beside the config's (e.g. the registry settings), `inputs` beside its training, validation and test
+    datasets (context -> dataset, e.g. the photos `asl-mlops teach` adds).
 
     Data problems raise `InputError` before a run is started; any error inside the run marks it FAILED.
     """
@@ -188,7 +190,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         mlflow.set_tags({"device": training_device(),
                          "mlflow.note.content": run_description(config, data)})
         datasets = mlflow_datasets(data, config)
-        for context, dataset in datasets.items():
+        for context, dataset in {**datasets, **(inputs or {})}.items():
             log_input(dataset, context=context)  # retried if another worker registers it at once
         trainable, total = count_params(model)
         mlflow.log_params({"trainable_params": trainable, "total_params": total})

@@ -37,10 +37,13 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,14 @@ class ServeConfig:
                                "or a full batch of 1,024 pixel rows.")
     timeout: int = knob(60, "Seconds one request may take before MLflow's app answers 504 "
                             "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT).")
+    poll_seconds: float = knob(5.0, "With --model-uri models:/NAME@ALIAS: seconds between checks of the version the "
+                                    "alias points at; when it moves, each worker loads that version and switches to "
+                                    "it without a restart (a version that fails to load is logged and the old one "
+                                    "kept). 0 = never check. A URI naming a version never switches.")
+    collect_dir: str = knob("", "Teach mode: keep the photos people show the page's teach mode (or upload) in "
+                                "DIR/<name>/<LETTER>/, ready for `asl-mlops teach DIR/<name>`. Empty: teach mode is "
+                                "off and its endpoint answers 404.")
+    collect_max_photos: int = knob(500, "Teach mode: the most photos kept of one person.")
 
     def check(self) -> None:
         """Raise InputError naming the first setting that cannot work."""
@@ -96,15 +107,53 @@ class ServeConfig:
             raise InputError(f"--max-body-bytes {self.max_body_bytes} is too small for any request (at least 1024)")
         if self.timeout < 1:
             raise InputError(f"--timeout {self.timeout}: give at least 1 second")
+        if self.poll_seconds < 0:
+            raise InputError(f"--poll-seconds {self.poll_seconds:g}: give 0 (never check) or more")
+        if self.collect_max_photos < 1:
+            raise InputError(f"--collect-max-photos {self.collect_max_photos}: at least 1 photo")
+        if self.collect_dir and Path(self.collect_dir).exists() and not Path(self.collect_dir).is_dir():
+            raise InputError(f"--collect-dir {self.collect_dir}: is a file, not a folder")
+
+
+#: models:/NAME@ALIAS and models:/NAME/VERSION, the registry URIs the server knows the version of.
+ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)")
+VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the served model comes from: the URI to download, the registered version (None if unregistered) and,
+    for an alias, the (name, alias) to follow."""
+
+    download_uri: str
+    version: str | None = None
+    follow: tuple[str, str] | None = None
+
+
+def resolve_source(model_uri: str) -> Source:
+    """The version a registry URI names now (an alias is read once, so the download and the version agree);
+    any other URI as it is. A registry that cannot answer leaves the URI as given (its download says why)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if match := VERSION_URI.fullmatch(model_uri):
+        return Source(model_uri, match["version"])
+    if match := ALIAS_URI.fullmatch(model_uri):
+        try:
+            version = str(MlflowClient().get_model_version_by_alias(match["name"], match["alias"]).version)
+        except MlflowException:
+            return Source(model_uri)
+        return Source(f"models:/{match['name']}/{version}", version, (match["name"], match["alias"]))
+    return Source(model_uri)
 
 
 # --- workers and the supervisor -------------------------------------------------------------------
 
-def build_app(model: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> RequestGuard:
-    """MLflow's scoring app for a loaded pyfunc `model`, behind the guard."""
+def build_app(model: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **guard: Any) -> RequestGuard:
+    """MLflow's scoring app for a loaded pyfunc `model`, behind the guard (`guard`: its version and store)."""
     from mlflow.pyfunc.scoring_server import init
 
-    return RequestGuard(init(model), max_body_bytes)
+    return RequestGuard(init(model), max_body_bytes, **guard)
 
 
 def worker_app() -> RequestGuard:
@@ -126,13 +175,84 @@ def worker_app() -> RequestGuard:
         logging.getLogger("uvicorn.error").error("cannot load model %s: %s: %s", settings["model_uri"],
                                                  type(err).__name__, str(err).splitlines()[0] if str(err) else "")
         sys.exit(STARTUP_FAILURE)
-    app = build_app(model, settings["max_body_bytes"])
+    store = None
+    if settings["collect_dir"]:
+        from asl_mlops.serving.collect import PhotoStore
+
+        store = PhotoStore(Path(settings["collect_dir"]), settings["collect_max_photos"])
+    app = build_app(model, settings["max_body_bytes"], version=settings["model_version"], store=store)
+    if settings["follow"] and settings["poll_seconds"] > 0:
+        follower = AliasFollower(app, *settings["follow"], settings["model_version"], settings["poll_seconds"],
+                                 Path(settings["workdir"]))
+        threading.Thread(target=follower.run, name="alias-follower", daemon=True).start()
     # Move everything loaded so far (TensorFlow, Keras, MLflow, the model: millions of objects) out of the
     # cyclic garbage collector's reach. Without this, a full collection now and then walks all of them while
     # requests wait: one such collection per worker within 15 s of 8-client load, pausing it 243 and 878 ms.
     gc.collect()
     gc.freeze()
     return app
+
+
+class AliasFollower:
+    """Each worker's watch on its model alias: every `poll_seconds`, read the version `alias` points at; when it
+    moves, download and load that version beside the one serving, answer its input example once (so the first
+    request pays no warm-up), then switch the guard to it (`RequestGuard.switch`). A version that fails to load is
+    logged, counted, and not tried again until the alias moves elsewhere; the old one keeps serving."""
+
+    def __init__(self, guard: RequestGuard, name: str, alias: str, version: str, poll_seconds: float,
+                 workdir: Path) -> None:
+        self.guard, self.name, self.alias, self.poll_seconds = guard, name, alias, poll_seconds
+        self.version, self.failed, self.workdir = version, None, workdir
+        self.logger = logging.getLogger("uvicorn.error")  # the server's own log, one line per event
+
+    def run(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client, unreachable = MlflowClient(), False
+        while True:
+            time.sleep(self.poll_seconds)
+            try:
+                version = str(client.get_model_version_by_alias(self.name, self.alias).version)
+            except Exception as err:  # noqa: BLE001 - a registry that is down or an alias removed: keep serving
+                if not unreachable:
+                    self.logger.warning("cannot read %s@%s (%s); still serving version %s", self.name, self.alias,
+                                        str(err).splitlines()[0][:200] if str(err) else type(err).__name__,
+                                        self.version)
+                unreachable = True
+                continue
+            unreachable = False
+            if version not in (self.version, self.failed):
+                self.switch_to(version)
+
+    def switch_to(self, version: str) -> None:
+        """Load `version` and serve it, or log why not and keep the current one."""
+        from mlflow.pyfunc.scoring_server import init, load_model_with_mlflow_config
+
+        start = time.perf_counter()
+        folder = self.workdir / f"worker-{os.getpid()}" / f"v{version}"
+        try:
+            local = download_model(f"models:/{self.name}/{version}", folder)
+            model = load_model_with_mlflow_config(str(local))
+            example = model.input_example
+            if example is not None:
+                model.predict(example)  # the first call builds the traced functions: not on a request
+            app = init(model)
+        except Exception as err:  # noqa: BLE001 - any failure keeps the old version serving
+            self.failed = version
+            self.guard.metrics.switch_failures.labels(version).inc()
+            self.logger.error("%s@%s moved to version %s, which failed to load (%s: %s); still serving version %s",
+                              self.name, self.alias, version, type(err).__name__,
+                              str(err).splitlines()[0][:300] if str(err) else "", self.version)
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        previous = self.version
+        self.guard.switch(app, version)
+        self.version, self.failed = version, None
+        self.guard.metrics.switches.labels(version).inc()
+        gc.freeze()  # the new model's objects, as at start-up (see worker_app)
+        self.logger.info("%s@%s moved: switched from version %s to version %s in %.1f s", self.name, self.alias,
+                         previous, version, time.perf_counter() - start)
+        shutil.rmtree(self.workdir / f"worker-{os.getpid()}" / f"v{previous}", ignore_errors=True)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -184,10 +304,13 @@ def uvicorn_logging() -> dict[str, Any]:
     return config
 
 
-def worker_environment(config: ServeConfig, local_model: Path, metrics_dir: Path) -> dict[str, str]:
+def worker_environment(config: ServeConfig, local_model: Path, metrics_dir: Path,
+                       source: Source = Source("")) -> dict[str, str]:
     """Environment variables the workers inherit: their settings, the metrics folder, their CPU share."""
     threads = max(1, (os.cpu_count() or 1) // config.workers)
-    return {CONFIG_ENV: json.dumps({**asdict(config), "local_model": str(local_model)}),
+    settings = {**asdict(config), "local_model": str(local_model), "model_version": source.version,
+                "follow": source.follow, "workdir": str(metrics_dir.parent)}
+    return {CONFIG_ENV: json.dumps(settings),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(config.timeout),
             # N workers share the cores: each gets 1/N of TensorFlow's threads instead of all of them.
@@ -209,17 +332,26 @@ def serve(config: ServeConfig) -> None:
     sock = bind(config.host, config.port)
     workdir = Path(tempfile.mkdtemp(prefix="asl-mlops-serve-"))
     try:
-        local_model = download_model(config.model_uri, workdir / "model")
+        source = resolve_source(config.model_uri)
+        local_model = download_model(source.download_uri, workdir / "model")
+        if config.collect_dir:
+            Path(config.collect_dir).mkdir(parents=True, exist_ok=True)
         metrics_dir = workdir / "metrics"
         metrics_dir.mkdir()
-        os.environ.update(worker_environment(config, local_model, metrics_dir))
+        os.environ.update(worker_environment(config, local_model, metrics_dir, source))
         server_config = uvicorn.Config(
             "asl_mlops.serving.app:worker_app", factory=True, workers=config.workers, host=config.host,
             port=sock.getsockname()[1], access_log=False, log_config=uvicorn_logging(), lifespan="off",
             # a worker importing TensorFlow can miss the supervisor's 5-second health ping
             timeout_worker_healthcheck=60)
-        logger.info("serving %s on http://%s:%d with %d worker(s); metrics at /metrics", config.model_uri,
-                    config.host, sock.getsockname()[1], config.workers)
+        following = (f", following {config.model_uri} (checked every {config.poll_seconds:g} s)"
+                     if source.follow and config.poll_seconds > 0 else "")
+        logger.info("serving %s%s on http://%s:%d with %d worker(s)%s; metrics at /metrics", config.model_uri,
+                    f" (version {source.version})" if source.version else "", config.host, sock.getsockname()[1],
+                    config.workers, following)
+        if config.collect_dir:
+            logger.info("teach mode on: photos shown on the page are kept in %s/<name>/<LETTER>/",
+                        config.collect_dir)
         supervisor = Multiprocess(server_config, sockets=[sock])
         supervisor.run()
         if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):

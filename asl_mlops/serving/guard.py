@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import logging
@@ -37,7 +38,11 @@ MAX_JSON_CONTAINERS = 4 * 1024 + 64
 #: so a body under the limit can expand without bound before the model's row limit applies.
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/csv")
 #: Paths counted under their own name in the metrics; anything else is counted as "other".
-KNOWN_PATHS = ("/", "/invocations", "/ping", "/health", "/version", "/metrics")
+KNOWN_PATHS = ("/", "/invocations", "/ping", "/health", "/version", "/metrics", "/teach")
+#: Teach mode's path: GET its settings (and a person's counts), POST one photo (asl_mlops.serving.collect).
+TEACH_PATH = "/teach"
+#: The response header naming the registered model version that answered (absent for an unregistered model).
+VERSION_HEADER = b"x-model-version"
 #: Paths that answer the web page.
 PAGE_PATHS = ("/", "/index.html")
 #: The page's headers besides its length: it is revalidated on every load (a new version shows at once), and
@@ -148,18 +153,36 @@ class RequestGuard:
     docstring."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 metrics: Metrics | None = None) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+                 metrics: Metrics | None = None, *, version: str | None = None, store: Any = None) -> None:
+        self.max_body_bytes = max_body_bytes
+        # The model's app and the registered version it serves, swapped together by `switch` (one assignment,
+        # so a request sees one or the other, never a mix); each request keeps the pair it started with.
+        self.current: tuple[ASGIApp, str | None] = (app, version)
         self.metrics = metrics or Metrics()
+        self.store = store  # teach mode's PhotoStore (asl_mlops.serving.collect), None when it is off
         self.page = page_html()  # once per worker: a missing page fails at start-up, not at the first visit
 
+    @property
+    def app(self) -> ASGIApp:
+        return self.current[0]
+
+    @property
+    def version(self) -> str | None:
+        return self.current[1]
+
+    def switch(self, app: ASGIApp, version: str | None) -> None:
+        """Serve `app` (the app of registered `version`) from the next request on; requests already running finish
+        on the app they started with."""
+        self.current = (app, version)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app, version = self.current
         if scope["type"] != "http":  # lifespan: MLflow's app has nothing to start, pass it on
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         start = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        state: dict[str, Any] = {"status": None, "letters": None}
+        state: dict[str, Any] = {"status": None, "letters": None, "version": version}
         try:
             if path == "/metrics" and method == "GET":
                 body, content_type = self.metrics.exposition()
@@ -173,13 +196,47 @@ class RequestGuard:
                             "headers": [*PAGE_HEADERS, (b"content-length", str(len(self.page)).encode())]})
                 await send({"type": "http.response.body", "body": self.page})
             elif path == "/invocations" and method == "POST":
-                await self._invocations(scope, receive, send, state)
+                await self._invocations(app, scope, receive, send, state)
+            elif path == TEACH_PATH and method in ("GET", "POST"):
+                await self._teach(scope, receive, send, state)
             else:
-                await self.app(scope, receive, self._observing(send, state, capture=False))
+                await app(scope, receive, self._observing(send, state, capture=False))
         finally:
             self._record(scope, method, path, state, time.perf_counter() - start)
 
-    async def _invocations(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
+    async def _teach(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
+        """Teach mode: GET its settings (with ?name=, that person's photo counts), POST ?name=&letter= one photo's
+        bytes (image/jpeg or image/png). 404 when the server runs without --collect-dir."""
+        from urllib.parse import parse_qs
+
+        try:
+            if self.store is None:
+                raise Refusal(404, "NOT_FOUND", "teach mode is off: start the server with --collect-dir DIR to keep "
+                                                "photos people show it")
+            from asl_mlops.serving.collect import MAX_PHOTO_BYTES, CollectError
+
+            query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+            try:
+                if scope["method"] == "GET":
+                    status, payload = 200, self.store.info(query.get("name"))
+                else:
+                    check_declared_length(_header(scope, b"content-length"), MAX_PHOTO_BYTES)
+                    body = await self._read_body(receive, MAX_PHOTO_BYTES)
+                    if body is None:
+                        return
+                    status, payload = 201, await asyncio.to_thread(
+                        self.store.add, query.get("name"), query.get("letter"), body, _header(scope, b"content-type"))
+            except CollectError as err:
+                raise Refusal(err.status, err.error_code, err.message) from None
+        except Refusal as refusal:
+            state["status"] = refusal.status
+            await _send_json(send, refusal.status, {"error_code": refusal.error_code, "message": refusal.message})
+            return
+        state["status"] = status
+        await _send_json(send, status, payload)
+
+    async def _invocations(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                           state: dict[str, Any]) -> None:
         try:
             check_content_type(_header(scope, b"content-type"))
             check_declared_length(_header(scope, b"content-length"), self.max_body_bytes)
@@ -205,10 +262,12 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: wait for the disconnect, as the server would
 
-        await self.app(scope, replay, self._observing(send, state, capture=True))
+        await app(scope, replay, self._observing(send, state, capture=True))
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, refusing (413) as soon as it grows over the limit; None if the client disconnected."""
+    async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes | None:
+        """The whole body, refusing (413) as soon as it grows over `limit` (default the server's); None if the
+        client disconnected."""
+        limit = self.max_body_bytes if limit is None else limit
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -216,9 +275,9 @@ class RequestGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 raise Refusal(413, "REQUEST_TOO_LARGE",
-                              f"request body is larger than the limit of {self.max_body_bytes} bytes "
+                              f"request body is larger than the limit of {limit} bytes "
                               f"(more than {size - len(chunk)} bytes read when the next chunk arrived)")
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -231,6 +290,9 @@ class RequestGuard:
         async def observed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                if state["version"] is not None:
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      (VERSION_HEADER, state["version"].encode())]}
             elif message["type"] == "http.response.body" and capture and state["status"] == 200:
                 parts.append(message.get("body", b""))
                 if not message.get("more_body", False):

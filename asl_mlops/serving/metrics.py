@@ -29,6 +29,12 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=own)
         self.predictions = Counter("asl_predictions", "Predicted letters in 200 answers of /invocations.",
                                    ["letter"], registry=own)
+        self.switches = Counter("asl_model_switches", "Times a worker switched to the version its model alias "
+                                "moved to, by that version (each worker switches once per move).",
+                                ["version"], registry=own)
+        self.switch_failures = Counter("asl_model_switch_failures", "Versions a worker failed to load after its "
+                                       "model alias moved to them (it kept serving the old one).", ["version"],
+                                       registry=own)
         self.refusals = Counter("asl_guard_refusals", "Requests the guard refused before MLflow parsed them.",
                                 ["reason"], registry=own)
 

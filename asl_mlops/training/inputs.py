@@ -48,14 +48,24 @@ class PreparedData:
     w_train: np.ndarray | None = None  # per-row training weights (photos of several signers), None = all equal
 
 
+@dataclass(frozen=True)
+class Teaching:
+    """One person's photos added to a photo recognizer's training data, each weighing `weight` average training
+    photos (`asl-mlops teach`, asl_mlops.teach)."""
+
+    photos: "PhotoSet"
+    weight: float
+
+
 def one_hot(labels: np.ndarray) -> np.ndarray:
     """Sign MNIST labels -> one-hot class vectors (N, 24)."""
     return keras.utils.to_categorical(labels_to_indices(labels), NUM_CLASSES).astype(np.float32)
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
+def prepare_data(config: TrainConfig, teaching: Teaching | None = None) -> PreparedData:
     """Validate both data sets (raising InputError before any run starts), split, shape the model inputs: raw
-    pixels of CSVs, keypoint features of photo folders (architecture keypoints)."""
+    pixels of CSVs, keypoint features of photo folders (architecture keypoints), plus `teaching`'s photos in
+    training (photo recognizers only)."""
     if (config.resolved_architecture == "keypoints") != Path(config.train_data).is_dir():
         if config.resolved_architecture == "keypoints":
             raise InputError(f"train_data {config.train_data}: architecture keypoints trains on a photo folder (one "
@@ -63,7 +73,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         raise InputError(f"train_data {config.train_data} is a photo folder: architecture {config.resolved_architecture} "
                          "trains on Sign MNIST CSVs; photo folders train architecture keypoints (or auto)")
     if config.resolved_architecture == "keypoints":
-        return prepare_photo_data(config)
+        return prepare_photo_data(config, teaching)
+    if teaching is not None:
+        raise InputError("only a photo recognizer can be taught photos; this one trains on Sign MNIST CSVs")
     train_csv = load_csv(config.train_data)
     test = load_csv(config.test_data)
     split = split_train_val(train_csv, config.val_split, config.val_fraction, config.split_seed)
@@ -99,7 +111,7 @@ def photo_validation_split(photos: "PhotoSet", config: TrainConfig) -> tuple[np.
     return train_index, val_index, ()
 
 
-def prepare_photo_data(config: TrainConfig) -> PreparedData:
+def prepare_photo_data(config: TrainConfig, teaching: Teaching | None = None) -> PreparedData:
     """Photo folders -> keypoint features: find the hand in every photo (cached under <cache_dir>/hands/), then
     `photo_inputs`."""
     from asl_mlops.hands import features as photo_data
@@ -111,16 +123,22 @@ def prepare_photo_data(config: TrainConfig) -> PreparedData:
     check_cache_dir(cache)
     train_hands = photo_data.detect(train_set, model, cache, "training photos").hands
     test_hands = photo_data.detect(test_set, model, cache, "test photos").hands
-    data = photo_inputs(train_set, train_hands, test_set, test_hands, config)
+    taught = None
+    if teaching is not None:
+        taught = (teaching.photos, photo_data.detect(teaching.photos, model, cache, "taught photos").hands,
+                  teaching.weight)
+    data = photo_inputs(train_set, train_hands, test_set, test_hands, config, taught)
     data.params["hand_model_sha256"] = file_sha256(model)
     return data
 
 
 def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], test_set: "PhotoSet",
-                 test_hands: Sequence["Hand | None"], config: TrainConfig) -> PreparedData:
+                 test_hands: Sequence["Hand | None"], config: TrainConfig,
+                 taught: "tuple[PhotoSet, Sequence[Hand | None], float] | None" = None) -> PreparedData:
     """The photo recognizer's inputs from photos and their hands: hold out validation photos (whole signers where
     the folder names them), and turn each training hand into augmented copies, weighted per signer
-    (`signer_balance`)."""
+    (`signer_balance`). `taught`: (photos, their hands, weight) of one person, added to training only, each
+    photo weighing `weight` average training photos (the weights' mean over the training photos is 1)."""
     from asl_mlops.hands import features as photo_data
 
     train_index, val_index, val_signers = photo_validation_split(train_set, config)
@@ -128,6 +146,17 @@ def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], te
     x_train, y_train, w_train = photo_data.augmented_training_features(
         tuple(train_hands[i] for i in train_index), train_set.labels[train_index], config.split_seed,
         weights=photo_data.signer_weights(signers, config.signer_balance) if config.signer_balance else None)
+    extra: dict[str, object] = {}
+    if taught is not None:
+        taught_set, taught_hands, weight = taught
+        x_taught, y_taught, w_taught = photo_data.augmented_training_features(
+            tuple(taught_hands), taught_set.labels, config.split_seed + 1,
+            weights=np.full(len(taught_set), weight, dtype=np.float32))
+        w_train = np.ones(len(x_train), dtype=np.float32) if w_train is None else w_train
+        x_train, y_train = np.concatenate([x_train, x_taught]), np.concatenate([y_train, y_taught])
+        w_train = np.concatenate([w_train, w_taught])
+        extra = {"taught_photos": len(taught_set), "taught_hands_found": sum(h is not None for h in taught_hands),
+                 "taught_data_hash": taught_set.content_hash, "teach_weight": weight}
     val_hands = tuple(train_hands[i] for i in val_index)
     x_val, val_found = photo_data.features_or_zeros(val_hands)
     x_test, test_found = photo_data.features_or_zeros(tuple(test_hands))
@@ -140,7 +169,7 @@ def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], te
               "photo_layout": train_set.layout, "signers": len(train_set.named_signers),
               "train_signers": len(set(signers.tolist()) - {""}),
               "val_held_out": "signers" if val_signers else "photos",
-              "val_signers": ",".join(val_signers) if val_signers else "-"}
+              "val_signers": ",".join(val_signers) if val_signers else "-", **extra}
     return PreparedData(x_train, y_train, x_val[val_found], photo_data.one_hot_labels(val_set.labels)[val_found],
                         x_test, labels_to_indices(test_set.labels), photo_data.Thumbnails(test_set, test_hands),
                         params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),

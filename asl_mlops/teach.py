@@ -1,0 +1,246 @@
+"""Teaching stage: `asl-mlops teach PHOTOS` adds one person's photos to the champion photo recognizer.
+
+1. Reads the champion of the registered model, and from its run the training config and data it was trained on
+   (the folders must be here, unchanged: their content hashes are compared).
+2. Keeps the person's last `held_out_per_letter` photos of each letter out, for the gate; the rest are taught.
+3. Trains a new recognizer exactly as the champion was trained, with the taught photos added to the training data,
+   each weighing `teach_weight` average training photos: one MLflow run, with the person's photos as a dataset
+   input (context `teaching`), its params `taught_signer` and `teach_*`.
+4. Registers it (alias `challenger`) and runs the teach gate (`taught_checks`):
+   - `taught_accuracy`: the new version, loaded as it is served, on the person's held-out photos;
+   - `others_drop`: how far its accuracy on the champion's test photos (other people) fell below the champion's,
+     both measured by their training runs on the same photos (the content hashes are compared);
+   - `serving_latency`: it loads and answers its input example in a fresh process, as in `registry validate`.
+5. Moves `champion` to it if every check passed and the champion did not move meanwhile. A server following
+   `models:/NAME@champion` switches to it on its next check (`asl-mlops serve --poll-seconds`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from asl_mlops.config import GateConfig, TeachConfig, TrainConfig
+from asl_mlops.data.photos import PhotoSet, load_photo_folder
+from asl_mlops.errors import InputError
+from asl_mlops.registry import (
+    CHALLENGER,
+    CHAMPION,
+    DECISION_TAG,
+    current_champion,
+    register,
+    registry_lock,
+)
+from asl_mlops.validation import (
+    Check,
+    Verdict,
+    floor_check,
+    log_evaluation_run,
+    predict_letters,
+    serving_check,
+    write_verdict,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeachResult:
+    """What `teach` did: the person, the run, the version and the gate's verdict, with the figures it printed."""
+
+    signer: str
+    run_id: str
+    taught: int  # photos taught
+    held_out: int  # photos kept for the gate
+    verdict: Verdict
+    champion_version: str  # the champion that was taught
+    before: float | None  # the champion's accuracy on the held-out photos (None: none held out)
+
+    def report(self) -> str:
+        """What `asl-mlops teach` prints."""
+        before = f"; the champion v{self.champion_version} read {self.before:.1%} of them" if self.before is not None \
+            else ""
+        return (f"taught {self.signer}: {self.taught} photos taught, {self.held_out} held out for the gate{before}\n"
+                f"run {self.run_id} -> {self.verdict.model_name} v{self.verdict.version}\n{self.verdict.report()}")
+
+
+def person_split(photos: PhotoSet, held_out_per_letter: int) -> tuple[np.ndarray, np.ndarray]:
+    """(taught, held-out) indices: the last `held_out_per_letter` photos of each letter by path (teach mode names
+    them by time, so the last are the latest) are held out, unless that would leave the letter none to teach."""
+    taught, held = [], []
+    for label in np.unique(photos.labels):
+        members = [i for i in np.flatnonzero(photos.labels == label)]
+        members.sort(key=lambda i: str(photos.paths[i]))
+        keep = held_out_per_letter if len(members) > held_out_per_letter else 0
+        taught += members[:len(members) - keep]
+        held += members[len(members) - keep:]
+    return np.array(sorted(taught), dtype=np.int64), np.array(sorted(held), dtype=np.int64)
+
+
+def champion_training(model_name: str, client: MlflowClient) -> tuple[mlflow.entities.model_registry.ModelVersion,
+                                                                       mlflow.entities.Run, TrainConfig]:
+    """The champion, its run and the config it was trained with; InputError saying what is missing."""
+    champion = current_champion(model_name, client)
+    if champion is None:
+        names = [m.name for m in client.search_registered_models() if not m.name.endswith(".lock")]
+        known = f"registered models here: {', '.join(names)}" if names else "no model is registered here"
+        raise InputError(f"registered model '{model_name}' has no '{CHAMPION}' version to teach ({known}; "
+                         f"tracking store {mlflow.get_tracking_uri()}); give one with --model-name, or promote a "
+                         "version with `asl-mlops registry promote VERSION`")
+    if not champion.run_id:
+        raise InputError(f"{model_name} v{champion.version} has no training run recorded: it cannot be retrained")
+    run = client.get_run(champion.run_id)
+    params = run.data.params
+    if params.get("resolved_architecture") != "keypoints":
+        raise InputError(f"{model_name} v{champion.version} is a Sign MNIST recognizer "
+                         f"({params.get('resolved_architecture', '?')}): only a photo recognizer can be taught photos")
+    config = TrainConfig.from_params(params)
+    for what in ("train_data", "test_data"):
+        path = getattr(config, what)
+        if not Path(path).is_dir():
+            raise InputError(f"{model_name} v{champion.version} was trained with {what} {path} (run {run.info.run_id}), "
+                             "which is not a folder here: teaching retrains from the champion's own training data, "
+                             "so run `asl-mlops teach` where that folder is (the same path, relative to this folder)")
+    return champion, run, config
+
+
+def teach(photos_dir: str | Path, settings: TeachConfig = TeachConfig(), gate: GateConfig = GateConfig()
+          ) -> TeachResult:
+    """Teach the champion of `settings.model_name` one person's photos (see the module docstring)."""
+    person = load_photo_folder(photos_dir)  # bad photos fail here, before anything is trained or logged
+    if person.layout != "letters":
+        raise InputError(f"{photos_dir}: give one person's letter folders (PHOTOS/<LETTER>/*.jpg, as teach mode "
+                         f"writes DIR/<name>/), not {person.layout} of several signers")
+    signer = Path(photos_dir).resolve().name
+    client = MlflowClient()
+    champion, run, config = champion_training(settings.model_name, client)
+    taught_index, held_index = person_split(person, settings.held_out_per_letter)
+    taught, held = person.subset(taught_index), person.subset(held_index)
+
+    from asl_mlops.train import generate_run_name, train_and_evaluate
+    from asl_mlops.training.inputs import Teaching, prepare_data
+
+    data = prepare_data(config, Teaching(taught, settings.teach_weight))
+    for what in ("train_data_hash", "test_data_hash"):
+        if data.params[what] != run.data.params.get(what):
+            raise InputError(f"{getattr(config, what.removesuffix('_hash'))} has changed since {settings.model_name} "
+                             f"v{champion.version} was trained on it ({what} {str(data.params[what])[:12]} here, "
+                             f"{run.data.params.get(what, '?')[:12]} on run {run.info.run_id}): teaching retrains from "
+                             "the champion's own data")
+    params = {"taught_signer": signer, "teach_data": str(photos_dir), "taught_from_version": champion.version,
+              "held_out_photos": len(held), "held_out_per_letter": settings.held_out_per_letter,
+              "model_name": settings.model_name}
+    import pandas as pd
+
+    from asl_mlops.labels import label_to_letter
+
+    taught_frame = pd.DataFrame({"path": [str(p) for p in taught.paths],
+                                 "letter": [label_to_letter(label) for label in taught.labels.tolist()]})
+    teaching_input = mlflow.data.from_pandas(taught_frame, source=str(Path(photos_dir).resolve()),
+                                             name=f"{signer}-taught", digest=taught.content_hash[:16])
+    result = train_and_evaluate(config, data, run_name=f"teach-{signer}-{generate_run_name()}",
+                                tags={"source": "asl-mlops teach", "taught_signer": signer},
+                                params=params, inputs={"teaching": teaching_input})
+    registration = register(result.run_id, result.model_uri, settings.model_name,
+                            tags={"source": "asl-mlops teach", "taught_signer": signer,
+                                  "taught_from_version": champion.version},
+                            description=f"v{champion.version} taught {len(taught)} photos of {signer} "
+                                        f"(`asl-mlops teach {photos_dir}`), by MLflow run {result.run_id}.")
+    verdict, before = validate_taught(registration.version, champion, held, settings, gate, client)
+    return TeachResult(signer, result.run_id, len(taught), len(held), verdict, str(champion.version), before)
+
+
+def taught_checks(taught_accuracy: float | None, champion_test: float, test: float, latency_ms: float,
+                  settings: TeachConfig, gate: GateConfig, serving_error: str = "") -> tuple[Check, ...]:
+    """The teach gate's checks (pure): the person's held-out accuracy (None: no photo was held out), the drop on
+    other people, the serving latency."""
+    if taught_accuracy is None:
+        person = Check("taught_accuracy", "no photo held out", f">= {settings.min_taught_accuracy:g}", False,
+                       "no photo of the person was held out to check (give 2 or more photos of a letter)")
+    else:
+        person = floor_check("taught_accuracy", taught_accuracy, settings.min_taught_accuracy)
+    drop = champion_test - test
+    others = Check("others_drop", f"{drop:+.4f} ({champion_test:.4f} -> {test:.4f})",
+                   f"<= {settings.max_others_drop:g}", drop <= settings.max_others_drop,
+                   "" if drop <= settings.max_others_drop else
+                   f"accuracy on other people fell {drop:.4f}, more than {settings.max_others_drop:g}")
+    fast = not serving_error and latency_ms <= gate.max_latency_ms
+    latency = Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
+                    f"<= {gate.max_latency_ms:g} ms", fast,
+                    "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
+    return person, others, latency
+
+
+def _letters_folder(photos: PhotoSet, dest: Path) -> Path:
+    """Copies of `photos` as plain letter folders under `dest` (what the gate's evaluation reads)."""
+    from asl_mlops.labels import label_to_letter
+
+    for path, label in zip(photos.paths, photos.labels.tolist()):
+        folder = dest / label_to_letter(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, folder / Path(path).name)
+    return dest
+
+
+def validate_taught(version: str, champion: "mlflow.entities.model_registry.ModelVersion", held: PhotoSet,
+                    settings: TeachConfig, gate: GateConfig, client: MlflowClient) -> tuple[Verdict, float | None]:
+    """Run the teach gate on `version`, record the verdict on it (tags, description, an evaluation run) and promote
+    it if it passed and `champion` is still the champion; returns the verdict and the champion's accuracy on the
+    held-out photos (the "before")."""
+    name = settings.model_name
+    target = client.get_model_version(name, version)
+    uri = f"models:/{name}/{version}"
+    champion_metrics = client.get_run(champion.run_id).data.metrics
+    metrics = client.get_run(target.run_id).data.metrics
+    extra: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="asl-mlops-teach-") as tmp:
+        held_folder = _letters_folder(held, Path(tmp) / "held-out") if len(held) else None
+        taught_accuracy = before = None
+        y_true = y_pred = np.array([], dtype=object)
+        if held_folder is not None:
+            y_true, y_pred, _ = predict_letters(uri, str(held_folder))
+            taught_accuracy = float(np.mean(y_true == y_pred))
+            champ_true, champ_pred, _ = predict_letters(f"models:/{name}/{champion.version}", str(held_folder))
+            before = float(np.mean(champ_true == champ_pred))
+            extra.update(taught_accuracy=taught_accuracy, champion_taught_accuracy=before)
+        serving_error = ""
+        try:
+            served = serving_check(uri)
+        except InputError as err:
+            serving_error, served = str(err), {"load_seconds": float("nan"), "latency_ms": float("inf")}
+        checks = taught_checks(taught_accuracy, champion_metrics["test_accuracy"], metrics["test_accuracy"],
+                               served["latency_ms"], settings, gate, serving_error)
+        extra.update(others_accuracy=metrics["test_accuracy"], champion_others_accuracy=champion_metrics["test_accuracy"],
+                     **{k: v for k, v in served.items() if np.isfinite(v)})
+        data = str(held.root) if held_folder is None else f"{held.root} (held-out photos)"
+        verdict = Verdict(name, version, data, checks, None, False, "", served["load_seconds"], served["latency_ms"])
+        run_id = (log_evaluation_run(target, data, y_true, y_pred, gate, extra) if held_folder is not None
+                  else None)
+    failed = ", ".join(f"{c.name} ({c.reason})" for c in checks if not c.passed)
+    with registry_lock(name, client):
+        now = current_champion(name, client)
+        if failed:
+            decision = f"not promoted: failed {failed}"
+        elif now is None or str(now.version) != str(champion.version):
+            decision = (f"not promoted: champion moved from v{champion.version} to "
+                        f"{f'v{now.version}' if now else 'none'} while teaching; teach again")
+        else:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            if str((client.get_registered_model(name).aliases or {}).get(CHALLENGER)) == str(version):
+                client.delete_registered_model_alias(name, CHALLENGER)
+            decision = f"promoted: passed every check of the teach gate over champion v{champion.version}"
+        client.set_model_version_tag(name, version, DECISION_TAG, decision)
+        client.set_tag(target.run_id, DECISION_TAG, f"{name} v{version} {decision}")
+    verdict = dataclasses.replace(verdict, evaluation_run_id=run_id, promoted=decision.startswith("promoted"),
+                                  decision=decision)
+    write_verdict(verdict, client)
+    logger.info("%s version %s: teach gate %s; %s", name, version, verdict.status, decision)
+    return verdict, before
