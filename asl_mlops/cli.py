@@ -316,6 +316,9 @@ def teach_command(photos: Path, **options: Any) -> None:
     answers within the serving latency limit. A server following models:/NAME@champion then switches to it.
     Exit code 0 if promoted, 1 if the gate refused it.
     """
+    from asl_mlops.data.photos import load_photo_folder
+
+    load_photo_folder(photos)  # a bad folder fails here, in a second, before TensorFlow and MLflow are loaded
     use_default_experiment()
     import_tensorflow_quietly()
     from asl_mlops.teach import teach

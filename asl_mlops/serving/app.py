@@ -193,6 +193,10 @@ def worker_app() -> RequestGuard:
     return app
 
 
+#: The interpreter's thread switch interval (seconds) while a worker loads a new version beside the serving one.
+SWITCH_INTERVAL_WHILE_LOADING = 0.0005
+
+
 class AliasFollower:
     """Each worker's watch on its model alias: every `poll_seconds`, read the version `alias` points at; when it
     moves, download and load that version beside the one serving, answer its input example once (so the first
@@ -230,6 +234,10 @@ class AliasFollower:
 
         start = time.perf_counter()
         folder = self.workdir / f"worker-{os.getpid()}" / f"v{version}"
+        # Loading is Python holding the GIL for long stretches; requests run meanwhile on the event loop's thread.
+        # A shorter switch interval hands the GIL back to them sooner (each hand-off waits up to the interval).
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_WHILE_LOADING)
         try:
             local = download_model(f"models:/{self.name}/{version}", folder)
             model = load_model_with_mlflow_config(str(local))
@@ -245,6 +253,8 @@ class AliasFollower:
                               str(err).splitlines()[0][:300] if str(err) else "", self.version)
             shutil.rmtree(folder, ignore_errors=True)
             return
+        finally:
+            sys.setswitchinterval(interval)
         previous = self.version
         self.guard.switch(app, version)
         self.version, self.failed = version, None
