@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import socket
 import time
@@ -29,10 +28,6 @@ OBJECTIVE = "val_accuracy"  # reported each epoch for pruning; the trial's value
 # FloatingPointError) and TensorFlow runtime errors. Anything else is a bug and stops the sweep.
 TRIAL_ERRORS: tuple[type[Exception], ...] = (ArithmeticError, tf.errors.OpError)
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the space (Optuna's 10 is a whole 10-trial sweep)
-
-
-class BudgetSpent(Exception):
-    """A trial started beyond the study's n_trials because another worker started one at the same moment."""
 
 
 def trial_config(trial: optuna.Trial, base: TrainConfig, sweep: SweepConfig) -> TrainConfig:
@@ -60,44 +55,12 @@ class TrialRunLink(keras.callbacks.Callback):
             self.trial.set_user_attr("mlflow_run_id", self.run_id)
 
 
-class _BudgetSpentLog(logging.Filter):
-    """Optuna logs a trial that raised as a failure, with a traceback; a BudgetSpent trial is no error: one
-    info line instead, and its "failed with value None" line dropped."""
-
-    spent: set[int] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, BudgetSpent):
-            record.exc_info, record.exc_text, record.args = None, None, ()
-            record.msg, record.levelno, record.levelname = str(error), logging.INFO, "INFO"
-            return True
-        return not any(record.getMessage() == f"Trial {n} failed with value None." for n in self.spent)
-
-
-# Optuna logs a trial's exception from this module's logger; the logger's name is the only handle it offers.
-logging.getLogger("optuna.study._optimize").addFilter(_BudgetSpentLog())
-
-
-def claim_trial(trial: optuna.Trial, n_trials: int) -> None:
-    """Raise BudgetSpent if `n_trials` complete, pruned or running trials come before `trial` (the storage
-    numbers trials in creation order, so of two workers that started one at the same moment, the later one
-    yields). Called before any parameter is sampled, so a refused trial has none and TPE ignores it."""
-    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=counted) if t.number < trial.number)
-    if ahead >= n_trials:
-        trial.set_user_attr("over_budget", True)
-        _BudgetSpentLog.spent.add(trial.number)
-        raise BudgetSpent(f"trial {trial.number} not run: the study's {n_trials} trials were all claimed by workers")
-
-
 def make_objective(base: TrainConfig, sweep: SweepConfig, data: PreparedData):
     """The Optuna objective: train one trial's config as a nested run, return its final val_accuracy
     (its final val_loss, the tie-break, goes in the user attr `val_loss`)."""
     client = MlflowClient()
 
     def objective(trial: optuna.Trial) -> float:
-        claim_trial(trial, sweep.n_trials)
         keras.backend.clear_session()  # free the previous trial's graphs and layer names
         config = trial_config(trial, base, sweep)
         link = TrialRunLink(trial)

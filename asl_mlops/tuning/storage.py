@@ -1,10 +1,11 @@
-"""Optuna storage: SQLite beside the tracking store or a database server, opened with retries, and the check that a resumed study keeps its settings.
+"""Optuna storage: opened with retries (SQLite beside the tracking store, or a server), trial heartbeats, and the check that a resumed study keeps its settings.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import urllib.parse
 import warnings
@@ -123,6 +124,41 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")
+
+
+class TrialHeartbeat:
+    """Records a trial's heartbeat in the storage now and every heartbeat interval from a daemon thread, as
+    `Study.optimize` does for the trials it runs. Optuna beats only inside optimize ("If you use ask() and tell()
+    instead, it will not work", RDBStorage's docs); the sweep asks and tells (`sweep.run_trial`), so it beats
+    here, through the storage's `record_heartbeat`. A trial whose beats stop (its process died) is failed by
+    `fail_stale_trials` and retried."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.Trial) -> None:
+        self.storage, self.number = storage, trial.number
+        self.trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), trial.number)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"trial-heartbeat-{trial.number}", daemon=True)
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while not self._stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as err:
+                # a missed beat is not fatal (the trial goes stale only after two); the next one may get through
+                logger.warning("heartbeat of trial %d failed: %s", self.number, _one_line(err.__cause__ or err))
+
+    def __enter__(self) -> "TrialHeartbeat":
+        if self.storage.get_heartbeat_interval() is not None:
+            self.storage.record_heartbeat(self.trial_id)  # the trial can go stale only once it has beaten
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -13,7 +13,7 @@ the loss. Both numbers of every trial are in the parent's `optuna/trials.csv` (`
 `user_attrs_val_loss`).
 
 Persistence and resume: the study lives in an RDB storage (`SweepConfig.storage`, default
-`optuna.db` beside the MLflow store) with Optuna's heartbeat on. `n_trials` is the study's total of
+`optuna.db` beside the MLflow store) with heartbeats on. `n_trials` is the study's total of
 complete + pruned trials, so a re-run under the same study name runs only the missing ones. A trial
 of a killed process stops beating; it is failed and `RetryHeartbeatStaleTrialCallback` queues a retry
 with the same params, which counts toward the budget. Each invocation of `run_sweep` opens a NEW parent
@@ -21,17 +21,18 @@ MLflow run (tagged `optuna.study_name`), which also works under `mlflow run` (th
 summary (best params, CSV, figures) covers the whole study.
 
 Workers: any number of processes may run `run_sweep` on one study at once (one storage server, one
-tracking server). `run_trials` keeps the budget exact: a worker starts a trial only while complete +
-pruned + running trials are fewer than `n_trials`, and a trial that two workers started together beyond
-the budget is not run (it ends FAIL, user attr `over_budget`). A worker whose remaining budget is held by
-other workers' running trials waits for them, so it can take over if one dies (its retry) or fails; so
-every worker ends only when the study has `n_trials`, with nothing RUNNING left by a dead process. Each
-worker's TPE sampler has its own seed and `constant_liar`, so parallel workers do not propose the same
-parameters. Liveness is a heartbeat: Optuna's for trials, the tag `asl_mlops.heartbeat` (refreshed every
-heartbeat_interval) for sweep runs; `close_orphaned_runs` closes as KILLED only runs whose heartbeat
-stopped. The best trial is registered after the budget is done, under the registry's lock, so the
-workers register it once (asl_mlops.registry), then validated by the gate, which promotes it if it passes
-(asl_mlops.validation).
+tracking server). `run_trials` keeps the budget exact with Optuna's ask-and-tell: a worker asks for a
+trial only while complete + pruned + running trials are fewer than `n_trials`, and a trial that two
+workers asked for together beyond the budget is told FAIL before it samples a parameter (user attr
+`over_budget`; `within_budget`). A worker whose remaining budget is held by other workers' running
+trials waits for them, so it can take over if one dies (its retry) or fails; so every worker ends only
+when the study has `n_trials`, with nothing RUNNING left by a dead process. Each worker's TPE sampler has
+its own seed and `constant_liar`, so parallel workers do not propose the same parameters. Liveness is a
+heartbeat: Optuna's for trials (recorded by `TrialHeartbeat`), the tag `asl_mlops.heartbeat` (refreshed
+every heartbeat_interval) for sweep runs; `close_orphaned_runs` closes as KILLED only runs whose
+heartbeat stopped. The best trial is registered after the budget is done, under the registry's lock, so
+the workers register it once (asl_mlops.registry), then validated by the gate, which promotes it if it
+passes (asl_mlops.validation).
 
 MLflow status of a trial's run, plus the tag `optuna.trial_state`: COMPLETE -> FINISHED,
 PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -> KILLED.
@@ -39,6 +40,7 @@ PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -79,14 +81,15 @@ from asl_mlops.tuning.runs import (
     settle_other_sweep_runs,
 )
 from asl_mlops.tuning.space import (
+    OBJECTIVE,
     TRIAL_ERRORS,
-    BudgetSpent,
     make_objective,
     make_pruner,
     make_sampler,
     worker_seed,
 )
 from asl_mlops.tuning.storage import (
+    TrialHeartbeat,
     check_same_settings,
     default_storage_url,
     fail_stale_trials,
@@ -114,6 +117,18 @@ class SweepResult:
     best_params: dict[str, Any] = field(default_factory=dict)
     best_run_id: str | None = None
     registration: Registration | Verdict | None = None  # Verdict: registered and validated now
+
+    @classmethod
+    def of_study(cls, study: optuna.Study, storage_url: str, parent_run_id: str,
+                 registration: Registration | Verdict | None = None) -> "SweepResult":
+        """The result as the study stands now: its trial counts and its best trial (`best_trial`)."""
+        states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+        best = best_trial(study)
+        if best is None:
+            return cls(study.study_name, hide_password(storage_url), parent_run_id, states, registration=registration)
+        return cls(study.study_name, hide_password(storage_url), parent_run_id, states, best.number, best.value,
+                   best.user_attrs.get("val_loss"), dict(best.params), best.user_attrs.get("mlflow_run_id"),
+                   registration)
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
@@ -188,7 +203,54 @@ def log_study_summary(study: optuna.Study) -> FrozenTrial | None:
     return best
 
 
-def run_trials(study: optuna.Study, objective: Any, n_trials: int, poll_seconds: float) -> int:
+def within_budget(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether `trial` may run: fewer than `n_trials` trials before it are complete, pruned, running or waiting
+    to run. The storage numbers trials in the order they are created, under a lock on the study, so of two
+    workers that asked for the last place at the same moment, the later yields."""
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=counted) if t.number < trial.number)
+    return ahead < n_trials
+
+
+def run_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, objective: Any,
+              n_trials: int) -> TrialState | None:
+    """Ask for a trial, run `objective` on it while it beats, and tell the study how it ended; returns its state,
+    or None if it was not run because other workers' trials hold the budget (`within_budget`).
+
+    Ask-and-tell rather than `study.optimize` because only here can a trial be refused before it samples a
+    parameter, without raising: it is told FAIL with the user attr `over_budget` and no parameters, so TPE
+    ignores it. (`MaxTrialsCallback` stops a study after a trial ends, so workers that each started one at the
+    same moment would overshoot the budget by up to workers - 1 trials.) What optimize did besides is here:
+    the trial's heartbeat, telling PRUNED or FAIL, logging how the trial ended."""
+    with warnings.catch_warnings():  # Optuna warns that its heartbeat needs optimize(); TrialHeartbeat beats
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = study.ask()
+    with TrialHeartbeat(storage, study, trial):
+        if not within_budget(trial, n_trials):
+            trial.set_user_attr("over_budget", True)
+            study.tell(trial, state=TrialState.FAIL)
+            logger.info("trial %d not run: the study's %d trials are held by other workers", trial.number, n_trials)
+            return None
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned as pruned:  # Optuna's pruning callback stopped the training
+            study.tell(trial, state=TrialState.PRUNED)
+            logger.info("trial %d pruned: %s", trial.number, pruned)
+            return TrialState.PRUNED
+        except TRIAL_ERRORS as err:
+            study.tell(trial, state=TrialState.FAIL)
+            logger.warning("trial %d failed with parameters %s: %r", trial.number, trial.params, err, exc_info=True)
+            return TrialState.FAIL
+        except (Exception, KeyboardInterrupt):  # a bug or an interrupt: stop the sweep, leave no RUNNING trial
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+    logger.info("trial %d finished: %s %.4f with parameters %s", trial.number, OBJECTIVE, value, trial.params)
+    return TrialState.COMPLETE
+
+
+def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, objective: Any, n_trials: int,
+               poll_seconds: float) -> int:
     """Run trials until the study has `n_trials` complete + pruned ones; returns how many this worker ran.
 
     While the rest of the budget is held by other workers' running trials, wait for them: they may end
@@ -214,12 +276,12 @@ def run_trials(study: optuna.Study, objective: Any, n_trials: int, poll_seconds:
             time.sleep(poll_seconds)
             continue
         waiting_logged = False
-        ended: list[FrozenTrial] = []
-        study.optimize(objective, n_trials=1, catch=(*TRIAL_ERRORS, BudgetSpent), gc_after_trial=True,
-                       callbacks=[lambda _, trial: ended.append(trial)])
-        if ended and ended[0].state == TrialState.FAIL and not ended[0].user_attrs.get("over_budget"):
-            failures += 1
+        state = run_trial(study, storage, objective, n_trials)
+        if state is None:  # another worker's trial took the last place: count again
+            continue
         ran += 1
+        failures += state == TrialState.FAIL
+        gc.collect()  # the trial's model and graphs, before the next trial builds its own
 
 
 def open_study(base: TrainConfig, sweep: SweepConfig, sampler_seed: int,
@@ -265,7 +327,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
         log_new_params({**fixed, **sweep.to_params(), **registry.to_params(), **data.params})
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
         poll = min(max(sweep.heartbeat_interval / 2, 0.5), 10.0)
-        ran = run_trials(study, make_objective(base, sweep, data), sweep.n_trials, poll)
+        ran = run_trials(study, storage, make_objective(base, sweep, data), sweep.n_trials, poll)
         mlflow.log_metric("trials_run_by_this_worker", float(ran))
         fail_stale_trials(study)
         close_orphaned_runs(study, parent.info.experiment_id, parent.info.run_id)
@@ -288,12 +350,7 @@ def run_sweep(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig = 
         client.set_tag(parent.info.run_id, "registered_version", registration.version)
         client.set_tag(parent.info.run_id, "champion_decision", registration.decision)
     settle_other_sweep_runs(sweep.study_name, parent.info.experiment_id, parent.info.run_id)
-    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    return SweepResult(sweep.study_name, hide_password(url), parent.info.run_id, dict(states),
-                       best.number if best else None, best.value if best else None,
-                       best.user_attrs.get("val_loss") if best else None,
-                       dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
-                       registration)
+    return SweepResult.of_study(study, url, parent.info.run_id, registration)
 
 
 def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: RegistryConfig,
@@ -313,8 +370,4 @@ def finished_study(study: optuna.Study, sweep: SweepConfig, url: str, registry: 
                                              registry.model_name, tags={"study_name": sweep.study_name,
                                                                      "trial_number": best.number, "sweep_run_id": parent},
                                              gate=gate)
-    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    return SweepResult(sweep.study_name, hide_password(url), parent, dict(states), best.number if best else None,
-                       best.value if best else None, best.user_attrs.get("val_loss") if best else None,
-                       dict(best.params) if best else {}, best.user_attrs.get("mlflow_run_id") if best else None,
-                       registration)
+    return SweepResult.of_study(study, url, parent, registration)

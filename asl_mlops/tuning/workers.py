@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections import Counter
 from typing import Any
 
 import mlflow
@@ -22,8 +21,7 @@ from asl_mlops.config import (
     TrainConfig,
 )
 from asl_mlops.tuning.space import worker_seed
-from asl_mlops.tuning.storage import hide_password
-from asl_mlops.tuning.sweep import SweepResult, best_trial, open_study
+from asl_mlops.tuning.sweep import SweepResult, open_study
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +55,8 @@ def run_workers(base: TrainConfig, sweep: SweepConfig, registry: RegistryConfig 
     if any(codes):
         raise WorkerFailed(f"{sum(1 for c in codes if c)} of {sweep.workers} workers failed (exit codes {codes})",
                            max(codes) if max(codes) > 0 else 1)
-    study = optuna.load_study(study_name=sweep.study_name, storage=storage)
-    best = best_trial(study)
-    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    return SweepResult(sweep.study_name, hide_password(url), "(one per worker)", dict(states),
-                       best.number if best else None, best.value if best else None,
-                       best.user_attrs.get("val_loss") if best else None, dict(best.params) if best else {},
-                       best.user_attrs.get("mlflow_run_id") if best else None)
+    return SweepResult.of_study(optuna.load_study(study_name=sweep.study_name, storage=storage), url,
+                                "(one per worker)")
 
 
 class WorkerFailed(Exception):

@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -269,6 +271,15 @@ def test_best_trial_keeps_the_earlier_trial_when_a_loss_is_missing():
     assert best_trial(optuna.create_study()) is None
 
 
+
+def test_a_sweep_result_reports_the_study_counts_and_its_best_trial():
+    study = study_of(finished_trial(0.9, 0.3, 1e-3), finished_trial(0.95, 0.2, 2e-3))
+    result = sweep_module.SweepResult.of_study(study, "postgresql://u:secret@h/db", "run-1")
+    assert (result.states, result.best_trial, result.best_value, result.best_val_loss, result.best_run_id) == \
+        ({"COMPLETE": 2}, 1, 0.95, 0.2, "run-0.002")
+    assert result.best_params == {"learning_rate": 2e-3} and "secret" not in result.storage
+    assert sweep_module.SweepResult.of_study(optuna.create_study(), "sqlite://", "run-2").best_trial is None
+
 # --- kill and resume -------------------------------------------------------------------------------
 
 def test_killed_sweep_restarted_at_once_finishes_and_leaves_no_running_runs(mlflow_store, synthetic_dir: Path,
@@ -443,35 +454,85 @@ def test_workers_starting_together_on_a_fresh_database_share_one_study(postgres_
     assert optuna.load_study(study_name="together", storage=url).user_attrs == {f"worker{i}": i for i in range(4)}
 
 
-def test_a_trial_started_beyond_the_budget_is_not_run(tmp_path: Path):
+def quiet_ask(study: optuna.Study) -> optuna.Trial:
+    """What another worker's `study.ask` leaves: a RUNNING trial (without Optuna's warning about heartbeats)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return study.ask()
+
+
+def test_of_trials_asked_together_beyond_the_budget_the_later_ones_yield(tmp_path: Path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
-    first, second, third = study.ask(), study.ask(), study.ask()  # three workers started a trial together
+    first, second, third = quiet_ask(study), quiet_ask(study), quiet_ask(study)  # three workers asked together
     study.tell(first, 0.5)
-    for trial in (first, second):
-        space_module.claim_trial(trial, n_trials=2)
-    with pytest.raises(space_module.BudgetSpent, match="trial 2 not run"):
-        space_module.claim_trial(third, n_trials=2)
-    assert study.trials[2].user_attrs["over_budget"] is True and study.trials[2].params == {}
+    assert sweep_module.within_budget(first, n_trials=2) and sweep_module.within_budget(second, n_trials=2)
+    assert not sweep_module.within_budget(third, n_trials=2)
 
 
-def test_a_trial_beyond_the_budget_is_logged_as_one_line_not_a_failure(tmp_path: Path, caplog):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
-    study.ask()  # another worker's running trial holds the budget of 1
-
-    def objective(trial):
-        space_module.claim_trial(trial, n_trials=1)
-        return 1.0
+def test_a_trial_beyond_the_budget_ends_fail_unrun_with_one_info_line(tmp_path: Path, caplog, recwarn):
+    storage = storage_module.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=5)
+    study = optuna.create_study(storage=storage)
+    quiet_ask(study)  # another worker's running trial holds the budget of 1
+    objective_calls = []
 
     optuna.logging.enable_propagation()  # Optuna's own handler writes to the stderr of its import time
     try:
-        with caplog.at_level("INFO", logger="optuna"):
-            study.optimize(objective, n_trials=1, catch=(space_module.BudgetSpent,))
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            state = sweep_module.run_trial(study, storage, objective_calls.append, n_trials=1)
     finally:
         optuna.logging.disable_propagation()
-    records = [r for r in caplog.records if r.name == "optuna.study._optimize"]
-    assert {r.getMessage() for r in records} == {"trial 1 not run: the study's 1 trials were all claimed by workers"}
-    assert all(r.levelname == "INFO" and r.exc_info is None for r in records)
-    assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["over_budget"]
+    assert state is None and objective_calls == []
+    refused = study.trials[1]
+    assert refused.state == TrialState.FAIL and refused.user_attrs == {"over_budget": True} and refused.params == {}
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "trial 1 not run: the study's 1 trials are held by other workers")]
+    assert not recwarn.list  # nor Optuna's warning that its heartbeat needs optimize(): the sweep beats itself
+
+
+def test_pruned_trials_count_toward_the_budget_and_failed_ones_do_not(tmp_path: Path):
+    storage = storage_module.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=5)
+    study = optuna.create_study(storage=storage, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 0:
+            raise optuna.TrialPruned("stopped early")
+        if trial.number == 1:
+            raise FloatingPointError("training diverged: the loss became NaN/inf")
+        return x
+
+    assert sweep_module.run_trials(study, storage, objective, n_trials=2, poll_seconds=0.1) == 3
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert all("x" in t.params for t in study.trials)
+    with pytest.raises(KeyError):  # a bug stops the sweep, and its trial is not left RUNNING
+        sweep_module.run_trials(study, storage, lambda trial: {}["bug"], n_trials=3, poll_seconds=0.1)
+    assert study.trials[-1].state == TrialState.FAIL
+
+
+@needs_postgres
+def test_workers_asking_at_once_run_exactly_the_budget(postgres_database):
+    url = postgres_database()
+    sweep = SweepConfig(study_name="race", storage=url, heartbeat_interval=1)
+    first_round = threading.Barrier(4)  # the 4 workers' first trials end together: 4 ask for the last 2 places
+
+    def worker(seed: int) -> int:
+        storage = storage_module.open_storage(url, sweep.heartbeat_interval)
+        study = storage_module.load_or_create_study(storage, sweep, space_module.make_sampler(seed),
+                                                    optuna.pruners.NopPruner())
+
+        def objective(trial: optuna.Trial) -> float:
+            if trial.number < 4:
+                first_round.wait(timeout=60)
+            return trial.suggest_float("x", 0.0, 1.0)
+
+        return sweep_module.run_trials(study, storage, objective, n_trials=6, poll_seconds=0.05)
+
+    with ThreadPoolExecutor(4) as pool:
+        ran = list(pool.map(worker, range(4)))
+    trials = optuna.load_study(study_name="race", storage=url).trials
+    assert sum(ran) == 6 and [t.state for t in trials].count(TrialState.COMPLETE) == 6
+    assert all(t.state == TrialState.COMPLETE or t.user_attrs == {"over_budget": True} for t in trials)
 
 
 def test_worker_arguments_rebuild_the_same_configs(mlflow_store, tmp_path: Path):
