@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asl_mlops"
 
 #: Lowest first. A module of one stage may import from its own stage and any stage listed before it.
 LAYERS = ("errors", "config", "labels", "files", "quiet_import", "tracking", "registry", "data", "hands", "training",
-          "serving", "validation", "train", "tuning", "cli", "__main__")
+          "serving", "validation", "train", "teach", "tuning", "cli", "__main__")
 
 
 def stage(module: str) -> str:

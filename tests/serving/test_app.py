@@ -196,8 +196,8 @@ def test_cli_bad_model_uri_is_one_line_and_exit_2(tmp_path):
 # --- e2e: the real server -------------------------------------------------------------------------
 
 class AslServer:
-    def __init__(self, url: str, log: Path, process: subprocess.Popen) -> None:
-        self.url, self.log, self.process = url, log, process
+    def __init__(self, url: str, log: Path, process: subprocess.Popen, collect_dir: Path) -> None:
+        self.url, self.log, self.process, self.collect_dir = url, log, process, collect_dir
 
     def post(self, body: str | bytes, content_type: str | None = "application/json") -> requests.Response:
         headers = {"Content-Type": content_type} if content_type else {}
@@ -218,14 +218,20 @@ def served():
     release(model)
 
 
+COLLECT_MAX = 6
+
+
 @pytest.fixture(scope="module")
 def asl_server(served, tmp_path_factory):
-    """`asl-mlops serve` with 2 workers on the shared registered model."""
+    """`asl-mlops serve` with 2 workers on the shared registered model, teach mode on (at most COLLECT_MAX photos
+    a person)."""
     port, log = free_port(), tmp_path_factory.mktemp("asl-serve") / "server.log"
+    collect_dir = log.parent / "people"
     env = {**os.environ, "MLFLOW_TRACKING_URI": served.tracking_uri, "MLFLOW_REGISTRY_URI": served.tracking_uri}
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "asl_mlops", "serve", "--model-uri",
-                                    "models:/asl-recognizer@champion", "--port", str(port), "--workers", "2"],
+                                    "models:/asl-recognizer@champion", "--port", str(port), "--workers", "2",
+                                    "--collect-dir", str(collect_dir), "--collect-max-photos", str(COLLECT_MAX)],
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -239,7 +245,7 @@ def asl_server(served, tmp_path_factory):
             except requests.ConnectionError:
                 pass
             time.sleep(0.2)
-        yield AslServer(url, log, process)
+        yield AslServer(url, log, process, collect_dir)
         # SIGTERM to the CLI process alone (as a service manager sends it): a clean stop that ends the workers too
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
@@ -452,3 +458,80 @@ def _pgid(stat: Path) -> int | None:
         return int(stat.read_text().rsplit(")", 1)[1].split()[2])
     except (OSError, IndexError, ValueError):
         return None
+
+
+# --- teach mode's photo store (asl_mlops.serving.collect) -------------------------------------------
+
+def photo_bytes(kind: str = ".jpg", seed: int = 0) -> bytes:
+    import cv2
+
+    image = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    return cv2.imencode(kind, image)[1].tobytes()
+
+
+def teach_post(url: str, name: str, letter: str, body: bytes, content_type: str = "image/jpeg") -> requests.Response:
+    return requests.post(f"{url}/teach", params={"name": name, "letter": letter}, data=body,
+                         headers={"Content-Type": content_type}, timeout=60)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_without_collect_dir_teach_mode_is_not_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    async def not_found(scope, receive, send) -> None:
+        raise AssertionError("the model's app must not see /teach")
+
+    status, _, body = asgi_get(RequestGuard(not_found), "/teach")
+    assert status == 404 and b"start the server with --collect-dir" in body
+
+
+@pytest.mark.e2e
+def test_teach_mode_keeps_photos_in_signer_folders_and_refuses_bad_input_writing_nothing(asl_server):
+    import cv2
+
+    url, root = asl_server.url, asl_server.collect_dir
+    info = requests.get(f"{url}/teach", timeout=10).json()
+    assert len(info["letters"]) == 24 and "J" not in info["letters"] and info["max_photos_per_person"] == COLLECT_MAX
+    assert set(info["handshapes"]) == set(info["letters"])
+    kept = teach_post(url, "ana-1", "b", photo_bytes())
+    assert kept.status_code == 201, kept.text
+    assert kept.json()["path"].startswith("ana-1/B/") and kept.json()["photos"] == 1
+    png = teach_post(url, "ana-1", "C", photo_bytes(".png"), "image/png")
+    assert png.status_code == 201 and png.json()["path"].endswith(".jpg")  # stored as JPEG
+    stored = files_under(root)
+    assert [p.relative_to(root).parts[:2] for p in stored] == [("ana-1", "B"), ("ana-1", "C")]
+    assert all(cv2.imread(str(p)) is not None for p in stored)
+    assert requests.get(f"{url}/teach", params={"name": "ana-1"}, timeout=10).json()["counts"] == {"B": 1, "C": 1}
+    refused = {
+        ("../evil", "A", photo_bytes(), "image/jpeg"): (400, "name '../evil' is not allowed"),
+        ("a/b", "A", photo_bytes(), "image/jpeg"): (400, "name 'a/b' is not allowed"),
+        ("A", "A", photo_bytes(), "image/jpeg"): (400, "not a single letter"),
+        ("ana-1", "J", photo_bytes(), "image/jpeg"): (400, "letter 'J' is not one of the 24 letters"),
+        ("ana-1", "", photo_bytes(), "image/jpeg"): (400, "letter: missing"),
+        ("ana-1", "A", b"just some notes", "image/jpeg"): (400, "photo: not a PNG or JPEG image"),
+        ("ana-1", "A", photo_bytes()[:200], "image/jpeg"): (400, "photo:"),
+        ("ana-1", "A", photo_bytes(), "text/plain"): (415, "send the photo's bytes as image/jpeg or image/png"),
+        ("ana-1", "A", b"\xff\xd8" + b"0" * (8 * 1024 * 1024), "image/jpeg"): (413, "larger than the limit"),
+    }
+    for (name, letter, body, content_type), (status, message) in refused.items():
+        answer = teach_post(url, name, letter, body, content_type)
+        assert answer.status_code == status and message in answer.json()["message"], (name, letter, answer.text)
+    assert files_under(root) == stored  # nothing written, not even a partial file
+    assert not (root.parent / "evil").exists()
+
+
+@pytest.mark.e2e
+def test_teach_mode_holds_the_per_person_limit_under_concurrent_uploads_to_two_workers(asl_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda k: teach_post(asl_server.url, "busy", "LVYAB"[k % 5], photo_bytes(seed=k)),
+                                range(3 * COLLECT_MAX)))
+    statuses = Counter(a.status_code for a in answers)
+    assert statuses == {201: COLLECT_MAX, 409: 2 * COLLECT_MAX}, statuses
+    assert all("already has 6 photos" in a.json()["message"] for a in answers if a.status_code == 409)
+    assert len(files_under(asl_server.collect_dir / "busy")) == COLLECT_MAX
+    assert sorted(a.json()["photos"] for a in answers if a.status_code == 201) == list(range(1, COLLECT_MAX + 1))
