@@ -18,9 +18,6 @@ from asl_mlops.errors import InputError
 
 ARCHITECTURES = ("auto", "cnn", "resnet50", "keypoints")
 VAL_SPLITS = ("grouped", "random")
-#: Settings added with a default that differs from what runs did before they existed, and that earlier value: a
-#: sweep study recorded before the setting ran with the earlier value (asl_mlops.tuning.sweep.check_same_settings).
-VALUES_BEFORE_THE_SETTING: dict[str, Any] = {"ema_momentum": 0.99, "recompute_batchnorm": False, "ensemble": "1"}
 #: The registered model of Sign MNIST recognizers when no --model-name is given.
 DEFAULT_MODEL_NAME = "asl-recognizer"
 #: The alias of the registered version that serves, and the URI that loads it.
@@ -330,8 +327,9 @@ TUNE_REGISTRY = RegistryConfig(register=True)
 class TeachConfig:
     """How `asl-mlops teach` adds one person's photos to the champion photo recognizer (asl_mlops.teach)."""
 
-    model_name: str = knob(DEFAULT_MODEL_NAME, "Registered model whose champion is taught; a new version of it is "
-                                               "registered and promoted if it passes the teach gate.")
+    model_name: str = knob("", "Registered model whose champion is taught; a new version of it is registered and "
+                               "promoted if it passes the teach gate. Empty: the only registered model (with several, "
+                               "the command lists them).")
     teach_weight: float = knob(10.0, "How much each of the person's photos counts in training, against an average "
                                      "photo of the champion's training data (a few photos must outweigh thousands).")
     held_out_per_letter: int = knob(1, "The person's photos of each letter kept out of the teaching, for the gate's "
@@ -344,7 +342,7 @@ class TeachConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
+            (not self.model_name or bool(MODEL_NAME_PATTERN.fullmatch(self.model_name)),
              "model_name must be letters, digits, spaces, '.', '_' or '-'"),
             (0 < self.teach_weight <= 1000, "teach_weight must be in (0, 1000]"),
             (0 <= self.held_out_per_letter <= 100, "held_out_per_letter must be in [0, 100]"),

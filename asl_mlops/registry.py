@@ -26,11 +26,15 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
+import shlex
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -59,6 +63,10 @@ DECISION_TAG = "champion_decision"
 CHALLENGER = "challenger"
 #: The validation gate's verdict on a version: passed or failed (asl_mlops.validation).
 VALIDATION_STATUS_TAG = "validation_status"
+#: The gate's tag of each check on a version: `validation.<check>` = "value threshold pass|fail".
+CHECK_TAG_PREFIX = "validation."
+#: The version description's verdict section starts with this heading (the gate writes it, `promote` rewrites it).
+SECTION_HEADING = "### Validation gate"
 PARAM_TAGS = ("architecture", "resolved_architecture", "learning_rate", "decay_rate", "l2", "epochs", "batch_size",
               "seed", "train_data_hash", "val_data_hash", "test_data_hash")
 
@@ -246,9 +254,8 @@ def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, 
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name` with the alias
     `challenger`; `champion` moves only through the validation gate (asl_mlops.validation).
 
-    Metrics and the data hash are read from the run itself (`val_accuracy`, `val_loss`, or
-    `final_val_accuracy`, `final_val_loss` in runs logged before the per-epoch curves became `epoch_*`;
-    `test_accuracy`, `val_data_hash`), so any finished run can be registered; they are stored as version
+    Metrics and the data hash are read from the run itself (`val_accuracy`, `val_loss`, `test_accuracy`,
+    `val_data_hash`), so any finished run can be registered; they are stored as version
     tags at full precision, which the gain check compares. Only a FINISHED run is accepted, and a
     run already registered under `model_name` is not registered twice (a re-run sweep returns its version,
     `promoted` saying whether it is champion and `registered` False).
@@ -258,12 +265,10 @@ def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, 
     if run.info.status != "FINISHED":
         raise InputError(f"run {run_id} is {run.info.status}: only a run that finished cleanly is registered")
     metrics = run.data.metrics
-    # Older runs: val_accuracy was the per-epoch curve and final_val_accuracy the served model's.
-    prefix = "final_" if "final_val_accuracy" in metrics else ""
-    if f"{prefix}val_accuracy" not in metrics:
+    if "val_accuracy" not in metrics:
         raise InputError(f"run {run_id} has no val_accuracy metric: it was not made by asl-mlops train/tune")
-    val_accuracy = metrics[f"{prefix}val_accuracy"]
-    val_loss = metrics.get(f"{prefix}val_loss")  # runs from before it was logged have none
+    val_accuracy = metrics["val_accuracy"]
+    val_loss = metrics.get("val_loss")
 
     # repr: the shortest text that reads back as the same float, so the rule compares what was measured.
     version_tags = {"val_accuracy": repr(float(val_accuracy)), "run_id": run_id,
@@ -318,8 +323,9 @@ def promote_if_better(model_name: str, version: str, *, passed: bool, failed: st
 
 
 def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
-    """Move `champion` to `version` by hand (no gate, no rule applied; the decision is tagged on the version);
-    `challenger` leaves it."""
+    """Move `champion` to `version` by hand (no gate, no rule applied); `challenger` leaves it. The decision says
+    so, over which verdict of the gate and by which command, in the version's `champion_decision` tag, its run's,
+    and its description's verdict section."""
     client = MlflowClient()
     try:
         target = client.get_model_version(model_name, str(version))
@@ -327,15 +333,61 @@ def promote(version: str, model_name: str = DEFAULT_MODEL_NAME) -> Registration:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise InputError(f"registered model '{model_name}' has no version {version}") from None
         raise
+    command = f"asl-mlops registry promote {target.version} --model-name {shlex.quote(model_name)}"
     with registry_lock(model_name, client):
         before = current_champion(model_name, client)
         client.set_registered_model_alias(model_name, CHAMPION, str(target.version))
         if str((client.get_registered_model(model_name).aliases or {}).get(CHALLENGER)) == str(target.version):
             client.delete_registered_model_alias(model_name, CHALLENGER)  # a champion is no longer a challenger
-        verdict = f"promoted by hand (champion was {f'v{before.version}' if before else 'unset'})"
+        verdict = (f"promoted by hand (champion was {f'v{before.version}' if before else 'unset'}) over "
+                   f"{gate_verdict(target)}, with `{command}`")
         client.set_model_version_tag(model_name, target.version, DECISION_TAG, verdict)
+        if target.run_id:
+            client.set_tag(target.run_id, DECISION_TAG, f"{model_name} v{target.version} {verdict}")
+        client.update_model_version(model_name, target.version,
+                                    description=hand_promoted_description(target.description or "", verdict))
     logger.info("%s version %s: %s", model_name, target.version, verdict)
     return Registration(model_name, str(target.version), True, verdict)
+
+
+#: A `validation.<check>` tag's text: value, threshold (from its comparison sign on), pass|fail.
+CHECK_TAG_TEXT = re.compile(r"(?P<value>.*?) (?P<threshold>[<>]=? .*) (?P<result>pass|fail)")
+
+
+def failed_checks(version: ModelVersion) -> list[str]:
+    """The validation gate's failed checks on `version`, from its `validation.<check>` tags, as
+    'check value, needs threshold', e.g. 'unseen_signer_accuracy 0.3100, needs >= 0.5'."""
+    failed = []
+    for key, text in sorted((version.tags or {}).items()):
+        if not key.startswith(CHECK_TAG_PREFIX) or not text.endswith(" fail"):
+            continue
+        name, match = key[len(CHECK_TAG_PREFIX):], CHECK_TAG_TEXT.fullmatch(text)
+        failed.append(f"{name} {match['value']}, needs {match['threshold']}" if match
+                      else f"{name} {text.removesuffix(' fail')}")
+    return failed
+
+
+def gate_verdict(version: ModelVersion) -> str:
+    """The validation gate's verdict on `version` in words, with its failed checks: "the validation gate's verdict
+    'failed' (unseen_signer_accuracy 0.3100, needs >= 0.5)", "... 'passed'", or that there is none."""
+    status = (version.tags or {}).get(VALIDATION_STATUS_TAG)
+    if status is None:
+        return "no verdict of the validation gate (it never ran on this version)"
+    failed = failed_checks(version)
+    return f"the validation gate's verdict '{status}'" + (f" ({'; '.join(failed)})" if failed else "")
+
+
+def hand_promoted_description(description: str, decision: str) -> str:
+    """`description` with its verdict section (`SECTION_HEADING`) saying the version was promoted by hand
+    (`decision`) in place of the gate's own decision; a version the gate never saw gets the section."""
+    kept, _, section = description.partition(SECTION_HEADING)
+    sentence = f"{decision[0].upper()}{decision[1:]}."
+    if not section:
+        return f"{kept.rstrip()}\n\n{SECTION_HEADING}: not run; promoted by hand\n\n{sentence}".lstrip()
+    paragraphs = section.strip().split("\n\n")
+    heading = paragraphs[0].split("; promoted by hand")[0] + "; promoted by hand"
+    body = paragraphs[1:-1] if len(paragraphs) > 1 and not paragraphs[-1].startswith("|") else paragraphs[1:]
+    return "\n\n".join([kept.rstrip(), f"{SECTION_HEADING}{heading}", *body, sentence]).lstrip()
 
 
 def list_versions(model_name: str = DEFAULT_MODEL_NAME) -> list[tuple[ModelVersion, list[str]]]:
@@ -371,3 +423,182 @@ def versions_table(versions: list[tuple[ModelVersion, list[str]]]) -> str:
 
 def _short_float(value: str | None) -> str:
     return f"{float(value):.4f}" if value is not None else "-"
+
+
+# --- where a command looked, and what to do when it found nothing -----------------------------------------------
+
+def local_store_path(uri: str) -> Path | None:
+    """The file (sqlite:///...) or folder (file:..., a plain path) of a local MLflow store, absolute; None for a
+    tracking server or a database server."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
+        return Path(path).resolve() if path and path != ":memory:" else None
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path)).resolve()
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (C:\... parses as scheme 'c')
+        return Path(uri).resolve()
+    return None
+
+
+def store_words(uri: str | None = None) -> str:
+    """The tracking store as a person finds it: a local store's absolute path, else its URI (password hidden)."""
+    uri = uri or mlflow.get_tracking_uri()
+    path = local_store_path(uri)
+    if path is not None:
+        return str(path)
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@", 1)
+    return uri
+
+
+def where_to_point() -> str:
+    """Where the store came from, and how to point at another, for the end of a message."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return ("(from MLFLOW_TRACKING_URI): set MLFLOW_TRACKING_URI to the store your runs went to, e.g. "
+                "sqlite:////path/to/mlflow.db or http://HOST:5000, or unset it to use ./mlflow.db of the folder "
+                "you run in")
+    return ("(MLFLOW_TRACKING_URI is not set, so MLflow uses mlflow.db in the current folder): run this from the "
+            "folder that holds your mlflow.db, or set MLFLOW_TRACKING_URI, e.g. sqlite:////path/to/mlflow.db or "
+            "http://HOST:5000")
+
+
+def require_store() -> None:
+    """InputError saying where it looked and how to point elsewhere if the tracking or registry store is a local
+    file or folder that does not exist: MLflow would create an empty one there (the first MlflowClient does) and
+    then find nothing in it. Call before anything asks MLflow about runs or models."""
+    for uri in dict.fromkeys((mlflow.get_tracking_uri(), mlflow.get_registry_uri())):
+        path = local_store_path(uri)
+        if path is not None and not path.exists():
+            raise InputError(f"no MLflow tracking store at {path} {where_to_point()}")
+
+
+def registered_model_names(client: MlflowClient | None = None) -> list[str]:
+    """The names of every registered model in the store, sorted, registration locks (`<name>.lock`) left out."""
+    client = client or MlflowClient()
+    names, token = [], None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        names += [m.name for m in page if not m.name.endswith(LOCK_SUFFIX)]
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
+def nothing_registered() -> str:
+    """The message for a store without a registered model: where it looked, how to register or point elsewhere."""
+    return (f"no model is registered in the MLflow tracking store {store_words()}; register one with "
+            "`asl-mlops train ... --register true` (or `mlflow run . -P register=true`), or point at the store that "
+            f"has yours {where_to_point()}")
+
+
+def no_such_model(model_name: str, names: list[str]) -> str:
+    """The message for a registered model name that is not in the store (`names`: those that are)."""
+    if not names:
+        return f"no registered model named '{model_name}': {nothing_registered()}"
+    return (f"no registered model named '{model_name}' in the MLflow tracking store {store_words()}; registered "
+            f"models there: {', '.join(names)}")
+
+
+def only_model_name(model_name: str | None = None, client: MlflowClient | None = None) -> str:
+    """The registered model a command works on: `model_name` if given (InputError listing the registered models if
+    it is not one), else the only registered model; with none or several, InputError saying where it looked and
+    naming them. Creates no store (`require_store`)."""
+    require_store()
+    names = registered_model_names(client)
+    if model_name:
+        if model_name not in names:
+            raise InputError(no_such_model(model_name, names))
+        return model_name
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise InputError(nothing_registered())
+    raise InputError(f"{len(names)} registered models in the MLflow tracking store {store_words()}: "
+                     f"{', '.join(names)}; say which with --model-name")
+
+
+def no_version_with(model_name: str, alias: str, client: MlflowClient, uri_option: bool = True) -> str:
+    """Why `model_name` has no version with `alias` and what to do, in one line: for `champion`, the version that
+    is `challenger` (or the newest), the gate's verdict on it with its failed checks, and the commands that would
+    use it anyway (`registry promote`; with `uri_option`, --model-uri models:/NAME@challenger too)."""
+    quoted = shlex.quote(model_name)
+    versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: -int(v.version))
+    if not versions:
+        return (f"registered model '{model_name}' has no versions yet: register one with `asl-mlops train ... "
+                f"--register true --model-name {quoted}`")
+    aliases = client.get_registered_model(model_name).aliases or {}
+    held = ", ".join(f"'{a}' is v{v}" for a, v in sorted(aliases.items())) or "no version has an alias"
+    if alias != CHAMPION:
+        return f"registered model '{model_name}' has no version with the alias '{alias}' ({held})"
+    by_number = {str(v.version): v for v in versions}
+    challenger = by_number.get(str(aliases.get(CHALLENGER)))
+    candidate = challenger or versions[0]
+    n = candidate.version
+    which = f"v{n} is '{CHALLENGER}'" if challenger else f"the newest version, v{n}, has no alias"
+    status = (candidate.tags or {}).get(VALIDATION_STATUS_TAG)
+    if status == "failed":
+        why = f", and the validation gate refused it ({'; '.join(failed_checks(candidate)) or 'failed'})"
+    elif status == "passed":
+        decision = (candidate.tags or {}).get(DECISION_TAG, "not promoted")
+        why = f"; it passed the validation gate ({decision})"
+    else:
+        why = (f"; the validation gate has not decided on it (`asl-mlops registry validate --version {n} --promote "
+               f"--model-name {quoted}` runs it)")
+    uri = f"models:/{model_name}@{CHALLENGER}" if challenger else f"models:/{model_name}/{n}"
+    anyway = f"`asl-mlops registry promote {n} --model-name {quoted}` makes it champion"
+    anyway += f", or --model-uri {uri} uses it as it is" if uri_option else ""
+    return f"registered model '{model_name}' has no '{CHAMPION}' version: {which}{why}. To use it anyway: {anyway}"
+
+
+#: models:/NAME@ALIAS and models:/NAME/VERSION (a registered model's version; models:/m-... is a logged model).
+MODEL_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?")
+MODEL_VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)/?")
+RUN_URI = re.compile(r"runs:/(?P<run_id>[^/]+)(/.*)?")
+
+
+def explain_model_uri(model_uri: str) -> str | None:
+    """Why `model_uri` names no model in this tracking store, in words that say what to do next (see
+    `require_store`, `no_such_model`, `no_version_with`); None if it names one, if it is not a models:/ or runs:/
+    URI, or if the store cannot be asked (the load that follows says why). Creates no store."""
+    if not model_uri.startswith(("models:/", "runs:/")):
+        return None
+    try:
+        require_store()
+    except InputError as err:
+        return str(err)
+    client = MlflowClient()
+    try:
+        if match := RUN_URI.fullmatch(model_uri):
+            try:
+                client.get_run(match["run_id"])
+            except MlflowException as err:
+                if not _error_is(err, RESOURCE_DOES_NOT_EXIST):
+                    raise
+                return f"run {match['run_id']} is not in the MLflow tracking store {store_words()} {where_to_point()}"
+            return None
+        match = MODEL_ALIAS_URI.fullmatch(model_uri) or MODEL_VERSION_URI.fullmatch(model_uri)
+        if match is None:
+            return None
+        names = registered_model_names(client)
+        if match["name"] not in names:
+            reason = no_such_model(match["name"], names)
+            if len(names) == 1:
+                reason += f" (--model-uri models:/{names[0]}@{match.groupdict().get('alias') or CHAMPION})"
+            return reason
+        if "alias" in match.groupdict():
+            try:
+                client.get_model_version_by_alias(match["name"], match["alias"])
+                return None
+            except MlflowException as err:
+                if not _error_is(err, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST):
+                    raise
+                return no_version_with(match["name"], match["alias"], client)
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{match['name']}'"))
+        if int(match["version"]) not in versions:
+            return (f"registered model '{match['name']}' has no version {match['version']} (its versions: "
+                    f"{', '.join(map(str, versions)) or 'none'})")
+        return None
+    except MlflowException:  # a store that cannot answer: the load says why
+        return None

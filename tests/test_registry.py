@@ -40,18 +40,14 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 
 def finished_run(val_accuracy: float, val_loss: float | None = 0.2, data_hash: str = "hash-a",
-                 status: str = "FINISHED", older: bool = False) -> tuple[str, str]:
+                 status: str = "FINISHED") -> tuple[str, str]:
     """A run shaped like train_and_evaluate's (metrics, data hash, a logged model); returns (run_id, model_uri).
-    `val_loss=None` leaves out val_loss, like a run from before it was logged; `older` logs the served model's
-    figures as final_val_* beside a per-epoch val_accuracy curve, as runs did before the curves became epoch_*."""
-    final = "final_" if older else ""
+    `val_loss=None` leaves out val_loss."""
     with mlflow.start_run() as run:
         mlflow.log_params({"val_data_hash": data_hash, "architecture": "cnn", "learning_rate": 0.002})
-        mlflow.log_metrics({f"{final}val_accuracy": val_accuracy, "test_accuracy": val_accuracy - 0.01})
-        if older:
-            mlflow.log_metric("val_accuracy", 0.1, step=0)  # the last epoch's, not the served model's
+        mlflow.log_metrics({"val_accuracy": val_accuracy, "test_accuracy": val_accuracy - 0.01})
         if val_loss is not None:
-            mlflow.log_metric(f"{final}val_loss", val_loss)
+            mlflow.log_metric("val_loss", val_loss)
         info = mlflow.pyfunc.log_model(name="recognizer", python_model=Echo(), pip_requirements=[])
     if status != "FINISHED":
         MlflowClient().set_terminated(run.info.run_id, status)
@@ -294,10 +290,3 @@ def test_promote_works_when_the_model_has_no_champion_alias(mlflow_store):
     assert promoted.exit_code == 0, promoted.output
     assert "promoted by hand (champion was unset)" in promoted.output
     assert str(current_champion(NAME).version) == "1"
-
-
-def test_a_run_from_before_the_epoch_names_registers_with_its_final_figures(mlflow_store):
-    run_id, uri = finished_run(0.91, 0.3, older=True)
-    registration = register_and_decide(run_id, uri, "older")
-    version = MlflowClient().get_model_version("older", registration.version)
-    assert float(version.tags["val_accuracy"]) == 0.91 and float(version.tags["val_loss"]) == 0.3

@@ -64,28 +64,6 @@ if TYPE_CHECKING:
 SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "opencv-contrib-python")
 
 
-def with_preprocessing(network: Any) -> tuple[Any, str]:
-    """A recognizer's network logged before the model owned its preprocessing (its model_config names no
-    architecture; it takes preprocessed input) -> (the same network behind `asl_mlops.training.models`'
-    preprocessing layers, so it takes raw pixels like every newer one, its architecture).
-
-    A recognizer bundles its own asl_mlops (code_paths) and runs that code in a fresh process, but in one
-    that has imported this asl_mlops first (`asl-mlops evaluate`, `predict`), this class loads it."""
-    import keras
-
-    from asl_mlops.training.models import RESNET50_SHAPE, preprocessing_layers
-    from asl_mlops.training.preprocess import RAW_SHAPE
-
-    # What those networks took: the cnn's shape was the raw one (scaled to [0, 1]), resnet50's its own.
-    legacy_inputs = {RAW_SHAPE: "cnn", RESNET50_SHAPE: "resnet50"}
-    shape = tuple(network.input_shape[1:])
-    if shape not in legacy_inputs:
-        raise ValueError(f"recognizer network with input shape {shape} and no architecture in its model_config")
-    architecture = legacy_inputs[shape]
-    inputs = keras.Input(RAW_SHAPE, name="image")
-    return keras.Model(inputs, network(preprocessing_layers(architecture, inputs)), name=network.name), architecture
-
-
 def traced_forward(model: "keras.Model", tta: bool) -> Callable[["tf.Tensor"], "tf.Tensor"]:
     """The recognizer's forward pass over raw-pixel batches (N, 28, 28, 1) float32: softmax (N, 24), the mean
     over the test-time views (asl_mlops.training.tta) when `tta`. One traced graph for every batch size (batches are at
@@ -114,10 +92,7 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
 
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         config = context.model_config or {}
-        # `resolved_architecture` since architecture 'auto'; `architecture` in models logged before it.
-        self.architecture = config.get("resolved_architecture", config.get("architecture"))
-        if self.architecture is None:  # logged before networks took raw pixels
-            self.model, self.architecture = with_preprocessing(self.model)
+        self.architecture = config["resolved_architecture"]
         # Test-time augmentation (asl_mlops.training.tta), as the run measured it.
         self.tta = str(config.get("tta", False)).lower() == "true"
         self._forward = traced_forward(self.model, self.tta)

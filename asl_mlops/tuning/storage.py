@@ -15,12 +15,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from asl_mlops.config import (
-    SWEPT_FIELDS,
-    VALUES_BEFORE_THE_SETTING,
-    SweepConfig,
-    TrainConfig,
-)
+from asl_mlops.config import SWEPT_FIELDS, SweepConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.training.inputs import PreparedData
 
@@ -114,13 +109,9 @@ def check_same_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
     if previous is None:
         study.set_user_attr("settings", settings)
         return
-    # A setting the study does not record is newer than the study: it ran with that setting's default, or with
-    # what the code did before the setting existed where that differs.
-    before = TrainConfig().replace(**VALUES_BEFORE_THE_SETTING).to_params()
-    recorded = {**before, **SweepConfig().to_params(), **previous}
-    # Also equal as text: `ensemble` was a number before 'auto' (1 then, '1' now).
-    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items()
-               if recorded.get(k) != v and str(recorded.get(k)) != str(v)]
+    # A setting the study does not record is newer than the study: it ran with that setting's default.
+    recorded = {**TrainConfig().to_params(), **SweepConfig().to_params(), **previous}
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
     if changed:
         raise InputError(f"invalid sweep setting: study '{study.study_name}' was run with other settings "
                          f"({'; '.join(changed)}); keep them to resume it, or use a new --study-name")

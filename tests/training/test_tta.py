@@ -69,26 +69,3 @@ def test_recognizer_answers_what_the_run_measured(mlflow_store):
     assert np.allclose(served, predict_probabilities(model, x, tta=True), atol=1e-5)
     plain = mlflow.pyfunc.load_model(without).unwrap_python_model().probabilities(images)
     assert np.allclose(plain, predict_probabilities(model, x), atol=1e-5)
-
-
-@pytest.mark.slow
-def test_a_recognizer_logged_before_networks_took_raw_pixels_still_answers_right(mlflow_store, tmp_path):
-    """Its network takes pixels / 255 and its model_config names no architecture (as logged before the model
-    owned its preprocessing); loaded by this asl_mlops, it still gets what it was trained on."""
-    from asl_mlops.serving.recognizer import LetterRecognizer, recognizer_signature
-    from asl_mlops.serving.requests import pixel_frame
-
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((28, 28, 1))
-    old = keras.Model(inputs, keras.layers.Dense(24, activation="softmax")(keras.layers.Flatten()(inputs)))
-    old.save(tmp_path / "model.keras")
-    images = make_synthetic(12, seed=4).images
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="recognizer", python_model=LetterRecognizer(),
-                                       artifacts={"keras_model": str(tmp_path / "model.keras")},
-                                       signature=recognizer_signature(), input_example=pixel_frame(images[:2]),
-                                       model_config={"tta": False})
-    recognizer = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model()
-    assert recognizer.architecture == "cnn"
-    expected = old.predict(images[..., None].astype("float32") / 255.0, verbose=0)
-    np.testing.assert_allclose(recognizer.probabilities(images), expected, atol=1e-5)
