@@ -88,7 +88,7 @@ class TrainConfig:
                                       "uses min(this, 1 - 10/N), so the average spans about its last tenth.")
     recompute_batchnorm: bool = knob(True, "cnn with --ema: after training, recompute the BatchNorm statistics for the "
                                            "averaged weights over one pass of the augmented training data.")
-    # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/training/tta.py).
+    # Test-time augmentation of the final evaluation and the served recognizer (asl_mlops/recognizers/tta.py).
     tta: bool = knob(True, "Test-time augmentation: the recognizer (what is registered and served) and the run's "
                            "final val/test metrics average each prediction over 9 views (1-px shifts, +-6 degree "
                            "rotations, +-6% zooms).")

@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 
 from asl_mlops.config import RegistryConfig, TrainConfig
-from asl_mlops.serving.recognizer import log_recognizer
+from asl_mlops.recognizers.sign_mnist import log_recognizer
 from asl_mlops.tracking import log_config, log_figures, log_input, training_device
 from asl_mlops.training import plots
 from asl_mlops.training.evaluate import (
@@ -218,7 +218,7 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         # epoch: MLflow copies the run's metrics of the model's step onto it, and per-epoch values are not its own.
         if config.resolved_architecture == "keypoints":
             from asl_mlops.hands.landmarker import hand_model_path
-            from asl_mlops.serving.hand_recognizer import log_hand_recognizer
+            from asl_mlops.recognizers.photos import log_hand_recognizer
 
             test_photos = data.test_images.paths  # the first test photo with a hand is the input example
             example = next((path for path, found in zip(test_photos, data.test_found) if found), test_photos[0])

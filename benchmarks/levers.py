@@ -21,7 +21,7 @@ each lever is applied to the trained models and scored on the stand-in:
 - `tta-shift5`: mean of the softmax over the image and its four 1-pixel shifts (edge pixels repeated).
 - `tta-zero5`: the same with zeros shifted in (what Keras' ZeroPadding2D + Cropping2D do in a model).
 - `tta-affine9`: the shift5 views plus rotations of +-6 degrees and zooms of +-6%.
-- `tta`: asl_mlops.training.tta as shipped (the recognizer's and the run's final metrics' path): the affine9 views
+- `tta`: asl_mlops.recognizers.tta as shipped (the recognizer's and the run's final metrics' path): the affine9 views
   through `keras.ops.image.affine_transform`.
 - `ensemble-K`: mean softmax of K models of different seeds, every combination (K times the training).
 
@@ -215,7 +215,7 @@ def main() -> None:
         probs["tta-affine9"][seed] = np.mean(per_view, axis=0)
         probs["tta-zero5"][seed] = np.mean([per_view[0]] + [predict_probabilities(model, v)
                                                             for v in views["zero5"][1:]], axis=0)
-        probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.training.tta, as shipped
+        probs["tta"][seed] = predict_probabilities(model, data.x_test, tta=True)  # asl_mlops.recognizers.tta, as shipped
         config = TrainConfig(seed=seed, **recipe)  # the augmentation and batch size the model trained with
         recalibrated = bn_reestimated(model, data.x_train, data.y_train, config)
         probs["bn-reestimate"][seed] = predict_probabilities(recalibrated, data.x_test)

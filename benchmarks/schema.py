@@ -33,8 +33,8 @@ def main() -> None:
     from mlflow.types import ColSpec, Schema
 
     from asl_mlops.data.sign_mnist import LABEL_COLUMN, PIXEL_COLUMNS
-    from asl_mlops.serving.recognizer import recognizer_signature
-    from asl_mlops.serving.requests import IMAGE_COLUMN, pixel_frame
+    from asl_mlops.recognizers.sign_mnist import recognizer_signature
+    from asl_mlops.recognizers.requests import IMAGE_COLUMN, pixel_frame
 
     class Rows(mlflow.pyfunc.PythonModel):
         """Answers the row count: a model that costs nothing, so the timings are MLflow's alone."""

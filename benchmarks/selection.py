@@ -107,7 +107,7 @@ def train_one(recipe: str, seed: int, parts, cache_dir: str, epochs: int | None 
         predict_probabilities,
     )
     from asl_mlops.training.inputs import split_data
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.recognizers.preprocess import to_model_input
 
     csv, split, random_val, standin = parts
     changes = recipe_changes(recipe, epochs, overrides)

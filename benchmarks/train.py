@@ -62,7 +62,7 @@ def bench_input(train_data: str, repeats: int = 5) -> dict:
     import numpy as np
 
     from asl_mlops.data.sign_mnist import load_csv
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.recognizers.preprocess import to_model_input
 
     images = load_csv(train_data).images
     shape_s, load_s = [], []
@@ -131,7 +131,7 @@ def bench_widths(rounds: int = 3, steps: int = 15, images: int = 200) -> dict:
     import numpy as np
 
     from asl_mlops.labels import NUM_CLASSES
-    from asl_mlops.serving.recognizer import traced_forward
+    from asl_mlops.recognizers.sign_mnist import traced_forward
     from asl_mlops.training.fit import LOSS_AND_METRICS
     from asl_mlops.training.models import average_ensemble, build_cnn
 
@@ -193,7 +193,7 @@ def step_ms(train_data: str, steps: int = 300, rows: int = 8192, fused: bool = T
     from asl_mlops.training.fused_batchnorm import fused_batchnorm
     from asl_mlops.training.inputs import one_hot
     from asl_mlops.training.models import build_model
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.recognizers.preprocess import to_model_input
 
     config = TrainConfig()
     csv = load_csv(train_data)

@@ -4,7 +4,7 @@
         --models-dir /tmp/levers-work
 
 Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.keras` per training seed,
-on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.training.tta's own
+on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.recognizers.tta's own
 path (asl_mlops.training.evaluate.predict_probabilities with another view list). Per set: stand-in errors mean
 +- sd and worst over the models, photos misread (stand-in families with more than half of their variants
 wrong: levers.photos_misread), and the mean errors of ensembles of three models. No training.
@@ -33,7 +33,7 @@ def turns_and_zooms(degrees: float, percent: float) -> list[tuple[float, float, 
     return [(0, 0, degrees, 1.0), (0, 0, -degrees, 1.0), (0, 0, 0, 1 + percent / 100), (0, 0, 0, 1 - percent / 100)]
 
 
-#: View sets in asl_mlops.training.tta.VIEWS' format (shift down px, shift right px, degrees, zoom); the first is shipped.
+#: View sets in asl_mlops.recognizers.tta.VIEWS' format (shift down px, shift right px, degrees, zoom); the first is shipped.
 VIEW_SETS: dict[str, list[tuple[float, float, float, float]]] = {
     "shipped: shifts 1px, +-6 deg, +-6% (9)": IDENTITY + SHIFT1 + turns_and_zooms(6, 6),
     "+ diagonal 1px shifts (13)": IDENTITY + SHIFT1 + DIAGONAL1 + turns_and_zooms(6, 6),
@@ -66,7 +66,7 @@ def main() -> None:
     from asl_mlops.data.split import find_families
     from asl_mlops.labels import labels_to_indices
     from asl_mlops.training.evaluate import predict_probabilities
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.recognizers.preprocess import to_model_input
     _, _, _, standin, info = selection.carve(args.train_data, 0.2, 2026)
     x, y, family = to_model_input(standin.images), labels_to_indices(standin.labels), find_families(standin)
     paths = sorted(args.models_dir.glob("*.keras"))

@@ -16,7 +16,7 @@ from asl_mlops.labels import labels_to_indices
 from asl_mlops.train import train_and_evaluate
 from asl_mlops.training.evaluate import predict_probabilities
 from asl_mlops.training.fit import learning_rate_schedule
-from asl_mlops.training.preprocess import to_model_input
+from asl_mlops.recognizers.preprocess import to_model_input
 
 
 def test_learning_rate_schedule_is_inverse_time_decay(fast_config):

@@ -4,7 +4,7 @@ A network trained on some people is more sure of itself than it is right about n
 (one number T, softmax(log p / T), Guo et al. 2017) is fitted to the validation signers' photos, which the
 network never trained on, so its confidence means what it says for a new person. The "not sure" threshold is
 then the lowest calibrated confidence at which the validation signers' answered letters are at least
-`min_answered_accuracy` right: below it the recognizer names no letter (asl_mlops.serving.hand_recognizer).
+`min_answered_accuracy` right: below it the recognizer names no letter (asl_mlops.recognizers.photos).
 
 Pure NumPy/SciPy: probabilities and labels in, numbers out.
 """

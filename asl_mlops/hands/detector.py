@@ -1,5 +1,5 @@
 """Hand stage: find one hand in a photo with MediaPipe's HandLandmarker: its 21 keypoints, which hand it is,
-and its box. The photo recognizer (asl_mlops.serving.hand_recognizer) classifies the keypoints.
+and its box. The photo recognizer (asl_mlops.recognizers.photos) classifies the keypoints.
 
 The landmarker needs a model bundle, `hand_landmarker.task` (a zip of two TFLite networks). `hand_model_path`
 finds one, in this order:

@@ -11,7 +11,7 @@ from typing import Protocol, TextIO
 
 from asl_mlops.data.images import encode_image_file
 from asl_mlops.errors import InputError
-from asl_mlops.serving.requests import IMAGE_COLUMN
+from asl_mlops.recognizers.requests import IMAGE_COLUMN
 
 QUIT = "x"  # typed alone on a line, ends the interactive loop (as in the original tool)
 REQUEST_TIMEOUT = 60.0  # seconds; the scoring server's own request timeout is 60 s too

@@ -55,11 +55,11 @@ class Evaluation:
 
 def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False,
                           views=None) -> np.ndarray:
-    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.training.preprocess.to_model_input); with `tta`,
-    averaged over asl_mlops.training.tta's views (`views`: another set in `asl_mlops.training.tta.VIEWS`' format)."""
+    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.recognizers.preprocess.to_model_input); with `tta`,
+    averaged over asl_mlops.recognizers.tta's views (`views`: another set in `asl_mlops.recognizers.tta.VIEWS`' format)."""
     if not tta:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    from asl_mlops.training.tta import VIEWS, mean_over_views, views_of
+    from asl_mlops.recognizers.tta import VIEWS, mean_over_views, views_of
 
     views = VIEWS if views is None else views
     out = []

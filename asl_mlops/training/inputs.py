@@ -17,7 +17,7 @@ from asl_mlops.data.split import Split, split_train_val
 from asl_mlops.errors import InputError
 from asl_mlops.hands.landmarker import file_sha256
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
-from asl_mlops.training.preprocess import to_model_input
+from asl_mlops.recognizers.preprocess import to_model_input
 from asl_mlops.training.trunk import (
     check_cache_dir,
 )

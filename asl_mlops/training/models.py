@@ -4,7 +4,7 @@
 - `build_cnn`: a compact CNN for 28x28 grayscale hands, far cheaper on a CPU.
 
 The model owns its input contract: every network takes raw Sign MNIST pixels, float32 (N, 28, 28, 1)
-with values 0-255 (`asl_mlops.training.preprocess.to_model_input`), and its first layers do the preprocessing
+with values 0-255 (`asl_mlops.recognizers.preprocess.to_model_input`), and its first layers do the preprocessing
 its architecture needs (`preprocessing_layers`). Training, augmentation, evaluation, the trunk cache and
 the served recognizer all feed it the same raw pixels, so no caller can prepare inputs another way.
 """
@@ -19,7 +19,7 @@ from keras import layers, regularizers
 from asl_mlops.config import TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.labels import NUM_CLASSES
-from asl_mlops.training.preprocess import RAW_SHAPE
+from asl_mlops.recognizers.preprocess import RAW_SHAPE
 
 #: First ResNet50 layer that is fine-tuned; everything before it stays frozen (the original spec).
 RESNET50_FIRST_TRAINABLE = "conv5_block3_3_conv"

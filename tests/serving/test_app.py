@@ -40,7 +40,7 @@ from asl_mlops.serving.guard import (
     check_declared_length,
     json_shape_problem,
 )
-from asl_mlops.serving.requests import MAX_ROWS
+from asl_mlops.recognizers.requests import MAX_ROWS
 
 ROW = (np.arange(784) % 256).tolist()
 PIXELS = json.dumps({"dataframe_split": {"columns": list(PIXEL_COLUMNS), "data": [ROW]}})
@@ -187,8 +187,11 @@ def test_cli_bad_model_uri_is_one_line_and_exit_2(tmp_path):
                      env={"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == ("error: cannot load model models:/no-such-model@champion: "
-                         "Registered Model with name=no-such-model not found"), result.stderr[-2000:]
+    assert lines[-1] == (f"error: cannot load model models:/no-such-model@champion: no MLflow tracking store at "
+                         f"{tmp_path / 'mlflow.db'} (from MLFLOW_TRACKING_URI): set MLFLOW_TRACKING_URI to the store "
+                         "your runs went to, e.g. sqlite:////path/to/mlflow.db or http://HOST:5000, or unset it to "
+                         "use ./mlflow.db of the folder you run in"), result.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()
     not_a_model = run_cli("serve", "--model-uri", str(tmp_path), "--port", str(free_port()))
     assert not_a_model.returncode == 2 and "has no MLmodel file" in not_a_model.stderr.strip().splitlines()[-1]
 

@@ -26,7 +26,7 @@ from photo_model import train_photo_recognizer
 from asl_mlops.errors import InputError
 from asl_mlops.hands.detector import Hand
 from asl_mlops.labels import LETTERS
-from asl_mlops.serving.hand_recognizer import NO_HAND, NOT_SURE, answer_rows, photos_from_frame
+from asl_mlops.recognizers.photos import NO_HAND, NOT_SURE, answer_rows, photos_from_frame
 
 needs_real_hands = pytest.mark.skipif(not REAL_HANDS.is_dir(), reason=f"no real hand photos at {REAL_HANDS}")
 

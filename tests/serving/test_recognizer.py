@@ -31,7 +31,7 @@ from asl_mlops.data.images import (
 )
 from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.errors import InputError
-from asl_mlops.serving.requests import (
+from asl_mlops.recognizers.requests import (
     MAX_ROWS,
     images_from_frame,
     pixel_frame,
@@ -170,7 +170,7 @@ def assert_same_predictions(http: list[dict], direct: pd.DataFrame) -> None:
 @pytest.mark.slow
 def test_pyfunc_matches_the_keras_network_it_wraps(served_store, direct_predictions):
     from asl_mlops.training.evaluate import predict_probabilities
-    from asl_mlops.training.preprocess import to_model_input
+    from asl_mlops.recognizers.preprocess import to_model_input
 
     model, direct = direct_predictions
     keras_model = model.unwrap_python_model().model  # raw pixels in

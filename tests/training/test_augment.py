@@ -5,7 +5,7 @@ import pytest
 
 from asl_mlops.config import TrainConfig
 from asl_mlops.training.augment import PIXEL_RANGE, build_augmentation, make_dataset
-from asl_mlops.training.preprocess import to_model_input
+from asl_mlops.recognizers.preprocess import to_model_input
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from asl_mlops.data.synth import make_synthetic
 from asl_mlops.training.fit import ema_momentum, fit, training_optimizer
 from asl_mlops.training.inputs import PreparedData, one_hot
 from asl_mlops.training.models import build_model
-from asl_mlops.training.preprocess import to_model_input
+from asl_mlops.recognizers.preprocess import to_model_input
 
 
 def moving_average(snapshots: list[np.ndarray], momentum: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from asl_mlops.config import TrainConfig
 from asl_mlops.data.synth import make_synthetic
 from asl_mlops.errors import InputError
 from asl_mlops.training.models import build_resnet50
-from asl_mlops.training.preprocess import to_model_input
+from asl_mlops.recognizers.preprocess import to_model_input
 from asl_mlops.training.trunk import (
     ViewBatches,
     entry_key,

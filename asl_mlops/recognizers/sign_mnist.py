@@ -24,7 +24,7 @@ An encoded image becomes a 28x28 uint8 image by these steps (`decode_image`):
    the hand keeps its aspect ratio and no black or white bars that Sign MNIST never shows appear.
 6. `cv2.resize` to 28x28 with `INTER_AREA` (averages pixel areas: the right filter for shrinking).
 
-Both forms then go through `asl_mlops.training.preprocess.to_model_input` into the network, as in training.
+Both forms then go through `asl_mlops.recognizers.preprocess.to_model_input` into the network, as in training.
 Each row of the answer has `letter`, `label` (Sign MNIST label 0-24), `confidence` (softmax probability
 of that letter) and `top3` (the three most likely letters with probabilities).
 
@@ -49,13 +49,13 @@ import pandas as pd
 
 from asl_mlops.data.sign_mnist import IMAGE_SIZE
 from asl_mlops.errors import InputError
-from asl_mlops.serving.requests import (
+from asl_mlops.recognizers.requests import (
     INPUT_FORMS,
     images_from_frame,
     pixel_frame,
     predictions_frame,
 )
-from asl_mlops.training.preprocess import RAW_SHAPE, to_model_input
+from asl_mlops.recognizers.preprocess import RAW_SHAPE, to_model_input
 
 if TYPE_CHECKING:
     import keras
@@ -66,12 +66,12 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "opencv-
 
 def traced_forward(model: "keras.Model", tta: bool) -> Callable[["tf.Tensor"], "tf.Tensor"]:
     """The recognizer's forward pass over raw-pixel batches (N, 28, 28, 1) float32: softmax (N, 24), the mean
-    over the test-time views (asl_mlops.training.tta) when `tta`. One traced graph for every batch size (batches are at
+    over the test-time views (asl_mlops.recognizers.tta) when `tta`. One traced graph for every batch size (batches are at
     most MAX_ROWS, so no chunking). Measured on the cnn, 2 cores: 1.4 ms per single image against 10 ms for an
     eager model(x) call and ~20 ms for model.predict, which builds a tf.data pipeline per call."""
     import tensorflow as tf
 
-    from asl_mlops.training.tta import mean_over_views, views_of
+    from asl_mlops.recognizers.tta import mean_over_views, views_of
 
     def forward(x):
         if not tta:
@@ -93,7 +93,7 @@ class LetterRecognizer(mlflow.pyfunc.PythonModel):
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         config = context.model_config or {}
         self.architecture = config["resolved_architecture"]
-        # Test-time augmentation (asl_mlops.training.tta), as the run measured it.
+        # Test-time augmentation (asl_mlops.recognizers.tta), as the run measured it.
         self.tta = str(config.get("tta", False)).lower() == "true"
         self._forward = traced_forward(self.model, self.tta)
         self.probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))  # trace before the first request
@@ -130,7 +130,7 @@ def log_recognizer(keras_model: Any, example_images: np.ndarray, *, architecture
     `step`: the run's step the model belongs to. MLflow copies the run's metrics of that step onto the model, so
     training passes the step after its last epoch, which no per-epoch value has.
     `model_config` records the architecture and `tta`: with it, the recognizer averages each prediction over
-    asl_mlops.training.tta's views.
+    asl_mlops.recognizers.tta's views.
 
     Bundles the asl_mlops package as code_paths, so the served model runs this exact preprocessing
     even where asl_mlops is not installed. Writes the .keras file to a temporary folder first.

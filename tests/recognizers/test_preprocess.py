@@ -6,7 +6,7 @@ import pytest
 from keras.applications.resnet50 import preprocess_input
 
 from asl_mlops.training.models import build_cnn, preprocessing_layers
-from asl_mlops.training.preprocess import RAW_SHAPE, to_model_input
+from asl_mlops.recognizers.preprocess import RAW_SHAPE, to_model_input
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from asl_mlops.data.synth import make_synthetic
 from asl_mlops.training.evaluate import predict_probabilities
 from asl_mlops.training.models import build_cnn
-from asl_mlops.training.preprocess import to_model_input
-from asl_mlops.training.tta import VIEWS, mean_over_views, views_of
+from asl_mlops.recognizers.preprocess import to_model_input
+from asl_mlops.recognizers.tta import VIEWS, mean_over_views, views_of
 
 
 def test_views_are_the_image_its_shifts_rotations_and_zooms():
@@ -56,7 +56,7 @@ def test_tta_probabilities_are_the_mean_over_the_views():
 
 @pytest.mark.slow
 def test_recognizer_answers_what_the_run_measured(mlflow_store):
-    from asl_mlops.serving.recognizer import log_recognizer
+    from asl_mlops.recognizers.sign_mnist import log_recognizer
 
     keras.utils.set_random_seed(1)
     model = build_cnn()

@@ -47,7 +47,7 @@ def photos_from_frame(frame: Any) -> list[np.ndarray]:
     """Validate a request and decode its photos to RGB arrays; InputError naming the row and column."""
     from asl_mlops.data.images import base64_bytes
     from asl_mlops.data.photos import decode_rgb
-    from asl_mlops.serving.requests import (
+    from asl_mlops.recognizers.requests import (
         IMAGE_COLUMN,
         check_batch_size,
         decoded_cells,
@@ -158,7 +158,7 @@ def log_hand_recognizer(keras_model: Any, hand_model: Path, example_photo: str |
     """Log `HandRecognizer` (the keypoint network and the hand model as artifacts, asl_mlops as code) to the
     active run, with its calibration (`temperature`, `not_sure_below`) in its model_config and `example_photo` as its
     input example (a photo with a hand: the gate's serving check times answering it); returns its ModelInfo.
-    `step`: the run's step the model belongs to (asl_mlops.serving.recognizer.log_recognizer)."""
+    `step`: the run's step the model belongs to (asl_mlops.recognizers.sign_mnist.log_recognizer)."""
     import asl_mlops
     from asl_mlops.tracking import pinned_requirements
 
