@@ -237,6 +237,7 @@ def train_command(**options: Any) -> None:
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
+    from asl_mlops.validation import Verdict
 
     check_tracking_server()
 
@@ -244,9 +245,10 @@ def train_command(**options: Any) -> None:
     result, registration = train_and_register(config, registry)
     click.echo(f"run {result.run_id}: val_accuracy={result.val_accuracy:.4f} "
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
-    if registration is not None:
-        click.echo(getattr(registration, "report", lambda: "")() or
-                   f"{registration.model_name} v{registration.version} {registration.decision}")
+    if isinstance(registration, Verdict):  # the gate ran on the new version: its checks and decision
+        click.echo(registration.report())
+    elif registration is not None:  # the run was registered and decided before
+        click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
 
 @main.command("evaluate")

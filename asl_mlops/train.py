@@ -21,7 +21,10 @@ import mlflow
 import numpy as np
 
 from asl_mlops.config import RegistryConfig, TrainConfig
-from asl_mlops.recognizers.sign_mnist import log_recognizer
+from asl_mlops.recognizers.base import Recognizer
+from asl_mlops.recognizers.photos import PhotoRecognizer, example_frame
+from asl_mlops.recognizers.requests import pixel_frame
+from asl_mlops.recognizers.sign_mnist import SignMnistRecognizer
 from asl_mlops.tracking import log_config, log_figures, log_input, training_device
 from asl_mlops.training import plots
 from asl_mlops.training.evaluate import (
@@ -52,7 +55,7 @@ class RunResult:
     """What one training run produced."""
 
     run_id: str
-    model_uri: str  # the run's one model, the recognizer: what is registered and served (asl_mlops.serving)
+    model_uri: str  # the run's one model, the recognizer: what is registered and served (asl_mlops.recognizers)
     val_accuracy: float  # of the final (EMA / restored) weights on the validation split
     val_loss: float
     test: Evaluation
@@ -216,17 +219,17 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         # The run's one model, registered and served as it was measured above. Logged at the step after the last
         # epoch: MLflow copies the run's metrics of the model's step onto it, and per-epoch values are not its own.
+        recognizer: Recognizer
         if config.resolved_architecture == "keypoints":
-            from asl_mlops.hands.landmarker import hand_model_path
-            from asl_mlops.recognizers.photos import log_hand_recognizer
-
-            test_photos = data.test_images.paths  # the first test photo with a hand is the input example
-            example = next((path for path, found in zip(test_photos, data.test_found) if found), test_photos[0])
-            model_info = log_hand_recognizer(model, hand_model_path(), example, step=config.epochs,
-                                             **calibration.params())
+            # The input example is the first test photo with a hand: the gate's serving check times answering it.
+            test_photos = data.test_images.paths
+            example = example_frame(next((path for path, found in zip(test_photos, data.test_found) if found),
+                                         test_photos[0]))
+            recognizer = PhotoRecognizer(**calibration.params())
         else:
-            model_info = log_recognizer(model, data.test_images, architecture=config.resolved_architecture,
-                                        tta=config.tta, step=config.epochs)
+            example = pixel_frame(data.test_images[:2])
+            recognizer = SignMnistRecognizer(config.resolved_architecture, tta=config.tta)
+        model_info = recognizer.log(model, example, step=config.epochs)
         # The final metrics, linked to the logged model (its page in the UI, and every registered version of
         # it, show these, per dataset).
         final_test = {k: v for k, v in test.metrics("test").items()

@@ -33,8 +33,8 @@ def main() -> None:
     from mlflow.types import ColSpec, Schema
 
     from asl_mlops.data.sign_mnist import LABEL_COLUMN, PIXEL_COLUMNS
-    from asl_mlops.recognizers.sign_mnist import recognizer_signature
     from asl_mlops.recognizers.requests import IMAGE_COLUMN, pixel_frame
+    from asl_mlops.recognizers.sign_mnist import SignMnistRecognizer
 
     class Rows(mlflow.pyfunc.PythonModel):
         """Answers the row count: a model that costs nothing, so the timings are MLflow's alone."""
@@ -44,7 +44,7 @@ def main() -> None:
 
     inputs = Schema([ColSpec("long", c, required=False) for c in PIXEL_COLUMNS]
                     + [ColSpec("long", LABEL_COLUMN, required=False), ColSpec("string", IMAGE_COLUMN, required=False)])
-    with_schema = ModelSignature(inputs=inputs, outputs=recognizer_signature().outputs)
+    with_schema = ModelSignature(inputs=inputs, outputs=SignMnistRecognizer.signature().outputs)
     rng = np.random.default_rng(0)
     frames = {"pixels, 1 row": pixel_frame(rng.integers(0, 256, (1, 28, 28))),
               "pixels, 32 rows": pixel_frame(rng.integers(0, 256, (32, 28, 28))),
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         with mlflow.start_run(experiment_id=mlflow.create_experiment("schema", artifact_location=f"{tmp}/artifacts")):
-            plain = mlflow.pyfunc.log_model(name="plain", python_model=Rows(), signature=recognizer_signature())
+            plain = mlflow.pyfunc.log_model(name="plain", python_model=Rows(), signature=SignMnistRecognizer.signature())
             schema = mlflow.pyfunc.log_model(name="schema", python_model=Rows(), signature=with_schema)
         models = {"no input schema": mlflow.pyfunc.load_model(plain.model_uri),
                   "input schema": mlflow.pyfunc.load_model(schema.model_uri)}

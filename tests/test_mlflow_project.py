@@ -65,7 +65,7 @@ def test_mlflow_run_main_entry_point(demo_dir, mlflow_store, tmp_path):
     assert logged.signature is not None and logged.saved_input_example_info is not None
     test = load_csv(synthetic_dir / "sign_mnist_test.csv")
     recognizer = mlflow.pyfunc.load_model(f"runs:/{run_id}/recognizer").unwrap_python_model()
-    probabilities = recognizer.probabilities(test.images)
+    probabilities = recognizer.read(test.images).probabilities
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels_to_indices(test.labels)))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
 

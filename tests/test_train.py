@@ -138,7 +138,7 @@ def test_short_run_learns_and_logs_everything(fast_config, mlflow_store):
     probabilities = predict_probabilities(recognizer.model, to_model_input(test.images), tta=True)
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels_to_indices(test.labels)))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
-    np.testing.assert_allclose(recognizer.probabilities(test.images), probabilities, atol=1e-5)
+    np.testing.assert_allclose(recognizer.read(test.images).probabilities, probabilities, atol=1e-5)
 
 
 def test_generated_run_names_differ_under_the_same_seed():

@@ -348,7 +348,7 @@ def _first(items: list[str], count: int) -> str:
 def decode_rgb(data: bytes) -> np.ndarray:
     """Encoded PNG/JPEG -> (H, W, 3) uint8 RGB, EXIF orientation applied (as browsers do); gray becomes 3 channels.
 
-    Raises ValueError with a short reason (the same guards as the served model's, asl_mlops.serving)."""
+    Raises ValueError with a short reason (the same guards as the served model's, asl_mlops.recognizers.requests)."""
     import cv2
 
     from asl_mlops.data.images import check_encoded_image

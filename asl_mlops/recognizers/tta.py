@@ -6,9 +6,9 @@ the default cnn (benchmarks/levers.py), they cut errors from 95.6 +- 33.9 (worst
 (worst 98) of 5,517, at no training cost and nine forward passes per image.
 
 One implementation serves both places that predict: `predict_probabilities(..., tta=True)` at the end of
-training (the run's final validation and test metrics) and the served recognizer (asl_mlops.serving),
-so the model that is registered and served is the one measured. The Keras `model` a run logs stays the
-plain network.
+training (the run's final validation and test metrics) and the served recognizer
+(asl_mlops.recognizers.sign_mnist), so the model that is registered and served is the one measured. The Keras
+`model` a run logs stays the plain network.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def local_predictor(model_uri: str) -> Predictor:
     def predict(image_base64: str) -> Prediction:
         try:
             frame = model.predict(pd.DataFrame({IMAGE_COLUMN: [image_base64]}))
-        except MlflowException as err:  # LetterRecognizer's bad-input error
+        except MlflowException as err:  # the recognizer's bad-input error (HTTP 400 when served)
             raise InputError(err.message) from None
         return _prediction(frame.iloc[0].to_dict())
 

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.pyfunc
@@ -25,6 +25,8 @@ from asl_mlops.training import plots
 
 if TYPE_CHECKING:
     import keras
+
+    from asl_mlops.recognizers.base import Recognizer
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,9 @@ class Evaluation:
 
 def predict_probabilities(model: "keras.Model", x: np.ndarray, batch_size: int = 512, tta: bool = False,
                           views=None) -> np.ndarray:
-    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.recognizers.preprocess.to_model_input); with `tta`,
-    averaged over asl_mlops.recognizers.tta's views (`views`: another set in `asl_mlops.recognizers.tta.VIEWS`' format)."""
+    """Softmax outputs (N, 24) for model inputs (raw pixels, asl_mlops.recognizers.preprocess.to_model_input);
+    with `tta`, averaged over asl_mlops.recognizers.tta's views (`views`: another set in
+    `asl_mlops.recognizers.tta.VIEWS`' format)."""
     if not tta:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     from asl_mlops.recognizers.tta import VIEWS, mean_over_views, views_of
@@ -112,15 +115,17 @@ def check_model_uri(model_uri: str) -> None:
         raise InputError(f"--model-uri {model_uri}: no model there ({err})") from err
 
 
-def load_recognizer(model_uri: str) -> Any:
-    """The Python model (LetterRecognizer or HandRecognizer) of a logged recognizer; InputError otherwise."""
+def load_recognizer(model_uri: str) -> "Recognizer":
+    """The Python model of a logged recognizer (asl_mlops.recognizers); InputError otherwise."""
+    from asl_mlops.recognizers.base import Recognizer
+
     check_model_uri(model_uri)  # before TensorFlow is imported: a wrong URI fails in about a second
     import_tensorflow_quietly()
     try:
         recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except MlflowException as err:  # a pyfunc that is not a PythonModel
         raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer ({err.message})") from err
-    if not hasattr(recognizer, "probabilities") and not hasattr(recognizer, "probabilities_of"):
+    if not isinstance(recognizer, Recognizer):
         raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer")
     return recognizer
 
@@ -133,49 +138,37 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
     record it as an MLflow run."""
     from pathlib import Path
 
-    from asl_mlops.labels import labels_to_indices
-
-    if Path(data_path).is_dir():
-        return evaluate_photos(model_uri, data_path, log)
-    dataset = dataset if dataset is not None else load_csv(data_path)  # validates before anything is logged
-    recognizer = load_recognizer(model_uri)
-    if not hasattr(recognizer, "probabilities"):
-        raise InputError(f"--data {data_path}: {model_uri} is a photo recognizer: evaluate it on a photo folder")
-    probabilities = np.concatenate([recognizer.probabilities(dataset.images[i:i + batch_size])
-                                    for i in range(0, len(dataset), batch_size)])
-    evaluation = evaluate_probabilities(labels_to_indices(dataset.labels), probabilities)
-    if log:
-        with mlflow.start_run(run_name="evaluate"):
-            mlflow.log_params({"model_uri": model_uri, "data": data_path, "data_hash": dataset.content_hash,
-                               "rows": len(dataset)})
-            log_evaluation(evaluation, dataset.images, prefix="test")
-    return evaluation
-
-
-def evaluate_photos(model_uri: str, folder: str, log: bool = True) -> Evaluation:
-    """Evaluate a photo recognizer on a photo folder, photo by photo (no hand found = an error)."""
     from tqdm import tqdm
 
     from asl_mlops.data.photos import load_photo_folder, read_rgb
     from asl_mlops.hands.features import Thumbnails
     from asl_mlops.labels import labels_to_indices
+    from asl_mlops.recognizers.photos import PhotoRecognizer
 
-    photos = load_photo_folder(folder)  # validates before anything is loaded or logged
+    photos = Path(data_path).is_dir()
+    # Validated before anything is loaded or logged.
+    data = load_photo_folder(data_path) if photos else dataset if dataset is not None else load_csv(data_path)
     recognizer = load_recognizer(model_uri)
-    if not hasattr(recognizer, "probabilities_of"):
-        raise InputError(f"--data {folder}: {model_uri} is a Sign MNIST recognizer: evaluate it on a CSV")
-    probabilities, hands = [], []
-    for path in tqdm(photos.paths, desc="evaluating", unit="photo", disable=not sys.stderr.isatty()):
-        found, (hand,) = recognizer.probabilities_of([read_rgb(path)])
-        probabilities.append(found)
-        hands.append(hand)
-    found_mask = np.array([hand is not None for hand in hands])
-    evaluation = evaluate_probabilities(labels_to_indices(photos.labels), np.concatenate(probabilities),
-                                        found=found_mask)
+    if photos and not isinstance(recognizer, PhotoRecognizer):
+        raise InputError(f"--data {data_path}: {model_uri} is a Sign MNIST recognizer: evaluate it on a CSV")
+    if not photos and isinstance(recognizer, PhotoRecognizer):
+        raise InputError(f"--data {data_path}: {model_uri} is a photo recognizer: evaluate it on a photo folder")
+    if photos:  # photo by photo, with progress: each is decoded from its file and searched for a hand
+        batches = ([read_rgb(path)] for path in tqdm(data.paths, desc="evaluating", unit="photo",
+                                                     disable=not sys.stderr.isatty()))
+    else:
+        batches = (data.images[i:i + batch_size] for i in range(0, len(data), batch_size))
+    readings = [recognizer.read(batch) for batch in batches]
+    found = np.concatenate([reading.found for reading in readings])
+    evaluation = evaluate_probabilities(labels_to_indices(data.labels),
+                                        np.concatenate([reading.probabilities for reading in readings]), found=found)
     if log:
         with mlflow.start_run(run_name="evaluate"):
-            mlflow.log_params({"model_uri": model_uri, "data": folder, "data_hash": photos.content_hash,
-                               "rows": len(photos)})
-            mlflow.log_metric("test_hands_found", float(found_mask.sum()))
-            log_evaluation(evaluation, Thumbnails(photos, hands), prefix="test")
+            mlflow.log_params({"model_uri": model_uri, "data": data_path, "data_hash": data.content_hash,
+                               "rows": len(data)})
+            if photos:
+                mlflow.log_metric("test_hands_found", float(found.sum()))
+            images = (Thumbnails(data, [hand for reading in readings for hand in reading.hands]) if photos
+                      else data.images)
+            log_evaluation(evaluation, images, prefix="test")
     return evaluation

@@ -56,16 +56,17 @@ def test_tta_probabilities_are_the_mean_over_the_views():
 
 @pytest.mark.slow
 def test_recognizer_answers_what_the_run_measured(mlflow_store):
-    from asl_mlops.recognizers.sign_mnist import log_recognizer
+    from asl_mlops.recognizers.requests import pixel_frame
+    from asl_mlops.recognizers.sign_mnist import SignMnistRecognizer
 
     keras.utils.set_random_seed(1)
     model = build_cnn()
     images = make_synthetic(12, seed=2).images
     with mlflow.start_run():
-        with_tta = log_recognizer(model, images, architecture="cnn", tta=True).model_uri
-        without = log_recognizer(model, images, architecture="cnn", name="plain", tta=False).model_uri
+        with_tta = SignMnistRecognizer("cnn", tta=True).log(model, pixel_frame(images[:2])).model_uri
+        without = SignMnistRecognizer("cnn", tta=False).log(model, pixel_frame(images[:2]), name="plain").model_uri
     x = to_model_input(images)
-    served = mlflow.pyfunc.load_model(with_tta).unwrap_python_model().probabilities(images)
+    served = mlflow.pyfunc.load_model(with_tta).unwrap_python_model().read(images).probabilities
     assert np.allclose(served, predict_probabilities(model, x, tta=True), atol=1e-5)
-    plain = mlflow.pyfunc.load_model(without).unwrap_python_model().probabilities(images)
+    plain = mlflow.pyfunc.load_model(without).unwrap_python_model().read(images).probabilities
     assert np.allclose(plain, predict_probabilities(model, x), atol=1e-5)

@@ -29,6 +29,7 @@ from served_model import (
 from asl_mlops.data.images import MAX_IMAGE_BYTES
 from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.errors import InputError
+from asl_mlops.recognizers.requests import MAX_ROWS
 from asl_mlops.serving.app import ServeConfig, bind
 from asl_mlops.serving.guard import (
     DEFAULT_MAX_BODY_BYTES,
@@ -40,7 +41,6 @@ from asl_mlops.serving.guard import (
     check_declared_length,
     json_shape_problem,
 )
-from asl_mlops.recognizers.requests import MAX_ROWS
 
 ROW = (np.arange(784) % 256).tolist()
 PIXELS = json.dumps({"dataframe_split": {"columns": list(PIXEL_COLUMNS), "data": [ROW]}})

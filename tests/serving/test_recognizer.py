@@ -1,4 +1,5 @@
-"""asl_mlops.serving: image decoding and payload checks (unit), and the real `mlflow models serve` (e2e)."""
+"""The Sign MNIST recognizer (asl_mlops.recognizers): image decoding and payload checks (unit), and the real
+`mlflow models serve` (e2e)."""
 
 import base64
 import json
@@ -176,7 +177,7 @@ def test_pyfunc_matches_the_keras_network_it_wraps(served_store, direct_predicti
     keras_model = model.unwrap_python_model().model  # raw pixels in
     # the run trained with test-time augmentation (the default), which the recognizer applies too
     keras_probabilities = predict_probabilities(keras_model, to_model_input(served_store.test_images), tta=True)
-    pyfunc_probabilities = model.unwrap_python_model().probabilities(served_store.test_images)
+    pyfunc_probabilities = model.unwrap_python_model().read(served_store.test_images).probabilities
     np.testing.assert_allclose(pyfunc_probabilities, keras_probabilities, atol=1e-5)
     from asl_mlops.labels import indices_to_labels
     assert direct.label.tolist() == indices_to_labels(keras_probabilities.argmax(axis=1)).tolist()
