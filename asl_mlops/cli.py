@@ -21,7 +21,6 @@ import click
 
 from asl_mlops.config import (
     CHAMPION_URI,
-    DEFAULT_MODEL_NAME,
     DEMO_TEST_ROWS,
     DEMO_TRAIN_ROWS,
     SWEPT_FIELDS,
@@ -337,18 +336,19 @@ def registry_group() -> None:
     """Show registered recognizer versions, validate a challenger and move the 'champion' alias."""
 
 
-MODEL_NAME_OPTION = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True,
-                                 help="Registered model name.")
+MODEL_NAME_OPTION = click.option("--model-name", default=None,
+                                 help="Registered model name (default: the only registered model; with several, "
+                                      "the command lists them).")
 
 
 @registry_group.command("show")
 @MODEL_NAME_OPTION
 @user_errors
-def registry_show(model_name: str) -> None:
+def registry_show(model_name: str | None) -> None:
     """Print every version of the model: aliases, val/test accuracy, training data hash, run."""
-    from asl_mlops.registry import list_versions, versions_table
+    from asl_mlops.registry import list_versions, only_model_name, versions_table
 
-    click.echo(versions_table(list_versions(model_name)))
+    click.echo(versions_table(list_versions(only_model_name(model_name))))
 
 
 @registry_group.command("validate")
@@ -364,15 +364,16 @@ def registry_show(model_name: str) -> None:
                                               "description or aliases).")
 @options_from(GateConfig)
 @user_errors
-def registry_validate(version: int | None, model_name: str, data_path: str | None, promote: bool, dry_run: bool,
+def registry_validate(version: int | None, model_name: str | None, data_path: str | None, promote: bool, dry_run: bool,
                       **thresholds: Any) -> None:
     """Run the validation gate on a version: accuracy, gain over the champion, worst letter's recall, serving
     latency in a fresh process. Records the verdict on the version. Exit code 0 if it passes, 1 if a check fails."""
     gate = GateConfig(**thresholds)
+    from asl_mlops.registry import only_model_name
     from asl_mlops.validation import validate_version  # TensorFlow comes (quietly) only with a model to load
 
     use_default_experiment()
-    verdict = validate_version(model_name, None if version is None else str(version), data_path, gate,
+    verdict = validate_version(only_model_name(model_name), None if version is None else str(version), data_path, gate,
                                promote=promote, dry_run=dry_run)
     click.echo(verdict.report())
     sys.exit(0 if verdict.passed else 1)
@@ -382,11 +383,12 @@ def registry_validate(version: int | None, model_name: str, data_path: str | Non
 @click.argument("version", type=click.IntRange(min=1))
 @MODEL_NAME_OPTION
 @user_errors
-def registry_promote(version: int, model_name: str) -> None:
-    """Point the 'champion' alias at VERSION by hand (no validation gate, no accuracy rule applied)."""
-    from asl_mlops.registry import promote
+def registry_promote(version: int, model_name: str | None) -> None:
+    """Point the 'champion' alias at VERSION by hand (no validation gate, no accuracy rule applied); the version's
+    description and tags then say it was promoted by hand, over which verdict of the gate, by this command."""
+    from asl_mlops.registry import only_model_name, promote
 
-    registration = promote(str(version), model_name)
+    registration = promote(str(version), only_model_name(model_name))
     click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
 

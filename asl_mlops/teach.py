@@ -36,6 +36,8 @@ from asl_mlops.registry import (
     CHAMPION,
     DECISION_TAG,
     current_champion,
+    no_version_with,
+    only_model_name,
     register,
     registry_lock,
 )
@@ -90,11 +92,7 @@ def champion_training(model_name: str, client: MlflowClient) -> tuple[mlflow.ent
     """The champion, its run and the config it was trained with; InputError saying what is missing."""
     champion = current_champion(model_name, client)
     if champion is None:
-        names = [m.name for m in client.search_registered_models() if not m.name.endswith(".lock")]
-        known = f"registered models here: {', '.join(names)}" if names else "no model is registered here"
-        raise InputError(f"registered model '{model_name}' has no '{CHAMPION}' version to teach ({known}; "
-                         f"tracking store {mlflow.get_tracking_uri()}); give one with --model-name, or promote a "
-                         "version with `asl-mlops registry promote VERSION`")
+        raise InputError(f"nothing to teach: {no_version_with(model_name, CHAMPION, client, uri_option=False)}")
     if not champion.run_id:
         raise InputError(f"{model_name} v{champion.version} has no training run recorded: it cannot be retrained")
     run = client.get_run(champion.run_id)
@@ -114,12 +112,14 @@ def champion_training(model_name: str, client: MlflowClient) -> tuple[mlflow.ent
 
 def teach(photos_dir: str | Path, settings: TeachConfig = TeachConfig(), gate: GateConfig = GateConfig()
           ) -> TeachResult:
-    """Teach the champion of `settings.model_name` one person's photos (see the module docstring)."""
+    """Teach the champion of `settings.model_name` (empty: the only registered model) one person's photos (see the
+    module docstring)."""
     person = load_photo_folder(photos_dir)  # bad photos fail here, before anything is trained or logged
     if person.layout != "letters":
         raise InputError(f"{photos_dir}: give one person's letter folders (PHOTOS/<LETTER>/*.jpg, as teach mode "
                          f"writes DIR/<name>/), not {person.layout} of several signers")
     signer = Path(photos_dir).resolve().name
+    settings = dataclasses.replace(settings, model_name=only_model_name(settings.model_name))
     client = MlflowClient()
     champion, run, config = champion_training(settings.model_name, client)
     taught_index, held_index = person_split(person, settings.held_out_per_letter)

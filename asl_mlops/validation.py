@@ -51,10 +51,13 @@ from asl_mlops.errors import InputError
 from asl_mlops.labels import LETTERS
 from asl_mlops.registry import (
     CHALLENGER,
+    CHECK_TAG_PREFIX,
     DECISION_TAG,
+    SECTION_HEADING,
     VALIDATION_STATUS_TAG,
     Registration,
     current_champion,
+    no_version_with,
     promote_if_better,
     register,
     version_decision,
@@ -65,9 +68,6 @@ logger = logging.getLogger(__name__)
 
 RUN_ID_TAG = "validation_run_id"
 DATA_TAG = "validation_data"
-CHECK_TAG_PREFIX = "validation."
-#: The version description's verdict section starts with this heading (replaced when validated again).
-SECTION_HEADING = "### Validation gate"
 #: What a photo with no hand found is predicted as in the evaluation (never a true letter).
 NO_HAND = "no hand"
 LATENCY_CALLS = 3
@@ -149,8 +149,8 @@ def _version(model_name: str, version: str | None, client: MlflowClient) -> Mode
         return client.get_model_version(model_name, str(version))
     except MlflowException as err:
         if version is None:
-            raise InputError(f"registered model '{model_name}' has no version with the alias '{CHALLENGER}'; "
-                             "give one with --version") from None
+            raise InputError(f"{no_version_with(model_name, CHALLENGER, client)}; give the version to validate with "
+                             "--version N") from None
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise InputError(f"registered model '{model_name}' has no version {version} (--version)") from None
         raise

@@ -6,6 +6,7 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 from malformed import MALFORMED_CASES
+from mlflow.tracking import MlflowClient
 
 from asl_mlops.cli import main
 
@@ -113,10 +114,16 @@ def test_download_offline_is_a_clear_error(runner, tmp_path, monkeypatch):
 
 
 def test_evaluate_with_unknown_model_uri_is_a_clear_error(runner, synthetic_dir, mlflow_store):
+    MlflowClient().search_experiments()  # the store exists; the run does not
     result = runner.invoke(main, ["evaluate", "--model-uri", "runs:/0123456789abcdef/model",
                                   "--data", str(synthetic_dir / "sign_mnist_test.csv")])
     assert result.exit_code == 2, result.output
-    assert "error: --model-uri runs:/0123456789abcdef/model: no model there" in result.output
+    assert result.output.startswith("error: --model-uri runs:/0123456789abcdef/model: run 0123456789abcdef is not "
+                                    "in the MLflow tracking store "), result.output
+    not_a_run = runner.invoke(main, ["evaluate", "--model-uri", "models:/m-0123456789abcdef",
+                                     "--data", str(synthetic_dir / "sign_mnist_test.csv")])
+    assert not_a_run.exit_code == 2 and "error: --model-uri models:/m-0123456789abcdef: no model there" in \
+        not_a_run.output
 
 
 def test_registry_promote_needs_a_version_number(runner, mlflow_store):

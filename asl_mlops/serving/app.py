@@ -132,10 +132,16 @@ class Source:
 
 def resolve_source(model_uri: str) -> Source:
     """The version a registry URI names now (an alias is read once, so the download and the version agree);
-    any other URI as it is. A registry that cannot answer leaves the URI as given (its download says why)."""
+    any other URI as it is. InputError saying what to do if it names nothing in the store (a missing store, model,
+    alias or run: `registry.explain_model_uri`); a registry that cannot answer leaves the URI as given (its
+    download says why)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from asl_mlops.registry import explain_model_uri
+
+    if reason := explain_model_uri(model_uri):
+        raise InputError(f"cannot load model {model_uri}: {reason}")
     if match := VERSION_URI.fullmatch(model_uri):
         return Source(model_uri, match["version"])
     if match := ALIAS_URI.fullmatch(model_uri):

@@ -108,7 +108,12 @@ def log_evaluation(evaluation: Evaluation, images: "np.ndarray | Sequence[np.nda
 
 
 def check_model_uri(model_uri: str) -> None:
-    """Raise InputError unless there is a logged model at `model_uri` (cheap: reads its MLmodel only)."""
+    """Raise InputError unless there is a logged model at `model_uri` (cheap: reads its MLmodel only); for a
+    missing store, model, alias or run it says what to do (`registry.explain_model_uri`)."""
+    from asl_mlops.registry import explain_model_uri
+
+    if reason := explain_model_uri(model_uri):
+        raise InputError(f"--model-uri {model_uri}: {reason}")
     try:
         mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as err:
