@@ -86,14 +86,19 @@ def endpoint_predictor(endpoint: str) -> Predictor:
             except ValueError:
                 message = response.text
             # The scoring server prefixes our reason with a dump of the request; keep the reason.
-            raise InputError(f"HTTP {response.status_code}: {message.rsplit('Error: ', 1)[-1].strip()}")
+            raise InputError(f"{message.rsplit('Error: ', 1)[-1].strip()} (HTTP {response.status_code})")
         return _prediction(response.json()["predictions"][0])
 
     return predict
 
 
+#: How the recognizer names the one cell a file becomes; for a file argument, the file's name says it instead.
+FILE_CELL = f"row 0, column {IMAGE_COLUMN}: "
+
+
 def predict_file(path: str, predictor: Predictor) -> Prediction:
-    """Prediction for one image file; InputError naming the file if it is unreadable or not an image."""
+    """Prediction for one image file; InputError naming the file if it is unreadable or not an image (in file
+    words: `notes.txt: not a PNG or JPEG image`, not the request's row and column)."""
     try:
         image = encode_image_file(path)
     except OSError as err:
@@ -101,7 +106,7 @@ def predict_file(path: str, predictor: Predictor) -> Prediction:
     try:
         return predictor(image)
     except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+        raise InputError(f"{path}: {str(err).removeprefix(FILE_CELL)}") from None
 
 
 def paths_from(stream: TextIO, prompt: TextIO | None = None) -> Iterator[str]:

@@ -24,7 +24,7 @@ def test_paths_from_reads_until_x_or_end_of_input_and_skips_blank_lines():
     assert "x to quit" in prompt.getvalue()
 
 
-def test_run_reports_bad_files_and_goes_on(tmp_path: Path):
+def test_run_reports_bad_files_in_file_words_and_goes_on(tmp_path: Path):
     good, bad = tmp_path / "good.png", tmp_path / "bad.png"
     good.write_bytes(b"fake")
     bad.write_bytes(b"worse")
@@ -39,7 +39,7 @@ def test_run_reports_bad_files_and_goes_on(tmp_path: Path):
     assert failures == 2
     assert out.getvalue() == f"{good}: K (0.988)\n"
     assert err.getvalue().splitlines() == [
-        f"error: {bad}: row 0, column image: not a PNG or JPEG image",
+        f"error: {bad}: not a PNG or JPEG image",  # the file's name, not the request's row and column
         f"error: {tmp_path / 'missing.png'}: cannot read file (No such file or directory)"]
 
 
@@ -119,7 +119,17 @@ def test_predict_files_via_endpoint_bad_file_is_named_and_exit_is_nonzero(served
     result = CliRunner().invoke(main, ["predict", "--endpoint", served.url, paths[0], bad, paths[1]])
     assert result.exit_code == 2
     assert result.stdout.splitlines() == [lines[0], lines[1]]
-    assert result.stderr.strip() == f"error: {bad}: HTTP 400: row 0, column image: not a PNG or JPEG image"
+    assert result.stderr.strip() == f"error: {bad}: not a PNG or JPEG image (HTTP 400)"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_predict_names_a_file_that_is_not_an_image_in_file_words(served_store, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs")
+    result = CliRunner().invoke(main, ["predict", str(notes)])  # the local registered model
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {notes}: not a PNG or JPEG image\n"
 
 
 @pytest.mark.e2e
@@ -141,5 +151,5 @@ def test_interactive_mode_in_a_real_process_with_piped_stdin(served, image_files
                           capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 2, done.stderr
     assert done.stdout.splitlines() == [lines[2], lines[0]]
-    assert f"error: {bad}: HTTP 400" in done.stderr
+    assert f"error: {bad}: not a PNG or JPEG image (HTTP 400)" in done.stderr
     assert "quit" not in done.stderr  # no prompts when stdin is not a terminal
