@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The test metrics linked to the logged model (and logged once, there, not with the rest of the test metrics).
+FINAL_TEST_METRICS = ("test_accuracy", "test_loss", "test_errors")
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -210,12 +213,12 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
         mlflow.log_metric("train_seconds", time.perf_counter() - start)
         # Final figures with test-time augmentation when on: what the registered recognizer will answer.
         val, test = final_evaluations(model, data, config)
-        # The run's one validation accuracy: the served model's (per-epoch values are epoch_val_accuracy, ...).
+        # The run's one validation accuracy: the served model's (per-epoch values are epoch_val_accuracy, ...),
+        # logged once, below, linked to the logged model.
         final_val = {"val_accuracy": val.accuracy, "val_loss": val.loss}
-        mlflow.log_metrics(final_val)
         if config.resolved_architecture == "keypoints":  # before the model is logged: it carries the calibration
             calibration = calibrate_photo_recognizer(model, data, config)
-        log_evaluation(test, data.test_images, prefix="test")
+        log_evaluation(test, data.test_images, prefix="test", logged_elsewhere=FINAL_TEST_METRICS)
         log_figures({"training_curves": plots.training_curves_figure(history.history)})
         # The run's one model, registered and served as it was measured above. Logged at the step after the last
         # epoch: MLflow copies the run's metrics of the model's step onto it, and per-epoch values are not its own.
@@ -231,9 +234,8 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
             recognizer = SignMnistRecognizer(config.resolved_architecture, tta=config.tta)
         model_info = recognizer.log(model, example, step=config.epochs)
         # The final metrics, linked to the logged model (its page in the UI, and every registered version of
-        # it, show these, per dataset).
-        final_test = {k: v for k, v in test.metrics("test").items()
-                      if k in ("test_accuracy", "test_loss", "test_errors")}
+        # it, show these, per dataset). Also the run's: logged once, so each has one value in the run's history.
+        final_test = {k: v for k, v in test.metrics("test").items() if k in FINAL_TEST_METRICS}
         mlflow.log_metrics(final_val, model_id=model_info.model_id, dataset=datasets["validation"])
         mlflow.log_metrics(final_test, model_id=model_info.model_id, dataset=datasets["test"])
         # The logged model's "Description" in the UI (and of every registered version of it).

@@ -310,3 +310,15 @@ def test_a_photo_run_on_signer_folders_validates_on_whole_signers_and_logs_its_c
     assert config_logged["not_sure_below"] == pytest.approx(metrics["not_sure_below"])
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/test_reliability.png" in artifacts
+
+
+def test_a_run_has_one_val_accuracy_linked_to_its_model(fast_config, mlflow_store):
+    """Per-epoch values are epoch_val_accuracy, one a step; the run's val_accuracy (the served model's) and each final
+    test figure are logged once, with the logged model and its dataset."""
+    result = train_and_evaluate(fast_config.replace(epochs=2, tta=False))
+    client = MlflowClient()
+    assert [m.step for m in client.get_metric_history(result.run_id, "epoch_val_accuracy")] == [0, 1]
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_errors"):
+        assert len(client.get_metric_history(result.run_id, key)) == 1, key
+    linked = {m.key: m for m in mlflow.get_logged_model(result.model_uri.removeprefix("models:/")).metrics}
+    assert linked["val_accuracy"].value == result.val_accuracy and linked["val_accuracy"].dataset_name

@@ -91,11 +91,13 @@ def evaluate_probabilities(y_true: np.ndarray, probabilities: np.ndarray, found:
     return Evaluation(float(accuracy_score(y_true, y_pred)), float(loss), report, y_true, y_pred)
 
 
-def log_evaluation(evaluation: Evaluation, images: "np.ndarray | Sequence[np.ndarray]", prefix: str = "test") -> None:
-    """Log metrics, the classification report (text + JSON) and the evaluation plots to the active run."""
+def log_evaluation(evaluation: Evaluation, images: "np.ndarray | Sequence[np.ndarray]", prefix: str = "test",
+                   logged_elsewhere: Sequence[str] = ()) -> None:
+    """Log metrics (but those `logged_elsewhere`), the classification report (text + JSON) and the evaluation plots
+    to the active run."""
     from asl_mlops.tracking import log_figures
 
-    mlflow.log_metrics(evaluation.metrics(prefix))
+    mlflow.log_metrics({k: v for k, v in evaluation.metrics(prefix).items() if k not in logged_elsewhere})
     text = classification_report(evaluation.y_true, evaluation.y_pred, labels=np.arange(NUM_CLASSES),
                                  target_names=list(LETTERS), digits=4, zero_division=0)
     mlflow.log_text(text, f"reports/{prefix}_classification_report.txt")

@@ -1,4 +1,5 @@
-"""fit: Keras' Adam with its weight average (use_ema), spanning about the last tenth of the run."""
+"""fit: Keras' Adam with its weight average (use_ema), spanning about the last tenth of the run; resnet50 trained
+with and without the trunk cache, its ImageNet mean never adapted."""
 
 import keras
 import mlflow
@@ -93,3 +94,64 @@ def test_fit_ends_with_the_weight_average_and_keras_adam(mlflow_store):
     assert type(model.optimizer) is keras.optimizers.Adam
     assert model.optimizer.use_ema and int(model.optimizer.iterations.numpy()) == 12
     assert model.optimizer.get_config()["learning_rate"] == pytest.approx(1e-3 / 1.5)  # epoch 5 of the schedule
+
+
+def tiny_resnet50(tmp_path, trunk_cache: bool) -> TrainConfig:
+    """resnet50 for one epoch on 120 synthetic rows (24 for validation) and 24 test rows; weights=none: no download."""
+    from asl_mlops.data.sign_mnist import write_csv
+
+    write_csv(make_synthetic(120, seed=0), tmp_path / "train.csv")
+    write_csv(make_synthetic(24, seed=1), tmp_path / "test.csv")
+    return TrainConfig(architecture="resnet50", weights="none", trunk_cache=trunk_cache, epochs=1, batch_size=32,
+                       train_data=str(tmp_path / "train.csv"), test_data=str(tmp_path / "test.csv"),
+                       cache_dir=str(tmp_path / "cache"), val_split="random", val_fraction=0.2, augment=False,
+                       tta=False, seed=0)
+
+
+def assert_imagenet_mean(model: keras.Model) -> None:
+    """resnet50's input Normalization still subtracts ImageNet's channel means (variance 1): never adapted."""
+    from asl_mlops.training.models import RESNET50_MEANS_BGR
+
+    layer = model.get_layer("imagenet_mean")
+    np.testing.assert_allclose(np.ravel(layer.mean), RESNET50_MEANS_BGR, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(layer.variance), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("trunk_cache", [True, False], ids=["trunk-cache", "no-trunk-cache"])
+def test_fit_trains_resnet50_both_ways_without_adapting_its_imagenet_mean(mlflow_store, tmp_path, trunk_cache):
+    """`fit` trains resnet50's tail on cached trunk features, or (no trunk cache) the whole network on raw pixels;
+    either way it adapts only the keypoint network's own standardisation, so resnet50's fixed ImageNet mean (a
+    Normalization layer too) is left alone."""
+    from asl_mlops.training.inputs import prepare_data
+
+    config = tiny_resnet50(tmp_path, trunk_cache)
+    data = prepare_data(config)
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    before = model.get_layer("letter").get_weights()[0].copy()
+    with mlflow.start_run():
+        history = fit(model, data, config)
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+    assert np.abs(model.get_layer("letter").get_weights()[0] - before).max() > 0  # it trained
+    assert_imagenet_mean(model)
+
+
+@pytest.mark.slow  # ~20 s each on 2 cores: logging the 95 MB network is much of it
+@pytest.mark.parametrize("trunk_cache", [True, False], ids=["trunk-cache", "no-trunk-cache"])
+def test_a_resnet50_run_trains_both_ways_and_logs_one_val_accuracy(mlflow_store, tmp_path, trunk_cache):
+    """The original design's whole run, on cached trunk features or end to end: the logged network keeps the
+    ImageNet mean, and the run has one val_accuracy (per-epoch values are epoch_val_accuracy) and one of each final
+    test figure."""
+    from mlflow.tracking import MlflowClient
+
+    from asl_mlops.train import train_and_evaluate
+
+    result = train_and_evaluate(tiny_resnet50(tmp_path, trunk_cache))
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["trunk_cache"] == str(trunk_cache).lower()
+    assert ("trunk_cache" in run.data.tags) == trunk_cache  # hit or miss: only a cached run reads the cache
+    assert len(result.history["loss"]) == 1 and np.isfinite(result.history["loss"][0])
+    assert_imagenet_mean(mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().model)
+    client = MlflowClient()
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "test_errors", "epoch_val_accuracy"):
+        assert len(client.get_metric_history(result.run_id, key)) == 1, key
