@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,6 +278,21 @@ def _decision_of(checks: tuple[Check, ...]) -> str:
     return "not promoted: failed " + ", ".join(f"{c.name} ({c.reason})" for c in failed)
 
 
+@contextmanager
+def mlflow_warnings_only() -> Iterator[None]:
+    """MLflow's logger ("mlflow", the one MLFLOW_LOGGING_LEVEL sets) at WARNING for the block. `mlflow.models.evaluate`
+    logs two INFO lines on every call whatever its arguments: "number of classes is inferred as N" even with
+    `label_list` given (N counts 'no hand' beside the 24 letters when a photo had none), and "Testing metrics on
+    first row..."."""
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(max(logging.WARNING, mlflow_logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        mlflow_logger.setLevel(level)
+
+
 def log_evaluation_run(version: ModelVersion, data: str, y_true: np.ndarray, y_pred: np.ndarray,
                        gate: GateConfig, extra_metrics: dict[str, float]) -> str:
     """One MLflow run (in the version's run's experiment) evaluating the predictions with `mlflow.models.evaluate`:
@@ -304,10 +321,11 @@ def log_evaluation_run(version: ModelVersion, data: str, y_true: np.ndarray, y_p
         warnings.filterwarnings("ignore", message=".*ill-defined.*")  # NO_HAND is never a true label
         mlflow.log_params({"model_uri": f"models:/{version.name}/{version.version}", "data": data,
                            **gate.to_params()})
-        mlflow.models.evaluate(data=frame, predictions="prediction", targets="label", model_type="classifier",
-                               extra_metrics=metrics,
-                               evaluator_config={"label_list": sorted(set(LETTERS) | set(y_pred.tolist())),
-                                                 "log_model_explainability": False})
+        with mlflow_warnings_only():
+            mlflow.models.evaluate(data=frame, predictions="prediction", targets="label", model_type="classifier",
+                                   extra_metrics=metrics,
+                                   evaluator_config={"label_list": sorted(set(LETTERS) | set(y_pred.tolist())),
+                                                     "log_model_explainability": False})
         mlflow.log_metrics(extra_metrics)
     return run.info.run_id
 

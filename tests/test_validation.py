@@ -24,6 +24,7 @@ from asl_mlops.validation import (
     Check,
     Verdict,
     compute_checks,
+    log_evaluation_run,
     register_and_validate,
     validate_version,
 )
@@ -79,6 +80,30 @@ def test_validate_without_a_model_or_with_bad_settings_is_a_usage_error(mlflow_s
     assert result.exit_code == 2 and "error: no MLflow tracking store at" in result.output  # tests/test_next_steps.py
     result = CliRunner().invoke(main, ["registry", "validate", "--min-letter-recall", "2"])
     assert result.exit_code == 2 and "min_letter_recall must be in [0, 1]" in result.output
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+def test_the_evaluation_run_logs_no_inferred_class_count(mlflow_store, capfd):
+    """mlflow.models.evaluate says "number of classes is inferred as 25" on every call, label list given or not
+    (24 letters and 'no hand'); the gate's run keeps the counts in its artifacts and says nothing."""
+    with mlflow.start_run() as run:
+        mlflow.log_metric("val_accuracy", 0.5)
+        info = mlflow.pyfunc.log_model(name="recognizer", python_model=Echo(), pip_requirements=[])
+    version = MlflowClient().get_model_version("photos", register(run.info.run_id, info.model_uri, "photos").version)
+    letters = np.array(list("ABCDEFGHIKLMNOPQRSTUVWXY") * 2, dtype=object)
+    predicted = letters.copy()
+    predicted[0] = "no hand"
+    capfd.readouterr()
+    run_id = log_evaluation_run(version, "photos/test", letters, predicted, GateConfig(), {})
+    err = capfd.readouterr().err
+    assert "inferred" not in err and "Testing metrics" not in err, err
+    matrix = MlflowClient().list_artifacts(run_id)
+    assert any(a.path.startswith("confusion_matrix") for a in matrix), [a.path for a in matrix]
+    assert mlflow.get_run(run_id).data.metrics["letter_recall/A"] == 0.5
 
 
 # --- real models ------------------------------------------------------------------------------------------
