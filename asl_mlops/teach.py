@@ -208,9 +208,13 @@ def validate_taught(version: str, champion: "mlflow.entities.model_registry.Mode
         if held_folder is not None:
             y_true, y_pred, _ = predict_letters(uri, str(held_folder))
             taught_accuracy = float(np.mean(y_true == y_pred))
-            champ_true, champ_pred, _ = predict_letters(f"models:/{name}/{champion.version}", str(held_folder))
-            before = float(np.mean(champ_true == champ_pred))
-            extra.update(taught_accuracy=taught_accuracy, champion_taught_accuracy=before)
+            extra.update(taught_accuracy=taught_accuracy)
+            try:  # the "before", for the record: a champion that no longer loads here does not stop the gate
+                champ_true, champ_pred, _ = predict_letters(f"models:/{name}/{champion.version}", str(held_folder))
+                before = float(np.mean(champ_true == champ_pred))
+                extra.update(champion_taught_accuracy=before)
+            except InputError as err:
+                logger.warning("champion v%s not evaluated on the held-out photos: %s", champion.version, err)
         serving_error = ""
         try:
             served = serving_check(uri)

@@ -197,7 +197,9 @@ def answer_input_example(model_uri: str, calls: int = LATENCY_CALLS) -> dict[str
     """Load the model at `model_uri` and answer its logged input example `calls` times: seconds to load,
     milliseconds of each predict call. What the serving check runs in a fresh process."""
     start = time.perf_counter()
-    model = mlflow.pyfunc.load_model(model_uri)
+    from asl_mlops.recognizers.base import load_model
+
+    model = load_model(model_uri)
     load_seconds = time.perf_counter() - start
     example = model.input_example
     if example is None:

@@ -34,6 +34,29 @@ if TYPE_CHECKING:
     from asl_mlops.hands.detector import Hand
 
 
+
+def load_error(model_uri: str, err: BaseException) -> str | None:
+    """What to do about a model that fails to unpickle because it was logged by an earlier asl-mlops whose
+    recognizer class has since moved (old local models are re-trained, not carried: docs/decisions.md); None for
+    any other failure."""
+    missing = getattr(err, "name", None) or ""
+    if isinstance(err, (ModuleNotFoundError, AttributeError)) and ("asl_mlops" in missing or "asl_mlops" in str(err)):
+        return (f"{model_uri} was logged by an earlier asl-mlops (its recognizer class is gone: {err}); train it "
+                "again with this version (`mlflow run .` or `asl-mlops train`) and register the new run")
+    return None
+
+
+def load_model(model_uri: str) -> "mlflow.pyfunc.PyFuncModel":
+    """`mlflow.pyfunc.load_model`, with a model logged by an earlier asl-mlops as an InputError saying to re-train
+    it (`load_error`)."""
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (ModuleNotFoundError, AttributeError) as err:
+        reason = load_error(model_uri, err)
+        if reason is None:
+            raise
+        raise InputError(f"cannot load model {reason}") from None
+
 @dataclass(frozen=True)
 class Reading:
     """What a recognizer read in N inputs."""

@@ -178,8 +178,11 @@ def worker_app() -> RequestGuard:
 
         model = load_model_with_mlflow_config(settings["local_model"])
     except Exception as err:  # noqa: BLE001 - any load failure ends this worker with a one-line reason
-        logging.getLogger("uvicorn.error").error("cannot load model %s: %s: %s", settings["model_uri"],
-                                                 type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        from asl_mlops.recognizers.base import load_error
+
+        logging.getLogger("uvicorn.error").error(
+            "cannot load model %s", load_error(settings["model_uri"], err)
+            or f"{settings['model_uri']}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         sys.exit(STARTUP_FAILURE)
     store = None
     if settings["collect_dir"]:

@@ -47,13 +47,14 @@ def local_predictor(model_uri: str) -> Predictor:
 
     from asl_mlops.quiet_import import import_tensorflow_quietly
 
+    from asl_mlops.recognizers.base import load_model
     from asl_mlops.registry import explain_model_uri
 
     if reason := explain_model_uri(model_uri):  # a missing store, model, alias or run: what to do instead
         raise InputError(f"cannot load model {model_uri}: {reason}")
     import_tensorflow_quietly()  # before the model loads TensorFlow, which would print its no-GPU lines
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = load_model(model_uri)
     except (MlflowException, OSError) as err:
         raise InputError(f"cannot load model {model_uri}: {getattr(err, 'message', err)}") from None
 

@@ -124,12 +124,12 @@ def check_model_uri(model_uri: str) -> None:
 
 def load_recognizer(model_uri: str) -> "Recognizer":
     """The Python model of a logged recognizer (asl_mlops.recognizers); InputError otherwise."""
-    from asl_mlops.recognizers.base import Recognizer
+    from asl_mlops.recognizers.base import Recognizer, load_model
 
     check_model_uri(model_uri)  # before TensorFlow is imported: a wrong URI fails in about a second
     import_tensorflow_quietly()
     try:
-        recognizer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        recognizer = load_model(model_uri).unwrap_python_model()
     except MlflowException as err:  # a pyfunc that is not a PythonModel
         raise InputError(f"--model-uri {model_uri}: not an asl-mlops recognizer ({err.message})") from err
     if not isinstance(recognizer, Recognizer):

@@ -88,3 +88,14 @@ def test_a_recognizers_settings_are_its_logged_model_config():
     assert SignMnistRecognizer("resnet50", tta=True).config == {"resolved_architecture": "resnet50", "tta": "true"}
     assert PhotoRecognizer(temperature=1.5, not_sure_below=0.4).config == {
         "resolved_architecture": "keypoints", "temperature": 1.5, "not_sure_below": 0.4}
+
+
+def test_a_model_logged_by_an_earlier_asl_mlops_is_a_re_train_message_not_a_traceback():
+    from asl_mlops.recognizers.base import load_error
+
+    gone = ModuleNotFoundError("No module named 'asl_mlops.serving.recognizer'", name="asl_mlops.serving.recognizer")
+    message = load_error("models:/asl-recognizer/1", gone)
+    assert message is not None and "models:/asl-recognizer/1 was logged by an earlier asl-mlops" in message
+    assert "train it again" in message
+    assert load_error("models:/m/1", ModuleNotFoundError("No module named 'sklearn'", name="sklearn")) is None
+    assert load_error("models:/m/1", ValueError("asl_mlops")) is None
