@@ -27,13 +27,13 @@ from asl_mlops.config import (
     TUNE_REGISTRY,
     GateConfig,
     RegistryConfig,
+    ServeConfig,
     SweepConfig,
     TeachConfig,
     TrainConfig,
 )
 from asl_mlops.errors import InputError
 from asl_mlops.quiet_import import import_tensorflow_quietly
-from asl_mlops.serving.app import ServeConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -236,7 +236,7 @@ def train_command(**options: Any) -> None:
     import_tensorflow_quietly()
     from asl_mlops.tracking import check_tracking_server
     from asl_mlops.train import train_and_register
-    from asl_mlops.validation import Verdict
+    from asl_mlops.gate import Verdict
 
     check_tracking_server()
 
@@ -370,7 +370,7 @@ def registry_validate(version: int | None, model_name: str | None, data_path: st
     latency in a fresh process. Records the verdict on the version. Exit code 0 if it passes, 1 if a check fails."""
     gate = GateConfig(**thresholds)
     from asl_mlops.registry import only_model_name
-    from asl_mlops.validation import validate_version  # TensorFlow comes (quietly) only with a model to load
+    from asl_mlops.gate import validate_version  # TensorFlow comes (quietly) only with a model to load
 
     use_default_experiment()
     verdict = validate_version(only_model_name(model_name), None if version is None else str(version), data_path, gate,

@@ -1,5 +1,5 @@
 """Registry stage: register a cleanly finished run's model as the `challenger`, and move the `champion` alias
-to a version only when the validation gate (asl_mlops.validation) passed it and it does not regress.
+to a version only when the validation gate (asl_mlops.gate) passed it and it does not regress.
 
 The no-regression rule compares the new version's `val_accuracy` and `val_loss` tags (stored at full
 precision) with the current champion's by `is_better`, the one ordering of models that the sweep uses
@@ -61,7 +61,7 @@ LOCK_WAIT_SECONDS = 300.0
 DECISION_TAG = "champion_decision"
 #: The alias of the newest registered version that the validation gate has not promoted (yet).
 CHALLENGER = "challenger"
-#: The validation gate's verdict on a version: passed or failed (asl_mlops.validation).
+#: The validation gate's verdict on a version: passed or failed (asl_mlops.gate).
 VALIDATION_STATUS_TAG = "validation_status"
 #: The gate's tag of each check on a version: `validation.<check>` = "value threshold pass|fail".
 CHECK_TAG_PREFIX = "validation."
@@ -252,7 +252,7 @@ def final_metrics_section(metrics: dict[str, float]) -> str:
 def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, *,
              tags: dict[str, Any] | None = None, description: str | None = None) -> Registration:
     """Register `model_uri` (produced by run `run_id`) as a new version of `model_name` with the alias
-    `challenger`; `champion` moves only through the validation gate (asl_mlops.validation).
+    `challenger`; `champion` moves only through the validation gate (asl_mlops.gate).
 
     Metrics and the data hash are read from the run itself (`val_accuracy`, `val_loss`, `test_accuracy`,
     `val_data_hash`), so any finished run can be registered; they are stored as version
@@ -299,7 +299,7 @@ def register(run_id: str, model_uri: str, model_name: str = DEFAULT_MODEL_NAME, 
 
 def promote_if_better(model_name: str, version: str, *, passed: bool, failed: str = "", min_gain: float = 0.0,
                       client: MlflowClient | None = None) -> Registration:
-    """The last step of the validation gate (asl_mlops.validation): under `registry_lock`, compare `version` with
+    """The last step of the validation gate (asl_mlops.gate): under `registry_lock`, compare `version` with
     the champion of this moment (`champion_decision`, with `min_gain`) and move `champion` to it only if the gate
     `passed` and it is still better; then `challenger` leaves it. `failed`: the failed checks, for the decision.
     The decision is tagged on the version (`champion_decision`) and on the run that produced it."""

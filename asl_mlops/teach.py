@@ -41,7 +41,7 @@ from asl_mlops.registry import (
     register,
     registry_lock,
 )
-from asl_mlops.validation import (
+from asl_mlops.gate import (
     Check,
     Verdict,
     floor_check,

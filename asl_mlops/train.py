@@ -45,7 +45,7 @@ from asl_mlops.training.trunk import (
 if TYPE_CHECKING:
     from asl_mlops.hands.calibration import Calibration
     from asl_mlops.registry import Registration
-    from asl_mlops.validation import Verdict
+    from asl_mlops.gate import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -250,12 +250,12 @@ def train_and_evaluate(config: TrainConfig, data: PreparedData | None = None, *,
 def train_and_register(config: TrainConfig, registry: RegistryConfig = RegistryConfig()
                        ) -> tuple[RunResult, "Verdict | Registration | None"]:
     """`train_and_evaluate`, then, with `registry.register`, register the run's recognizer as `challenger` and
-    run the validation gate on it with promotion (asl_mlops.validation; GateConfig's defaults, the run's test
+    run the validation gate on it with promotion (asl_mlops.gate; GateConfig's defaults, the run's test
     data). Reached only when the run finished cleanly, so a failed run never registers."""
     result = train_and_evaluate(config, params=registry.to_params())
     if not registry.register:
         return result, None
-    from asl_mlops.validation import register_and_validate
+    from asl_mlops.gate import register_and_validate
 
     return result, register_and_validate(result.run_id, result.model_uri, registry.model_name,
                                          tags={"source": "asl-mlops train"})

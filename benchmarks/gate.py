@@ -39,7 +39,7 @@ def main() -> None:
     from asl_mlops.data.synth import write_synthetic
     from asl_mlops.registry import register
     from asl_mlops.train import train_and_evaluate
-    from asl_mlops.validation import predict_letters, serving_check, validate_version
+    from asl_mlops.gate import predict_letters, serving_check, validate_version
 
     results: dict[str, object] = {**provenance(), "gate": GateConfig().to_params(), "versions": []}
     with tempfile.TemporaryDirectory(prefix="asl-gate-bench-") as tmp:

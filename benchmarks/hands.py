@@ -2,7 +2,7 @@
 confidence be trusted?
 
 Leave-one-signer-out on a photo folder that names its signers (../shared/data/hands: 7,202 photos, 28 signer
-ids): for each signer, the product's recipe (asl_mlops.training.inputs.photo_inputs: validation signers held out
+ids): for each signer, the product's recipe (asl_mlops.training.photo_inputs: validation signers held out
 of the other signers' photos, augmented and signer-weighted training hands, the keypoint network, temperature
 and "not sure" threshold fitted on the validation signers) is trained on the other signers and scored on that
 signer's photos. A photo with no hand found is an error, as the served model answers it with no letter.
@@ -71,9 +71,9 @@ def networks_probabilities(variant: str, data, config, x_parts: list[np.ndarray]
 def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, config) -> dict[str, float]:
     """Train the variant on every photo but `held_out`'s (validation signers held out of those) and score it on
     the held-out photos."""
-    from asl_mlops.hands import features as photo_data
+    from asl_mlops.training import photo_inputs as photo_data
     from asl_mlops.hands.calibration import answers, calibrate, reliability, tempered
-    from asl_mlops.training.inputs import photo_inputs
+    from asl_mlops.training.photo_inputs import photo_inputs
 
     train_set, test_set = photos.subset(~held_out), photos.subset(held_out)
     train_hands = [h for h, m in zip(hands, held_out) if not m]
@@ -81,7 +81,7 @@ def run_fold(variant: str, photos, hands, held_out: np.ndarray, seed: int, confi
     config = config.replace(seed=seed, split_seed=seed, **VARIANTS[variant])
     data = photo_inputs(train_set, train_hands, test_set, test_hands, config)
     if variant in ("no-jitter", "no-augment", "pointing"):  # the training copies again, with the variant's augmentation
-        from asl_mlops.training.inputs import photo_validation_split
+        from asl_mlops.training.photo_inputs import photo_validation_split
 
         train_index, _, _ = photo_validation_split(train_set, config)
         weights = photo_data.signer_weights(np.asarray(train_set.signers)[train_index], config.signer_balance)

@@ -86,11 +86,11 @@ def figures(args: argparse.Namespace, work: Path) -> dict[str, object]:
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.data.photos import load_photo_folder
-    from asl_mlops.hands import features as photo_data
+    from asl_mlops.training import photo_inputs as photo_data
     from asl_mlops.hands.landmarker import hand_model_path
     from asl_mlops.training.evaluate import predict_probabilities
     from asl_mlops.training.fit import fit
-    from asl_mlops.training.inputs import photo_inputs
+    from asl_mlops.training.photo_inputs import photo_inputs
     from asl_mlops.training.models import build_model
 
     folders, signer_of = split_folders(load_photo_folder(args.data), args.held_out, work, args.per_letter)

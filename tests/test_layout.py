@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asl_mlops"
 #: stages of one floor (a tuple) import nothing from each other: training and serving both stand on the
 #: recognizers, and serving is HTTP only, so it never imports training.
 LAYERS = ("errors", "config", "labels", "files", "quiet_import", "tracking", "registry", "data", "hands",
-          "recognizers", ("training", "serving"), "validation", "train", "teach", "tuning", "cli", "__main__")
+          "recognizers", ("training", "serving"), "gate", "train", "teach", "tuning", "cli", "__main__")
 
 
 def stage(module: str) -> str:

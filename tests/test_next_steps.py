@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from asl_mlops.cli import main
 from asl_mlops.registry import CHALLENGER, CHAMPION, LOCK_SUFFIX, promote_if_better, register
-from asl_mlops.validation import Check, Verdict, write_verdict
+from asl_mlops.gate import Check, Verdict, write_verdict
 
 PHOTOS = "asl-photo-recognizer"
 URI = f"models:/{PHOTOS}@{CHAMPION}"

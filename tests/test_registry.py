@@ -56,7 +56,7 @@ def finished_run(val_accuracy: float, val_loss: float | None = 0.2, data_hash: s
 
 def register_and_decide(run_id: str, model_uri: str, name: str, **kwargs) -> Registration:
     """Register as challenger, then decide as the gate does when every other check passed (the gate itself, with
-    real models, is tests/test_validation.py)."""
+    real models, is tests/test_gate.py)."""
     registration = register(run_id, model_uri, name, **kwargs)
     if not registration.registered:
         return registration

@@ -48,71 +48,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asl_mlops.config import CHAMPION_URI, knob
+from asl_mlops.config import DEFAULT_MAX_BODY_BYTES, ServeConfig
 from asl_mlops.errors import InputError
-from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from asl_mlops.serving.guard import RequestGuard
 
-#: Worker processes by default: one per CPU, at most this many (each holds TensorFlow and the model, ~0.8 GB
-#: resident).
-MAX_DEFAULT_WORKERS = 4
 #: The environment variable that carries ServeConfig (as JSON) to the uvicorn worker processes.
 CONFIG_ENV = "ASL_MLOPS_SERVE_CONFIG"
 
 logger = logging.getLogger(__name__)
-
-
-def default_workers() -> int:
-    """Worker processes when --workers is not given: the CPU count, capped at MAX_DEFAULT_WORKERS."""
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How `asl-mlops serve` serves one model; built by the CLI, passed to the workers as JSON."""
-
-    model_uri: str = knob(CHAMPION_URI,
-                          "MLflow URI of the recognizer pyfunc: models:/NAME@ALIAS, models:/NAME/VERSION, "
-                          "runs:/RUN_ID/recognizer or a local folder. Downloaded once, then loaded by each worker.")
-    host: str = knob("127.0.0.1", "Interface to listen on; 0.0.0.0 listens on all (no authentication: keep it "
-                                  "behind your own network controls).")
-    port: int = knob(5001, "TCP port to listen on.")
-    # Each worker is a process with its own copy of the model (~0.8 GB resident with TensorFlow), so the CPU
-    # count (capped) is the default: more workers than cores only adds memory and contention.
-    workers: int = knob(default_workers(), "Worker processes, each loading the model once; the default is this "
-                                           f"machine's CPU count, at most {MAX_DEFAULT_WORKERS}.")
-    max_body_bytes: int = knob(DEFAULT_MAX_BODY_BYTES,
-                               "Largest request body in bytes; larger bodies get HTTP 413 before they are read or "
-                               "parsed. The default fits one image at the model's limit (16 MiB, base64-encoded) "
-                               "or a full batch of 1,024 pixel rows.")
-    timeout: int = knob(60, "Seconds one request may take before MLflow's app answers 504 "
-                            "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT).")
-    poll_seconds: float = knob(5.0, "With --model-uri models:/NAME@ALIAS: seconds between checks of the version the "
-                                    "alias points at; when it moves, each worker loads that version and switches to "
-                                    "it without a restart (a version that fails to load is logged and the old one "
-                                    "kept). 0 = never check. A URI naming a version never switches.")
-    collect_dir: str = knob("", "Teach mode: keep the photos people show the page's teach mode (or upload) in "
-                                "DIR/<name>/<LETTER>/, ready for `asl-mlops teach DIR/<name>`. Empty: teach mode is "
-                                "off and its endpoint answers 404.")
-    collect_max_photos: int = knob(500, "Teach mode: the most photos kept of one person.")
-
-    def check(self) -> None:
-        """Raise InputError naming the first setting that cannot work."""
-        if not self.model_uri.strip():
-            raise InputError(f"--model-uri is empty: give a model URI such as {CHAMPION_URI}")
-        if not 0 <= self.port <= 65535:
-            raise InputError(f"--port {self.port} is not a TCP port (0-65535)")
-        if self.workers < 1:
-            raise InputError(f"--workers {self.workers}: at least 1 worker is needed")
-        if self.max_body_bytes < 1024:
-            raise InputError(f"--max-body-bytes {self.max_body_bytes} is too small for any request (at least 1024)")
-        if self.timeout < 1:
-            raise InputError(f"--timeout {self.timeout}: give at least 1 second")
-        if self.poll_seconds < 0:
-            raise InputError(f"--poll-seconds {self.poll_seconds:g}: give 0 (never check) or more")
-        if self.collect_max_photos < 1:
-            raise InputError(f"--collect-max-photos {self.collect_max_photos}: at least 1 photo")
-        if self.collect_dir and Path(self.collect_dir).exists() and not Path(self.collect_dir).is_dir():
-            raise InputError(f"--collect-dir {self.collect_dir}: is a file, not a folder")
 
 
 #: models:/NAME@ALIAS and models:/NAME/VERSION, the registry URIs the server knows the version of.

@@ -13,6 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from asl_mlops.config import DEFAULT_MAX_BODY_BYTES
 from asl_mlops.serving.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# The two limits below follow the model's own (asl_mlops.serving); written out, not imported, because serving
-# imports MLflow (a second at every `asl-mlops` start). tests/test_server.py checks that they still agree.
-#: Default body limit: one image at the model's limit (serving.MAX_IMAGE_BYTES = 16 MiB; base64 makes 4
-#: characters of every 3 bytes) plus 1 MiB for the JSON around it. A batch of MAX_ROWS pixel rows is ~3 MB.
-DEFAULT_MAX_BODY_BYTES = 4 * -(-16 * 1024 * 1024 // 3) + 1024 * 1024
 #: Deepest JSON nesting accepted: requests need 4 (dataframe_split: object, object, data, row).
 MAX_JSON_DEPTH = 32
 #: Most JSON arrays + objects in one request: a dataframe_split of MAX_ROWS rows has MAX_ROWS + 4, records

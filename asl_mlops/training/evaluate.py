@@ -148,7 +148,7 @@ def evaluate_model_uri(model_uri: str, data_path: str, batch_size: int = 512, lo
     from tqdm import tqdm
 
     from asl_mlops.data.photos import load_photo_folder, read_rgb
-    from asl_mlops.hands.features import Thumbnails
+    from asl_mlops.training.photo_inputs import Thumbnails
     from asl_mlops.labels import labels_to_indices
     from asl_mlops.recognizers.photos import PhotoRecognizer
 

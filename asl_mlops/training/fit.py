@@ -87,7 +87,8 @@ def fit(model: keras.Model, data: PreparedData, config: TrainConfig,
         val_input: Any = (tuple(features.val), data.y_val)
     else:
         target = model
-        # Keypoint features were augmented as keypoints (asl_mlops.hands.features); image layers don't apply to them.
+        # Keypoint features were augmented as keypoints (asl_mlops.training.photo_inputs); image layers don't apply
+        # to them.
         augmentation = build_augmentation(config) if config.resolved_architecture != "keypoints" else None
         train_input = make_dataset(data.x_train, data.y_train, config.batch_size, seed=config.seed,
                                    augmentation=augmentation, shuffle=True, weights=data.w_train)

@@ -1,4 +1,5 @@
-"""Training inputs: the training, validation and test arrays of a run, from a Sign MNIST CSV or a photo folder.
+"""Training inputs: the training, validation and test arrays of a run, from a Sign MNIST CSV or (through
+asl_mlops.training.photo_inputs) a photo folder.
 """
 
 from __future__ import annotations
@@ -15,16 +16,11 @@ from asl_mlops.config import TrainConfig
 from asl_mlops.data.sign_mnist import Dataset, load_csv
 from asl_mlops.data.split import Split, split_train_val
 from asl_mlops.errors import InputError
-from asl_mlops.hands.landmarker import file_sha256
 from asl_mlops.labels import NUM_CLASSES, labels_to_indices
 from asl_mlops.recognizers.preprocess import to_model_input
-from asl_mlops.training.trunk import (
-    check_cache_dir,
-)
 
 if TYPE_CHECKING:
     from asl_mlops.data.photos import PhotoSet
-    from asl_mlops.hands.detector import Hand
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,8 @@ class PreparedData:
     y_val: np.ndarray  # one-hot
     x_test: np.ndarray
     y_test: np.ndarray  # class indices (N,)
-    # raw uint8 (N, 28, 28), or the test photos' thumbnails (asl_mlops.hands.features.Thumbnails), for the misclassified grid
+    # For the misclassified grid: raw uint8 (N, 28, 28), or the test photos' thumbnails
+    # (asl_mlops.training.photo_inputs.Thumbnails).
     test_images: np.ndarray | Sequence[np.ndarray]
     params: dict[str, object] = field(default_factory=dict)  # data hashes and row counts
     # Photo data only: which validation and test photos had a hand found (the others count as errors).
@@ -73,6 +70,8 @@ def prepare_data(config: TrainConfig, teaching: Teaching | None = None) -> Prepa
         raise InputError(f"train_data {config.train_data} is a photo folder: architecture {config.resolved_architecture} "
                          "trains on Sign MNIST CSVs; photo folders train architecture keypoints (or auto)")
     if config.resolved_architecture == "keypoints":
+        from asl_mlops.training.photo_inputs import prepare_photo_data  # imports this module's PreparedData
+
         return prepare_photo_data(config, teaching)
     if teaching is not None:
         raise InputError("only a photo recognizer can be taught photos; this one trains on Sign MNIST CSVs")
@@ -95,82 +94,3 @@ def split_data(train_csv: Dataset, split: Split, test: Dataset) -> PreparedData:
     return PreparedData(to_model_input(split.train.images), one_hot(split.train.labels),
                         to_model_input(split.held_out.images), one_hot(split.held_out.labels),
                         to_model_input(test.images), labels_to_indices(test.labels), test.images, params)
-
-
-def photo_validation_split(photos: "PhotoSet", config: TrainConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(training indices, validation indices, validation signers) of a photo set. With `val_split` grouped and
-    photos of two or more named signers, validation holds out whole signers (asl_mlops.data.split.signer_split),
-    so its figure is one for people the network never saw; otherwise photos at random per letter (no signers)."""
-    from asl_mlops.data.split import signer_split
-    from asl_mlops.hands.features import stratified_split
-
-    signers = np.asarray(photos.signers)
-    if config.val_split == "grouped" and len(photos.named_signers) >= 2:
-        return signer_split(signers, config.val_fraction, config.split_seed)
-    train_index, val_index = stratified_split(photos.labels, config.val_fraction, config.split_seed)
-    return train_index, val_index, ()
-
-
-def prepare_photo_data(config: TrainConfig, teaching: Teaching | None = None) -> PreparedData:
-    """Photo folders -> keypoint features: find the hand in every photo (cached under <cache_dir>/hands/), then
-    `photo_inputs`."""
-    from asl_mlops.hands import features as photo_data
-    from asl_mlops.hands.landmarker import hand_model_path
-
-    train_set, test_set = photo_data.load_photo_sets(config.train_data, config.test_data)
-    model = hand_model_path()
-    cache = Path(config.cache_dir)
-    check_cache_dir(cache)
-    train_hands = photo_data.detect(train_set, model, cache, "training photos").hands
-    test_hands = photo_data.detect(test_set, model, cache, "test photos").hands
-    taught = None
-    if teaching is not None:
-        taught = (teaching.photos, photo_data.detect(teaching.photos, model, cache, "taught photos").hands,
-                  teaching.weight)
-    data = photo_inputs(train_set, train_hands, test_set, test_hands, config, taught)
-    data.params["hand_model_sha256"] = file_sha256(model)
-    return data
-
-
-def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], test_set: "PhotoSet",
-                 test_hands: Sequence["Hand | None"], config: TrainConfig,
-                 taught: "tuple[PhotoSet, Sequence[Hand | None], float] | None" = None) -> PreparedData:
-    """The photo recognizer's inputs from photos and their hands: hold out validation photos (whole signers where
-    the folder names them), and turn each training hand into augmented copies, weighted per signer
-    (`signer_balance`). `taught`: (photos, their hands, weight) of one person, added to training only, each
-    photo weighing `weight` average training photos (the weights' mean over the training photos is 1)."""
-    from asl_mlops.hands import features as photo_data
-
-    train_index, val_index, val_signers = photo_validation_split(train_set, config)
-    signers = np.asarray(train_set.signers)[train_index]
-    x_train, y_train, w_train = photo_data.augmented_training_features(
-        tuple(train_hands[i] for i in train_index), train_set.labels[train_index], config.split_seed,
-        weights=photo_data.signer_weights(signers, config.signer_balance) if config.signer_balance else None)
-    extra: dict[str, object] = {}
-    if taught is not None:
-        taught_set, taught_hands, weight = taught
-        x_taught, y_taught, w_taught = photo_data.augmented_training_features(
-            tuple(taught_hands), taught_set.labels, config.split_seed + 1,
-            weights=np.full(len(taught_set), weight, dtype=np.float32))
-        w_train = np.ones(len(x_train), dtype=np.float32) if w_train is None else w_train
-        x_train, y_train = np.concatenate([x_train, x_taught]), np.concatenate([y_train, y_taught])
-        w_train = np.concatenate([w_train, w_taught])
-        extra = {"taught_photos": len(taught_set), "taught_hands_found": sum(h is not None for h in taught_hands),
-                 "taught_data_hash": taught_set.content_hash, "teach_weight": weight}
-    val_hands = tuple(train_hands[i] for i in val_index)
-    x_val, val_found = photo_data.features_or_zeros(val_hands)
-    x_test, test_found = photo_data.features_or_zeros(tuple(test_hands))
-    val_set = train_set.subset(val_index)
-    params = {"train_data_hash": train_set.content_hash, "val_data_hash": val_set.content_hash,
-              "test_data_hash": test_set.content_hash, "train_photos": len(train_set),
-              "train_rows": len(train_index), "val_rows": len(val_index), "test_rows": len(test_set),
-              "train_hands_found": int(sum(h is not None for h in train_hands)),
-              "test_hands_found": int(test_found.sum()), "augment_copies": photo_data.AUGMENT_COPIES,
-              "photo_layout": train_set.layout, "signers": len(train_set.named_signers),
-              "train_signers": len(set(signers.tolist()) - {""}),
-              "val_held_out": "signers" if val_signers else "photos",
-              "val_signers": ",".join(val_signers) if val_signers else "-", **extra}
-    return PreparedData(x_train, y_train, x_val[val_found], photo_data.one_hot_labels(val_set.labels)[val_found],
-                        x_test, labels_to_indices(test_set.labels), photo_data.Thumbnails(test_set, test_hands),
-                        params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),
-                        test_found=test_found, w_train=w_train)

@@ -32,7 +32,7 @@ heartbeat: Optuna's for trials (recorded by `TrialHeartbeat`), the tag `asl_mlop
 every heartbeat_interval) for sweep runs; `close_orphaned_runs` closes as KILLED only runs whose
 heartbeat stopped. The best trial is registered after the budget is done, under the registry's lock, so
 the workers register it once (asl_mlops.registry), then validated by the gate, which promotes it if it
-passes (asl_mlops.validation).
+passes (asl_mlops.gate).
 
 MLflow status of a trial's run, plus the tag `optuna.trial_state`: COMPLETE -> FINISHED,
 PRUNED -> KILLED, FAIL (an exception, e.g. NaN loss) -> FAILED, killed process -> KILLED.
@@ -98,7 +98,7 @@ from asl_mlops.tuning.storage import (
     open_storage,
     study_settings,
 )
-from asl_mlops.validation import Verdict, register_and_validate
+from asl_mlops.gate import Verdict, register_and_validate
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from served_model import (
     stop_server,
 )
 
+from asl_mlops.config import DEFAULT_MAX_BODY_BYTES, ServeConfig
 from asl_mlops.data.images import MAX_IMAGE_BYTES
 from asl_mlops.data.sign_mnist import PIXEL_COLUMNS
 from asl_mlops.errors import InputError
 from asl_mlops.recognizers.requests import MAX_ROWS
-from asl_mlops.serving.app import ServeConfig, bind
+from asl_mlops.serving.app import bind
 from asl_mlops.serving.guard import (
-    DEFAULT_MAX_BODY_BYTES,
     MAX_JSON_CONTAINERS,
     MAX_JSON_DEPTH,
     Refusal,

@@ -29,7 +29,7 @@ import requests
 from conftest import REAL_HANDS, real_hand_photos
 from served_model import free_port, png_base64, stop_server, train_small_recognizer, using_store
 
-from asl_mlops.serving.guard import DEFAULT_MAX_BODY_BYTES
+from asl_mlops.config import DEFAULT_MAX_BODY_BYTES
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Known to work with Debian's Chromium as root, in a container without a GPU or network.

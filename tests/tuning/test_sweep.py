@@ -73,7 +73,7 @@ def swept(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory):
             mlflow.end_run()
 
 
-#: Thresholds every small sweep model here passes but the gain (tests/test_validation.py tests the gate's checks).
+#: Thresholds every small sweep model here passes but the gain (tests/test_gate.py tests the gate's checks).
 LENIENT_GATE = GateConfig(min_accuracy=0.0, min_letter_recall=0.0, max_latency_ms=60_000.0)
 
 

@@ -215,7 +215,7 @@ def answer_input_example(model_uri: str, calls: int = LATENCY_CALLS) -> dict[str
 def serving_check(model_uri: str) -> dict[str, float]:
     """`answer_input_example` in a fresh Python process (this interpreter, this tracking store); InputError with
     its last output lines if it cannot load or answer."""
-    code = ("import json, sys; from asl_mlops.validation import answer_input_example; "
+    code = ("import json, sys; from asl_mlops.gate import answer_input_example; "
             f"print('ANSWER ' + json.dumps(answer_input_example({model_uri!r})))")
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
            "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}

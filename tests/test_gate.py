@@ -20,7 +20,7 @@ from asl_mlops.cli import main
 from asl_mlops.config import GateConfig, TrainConfig
 from asl_mlops.errors import InputError
 from asl_mlops.registry import CHALLENGER, CHAMPION, current_champion, is_better, promote, register
-from asl_mlops.validation import (
+from asl_mlops.gate import (
     Check,
     Verdict,
     compute_checks,
