@@ -123,6 +123,26 @@ def fast_config(synthetic_dir: Path, tmp_path: Path):
 
 # --- PostgreSQL and a real MLflow tracking server --------------------------------------------------
 
+@pytest.fixture(scope="session")
+def served():
+    """One recognizer trained, registered and served by `mlflow models serve` for the whole session, shared by
+    tests/serving/test_recognizer.py, test_client.py and test_app.py (tests/served_model.py)."""
+    from served_model import acquire, release
+
+    model = acquire()
+    yield model
+    release(model)
+
+
+@pytest.fixture
+def served_store(served):
+    """This process uses the served model's tracking store (to load models:/ URIs directly)."""
+    from served_model import using_store
+
+    with using_store(served.tracking_uri):
+        yield served
+
+
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

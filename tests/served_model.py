@@ -1,8 +1,8 @@
 """One trained, registered and served recognizer shared by tests/serving/test_recognizer.py, test_client.py and test_app.py.
 
-Training (~1 min) and starting `mlflow models serve` (~15 s) dominate those tests, so both modules take
-the same `ServedModel` from `acquire` and give it back with `release`; the server stops and its
-folder is deleted when the last user releases it. Everything (synthetic data, SQLite store, artifacts,
+Training (~1 min) and starting `mlflow models serve` (~15 s) dominate those tests, so they share one
+`ServedModel`: the session fixture `served` (tests/conftest.py) takes it from `acquire` and gives it back with
+`release`; the server stops and its folder is deleted when the last user releases it. Everything (synthetic data, SQLite store, artifacts,
 server log) lives in one `tempfile.mkdtemp` folder, not under pytest's basetemp: concurrent pytest
 sessions prune old basetemp folders, which would pull the store from under a running server.
 """

@@ -92,17 +92,29 @@ def _subset(dataset: Dataset, idx: np.ndarray) -> Dataset:
     return Dataset(images=dataset.images[idx], labels=dataset.labels[idx], source=dataset.source)
 
 
-def random_split(dataset: Dataset, fraction: float, seed: int, what: str = "val_fraction") -> Split:
-    """Stratified (per-label) random row split: `fraction` of the rows held out."""
-    from sklearn.model_selection import train_test_split
-
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     what: str = "val_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices, each sorted: `fraction` of each label's rows held out at random, seeded (rounded,
+    at least one and never all of a label; a label with a single row stays kept, as `grouped_split` keeps at least
+    one family per label). Rows of a CSV (`random_split`) and photos without signers split this way."""
     _check_fraction(fraction, what)
-    try:
-        keep, held = train_test_split(np.arange(len(dataset)), test_size=fraction, stratify=dataset.labels,
-                                      random_state=seed)
-    except ValueError as err:  # too few rows per label, or fewer held-out rows than labels
-        raise InputError(f"{what}: cannot split {dataset.source} ({len(dataset)} rows) "
-                         f"stratified by label with {what}={fraction}: {err}") from None
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) > 1:
+            count = min(max(int(round(fraction * len(members))), 1), len(members) - 1)
+            held.extend(rng.choice(members, size=count, replace=False).tolist())
+    if not held:
+        raise InputError(f"{what}: nothing to hold out: no label has two rows or more ({len(labels)} rows)")
+    held_out = np.sort(np.array(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def random_split(dataset: Dataset, fraction: float, seed: int, what: str = "val_fraction") -> Split:
+    """Stratified (per-label) random row split: `fraction` of the rows held out (`stratified_split`)."""
+    keep, held = stratified_split(dataset.labels, fraction, seed, what)
     return Split(_subset(dataset, keep), _subset(dataset, held))
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from asl_mlops.config import TrainConfig
@@ -55,8 +54,9 @@ class Teaching:
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
-    """Sign MNIST labels -> one-hot class vectors (N, 24)."""
-    return keras.utils.to_categorical(labels_to_indices(labels), NUM_CLASSES).astype(np.float32)
+    """Sign MNIST labels (0-24, not 9) -> one-hot class vectors (N, 24), float32: the networks' targets, CSV rows and
+    photos alike."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels_to_indices(labels)]
 
 
 def prepare_data(config: TrainConfig, teaching: Teaching | None = None) -> PreparedData:

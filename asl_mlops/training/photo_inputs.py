@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asl_mlops.config import TrainConfig
+from asl_mlops.data.split import signer_split, stratified_split
 from asl_mlops.errors import InputError
 from asl_mlops.hands.detector import Detections, Hand, detect_photos
 from asl_mlops.hands.keypoints import (
@@ -29,8 +30,8 @@ from asl_mlops.hands.keypoints import (
     rotated_copies,
 )
 from asl_mlops.hands.landmarker import file_sha256, hand_model_path
-from asl_mlops.labels import NUM_CLASSES, labels_to_indices
-from asl_mlops.training.inputs import PreparedData, Teaching
+from asl_mlops.labels import labels_to_indices
+from asl_mlops.training.inputs import PreparedData, Teaching, one_hot
 from asl_mlops.training.trunk import check_cache_dir
 
 if TYPE_CHECKING:
@@ -47,20 +48,6 @@ AUGMENT_COPIES = 5
 AUGMENT_DEGREES = 30.0
 AUGMENT_SCALE = 0.1
 AUGMENT_JITTER = 0.05
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices: `fraction` of the photos of each letter held out at random (a letter with a
-    single photo stays in training)."""
-    rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        count = int(round(fraction * len(members)))
-        if len(members) > 1:
-            held.extend(rng.choice(members, size=min(max(count, 1), len(members) - 1), replace=False).tolist())
-    held_out = np.sort(np.array(held, dtype=np.int64))
-    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
 def signer_weights(signers: np.ndarray, power: float) -> np.ndarray:
@@ -87,10 +74,6 @@ def detect(photos: "PhotoSet", model: Path, cache_dir: Path | None, what: str) -
     logger.info("%s: hand found in %d of %d photos (%d from the cache, %.1f s)", what, int(found.found.sum()),
                 len(photos), found.hits, found.seconds)
     return found
-
-
-def one_hot_labels(labels: np.ndarray) -> np.ndarray:
-    return np.eye(NUM_CLASSES, dtype=np.float32)[labels_to_indices(labels)]
 
 
 class Thumbnails(Sequence):
@@ -145,7 +128,7 @@ def augmented_training_features(hands: tuple[Hand | None, ...], labels: np.ndarr
     image, world = canonical_points([hands[i] for i in kept])
     image, world = rotated_copies(image, world, copies, np.asarray(degrees, dtype=np.float64), AUGMENT_SCALE, seed,
                                   jitter=jitter)
-    y = np.tile(one_hot_labels(labels[kept]), (copies + 1, 1))
+    y = np.tile(one_hot(labels[kept]), (copies + 1, 1))
     w = None if weights is None else np.tile(np.asarray(weights, dtype=np.float32)[kept], copies + 1)
     return features_from_points(image, world), y, w
 
@@ -164,8 +147,6 @@ def photo_validation_split(photos: "PhotoSet", config: TrainConfig) -> tuple[np.
     """(training indices, validation indices, validation signers) of a photo set. With `val_split` grouped and
     photos of two or more named signers, validation holds out whole signers (asl_mlops.data.split.signer_split),
     so its figure is one for people the network never saw; otherwise photos at random per letter (no signers)."""
-    from asl_mlops.data.split import signer_split
-
     signers = np.asarray(photos.signers)
     if config.val_split == "grouped" and len(photos.named_signers) >= 2:
         return signer_split(signers, config.val_fraction, config.split_seed)
@@ -228,7 +209,7 @@ def photo_inputs(train_set: "PhotoSet", train_hands: Sequence["Hand | None"], te
               "train_signers": len(set(signers.tolist()) - {""}),
               "val_held_out": "signers" if val_signers else "photos",
               "val_signers": ",".join(val_signers) if val_signers else "-", **extra}
-    return PreparedData(x_train, y_train, x_val[val_found], one_hot_labels(val_set.labels)[val_found],
+    return PreparedData(x_train, y_train, x_val[val_found], one_hot(val_set.labels)[val_found],
                         x_test, labels_to_indices(test_set.labels), Thumbnails(test_set, test_hands),
                         params, val_found=val_found, val_labels=labels_to_indices(val_set.labels),
                         test_found=test_found, w_train=w_train)

@@ -14,6 +14,7 @@ from asl_mlops.data.split import (
     random_split,
     signer_split,
     split_train_val,
+    stratified_split,
 )
 from asl_mlops.data.synth import make_synthetic
 from asl_mlops.errors import InputError
@@ -97,9 +98,17 @@ def test_split_rejects_bad_fraction(balanced: Dataset, val_split: str, fraction:
         split_train_val(balanced, val_split, fraction, split_seed=0)
 
 
-def test_split_too_small_for_stratification() -> None:
-    with pytest.raises(InputError, match="val_fraction"):
-        random_split(make_synthetic(48, seed=0), 0.1, seed=0)  # 4 validation rows < 24 labels
+def test_a_small_random_fraction_still_holds_out_one_row_per_label_and_keeps_single_rows() -> None:
+    rows = make_synthetic(48, seed=0)  # 2 rows per label: 0.1 of them rounds to none
+    split = random_split(rows, 0.1, seed=0)
+    assert sorted(split.held_out.labels.tolist()) == sorted(LABELS)
+    keep, held = stratified_split(np.array([3, 3, 3, 3, 5]), 0.5, seed=0)  # half the 3s; the single 5 stays kept
+    assert len(held) == 2 and set(held) < {0, 1, 2, 3} and sorted(keep.tolist() + held.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_a_random_split_with_no_label_of_two_rows_is_refused() -> None:
+    with pytest.raises(InputError, match="val_fraction: nothing to hold out"):
+        random_split(make_synthetic(24, seed=0), 0.1, seed=0)
 
 
 def test_a_small_fraction_of_few_families_still_holds_out_one_family_per_label() -> None:

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 import requests
 from served_model import (
-    acquire,
     free_port,
     images_body,
     pixels_body,
-    release,
     stop_server,
 )
 
@@ -212,13 +210,6 @@ class AslServer:
         text = requests.get(f"{self.url}/metrics", timeout=10).text
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-@pytest.fixture(scope="session")  # shared with test_recognizer and test_client through served_model
-def served():
-    model = acquire()  # trained, registered and served by `mlflow models serve` once for all modules
-    yield model
-    release(model)
 
 
 COLLECT_MAX = 6

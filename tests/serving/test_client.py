@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 from click.testing import CliRunner
-from served_model import acquire, images_body, release, using_store
+from served_model import images_body
 
 from asl_mlops.cli import main
 from asl_mlops.errors import InputError
@@ -57,13 +57,6 @@ def test_answer_lines_name_the_letter_or_why_there_is_none_with_the_guesses_and_
 
 # --- e2e ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")  # shared with the other module through served_model
-def served():
-    model = acquire()
-    yield model
-    release(model)
-
-
 @pytest.fixture(scope="module")
 def image_files(served):
     """Three test-set images as PNG files, and the lines `asl-mlops predict` must print for them."""
@@ -78,13 +71,6 @@ def image_files(served):
     bad = folder / "notes.png"
     bad.write_text("not an image")
     return [str(p) for p in paths], lines, str(bad)
-
-
-@pytest.fixture
-def served_store(served):
-    """This process uses the served model's tracking store (to load models:/ URIs directly)."""
-    with using_store(served.tracking_uri):
-        yield served
 
 
 @pytest.mark.e2e

@@ -15,11 +15,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from served_model import (
-    acquire,
     images_body,
     pixels_body,
     png_base64,
-    release,
     using_store,
 )
 
@@ -137,20 +135,6 @@ def test_predictions_frame_maps_class_indices_to_labels_and_letters():
 
 
 # --- e2e: the real scoring server -------------------------------------------------------------------
-
-@pytest.fixture(scope="session")  # shared with the other module through served_model
-def served():
-    model = acquire()
-    yield model
-    release(model)
-
-
-@pytest.fixture
-def served_store(served):
-    """This process uses the served model's tracking store (to load models:/ URIs directly)."""
-    with using_store(served.tracking_uri):
-        yield served
-
 
 @pytest.fixture(scope="module")
 def direct_predictions(served):
