@@ -13,7 +13,7 @@ each lever is applied to the trained models and scored on the stand-in:
 - `bn-reestimate`: BatchNorm moving statistics recomputed for the final (EMA-averaged) weights by one
   pass over T with the training augmentation (Keras' EMA averages only trainable weights, so the
   statistics belong to the raw weights of the last steps). Training does this itself since the default
-  `ema_momentum` became 0.999 (asl_mlops.train.reestimate_batchnorm), so for models trained since, it
+  `ema_momentum` became 0.999 (asl_mlops.training.fit.reestimate_batchnorm), so for models trained since, it
   only re-runs that pass; it tells on models trained before (kept in `--models-dir`). With `--set ensemble=2`
   it changes nothing (the kept model's BatchNorm layers are inside its members, and training did each
   member's pass).
@@ -102,7 +102,7 @@ def tta_views(x, kind: str):
 
 def bn_reestimated(model, x_train, y_train, config):
     """A copy of `model` whose BatchNorm moving statistics are recomputed over one augmented pass of T
-    (asl_mlops.train.reestimate_batchnorm, which training now runs itself after weight averaging)."""
+    (asl_mlops.training.fit.reestimate_batchnorm, which training now runs itself after weight averaging)."""
     import keras
 
     from asl_mlops.training.fit import reestimate_batchnorm

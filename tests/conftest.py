@@ -116,7 +116,7 @@ def fast_config(synthetic_dir: Path, tmp_path: Path):
     return TrainConfig(train_data=str(synthetic_dir / "sign_mnist_train.csv"),
                        test_data=str(synthetic_dir / "sign_mnist_test.csv"),
                        cache_dir=str(tmp_path / "cache"), epochs=5, batch_size=32, ema=False, seed=0,
-                       # 5 epochs of the default augmentation reach only ~0.86 here; tests/test_augment.py
+                       # 5 epochs of the default augmentation reach only ~0.86 here; tests/training/test_augment.py
                        # covers augmentation itself.
                        augment=False, cnn_filters=PLUMBING_CNN, ensemble=1)
 

@@ -1,14 +1,19 @@
 """The docs say only what is there: README.md, docs/*.md and benchmarks/README.md cite results, files, anchors,
-CLI options and MLproject parameters that exist, and every current benchmark result records where it came from.
+CLI options and MLproject parameters that exist, and every current benchmark result records where it came from;
+the package's docstrings and comments name modules, functions and test files that exist.
 Fast: no network, no training."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
+import io
 import itertools
 import json
 import re
 import shlex
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -287,3 +292,100 @@ def test_documented_mlflow_runs_name_real_parameters(page: Path):
 def test_mlflow_check_sees_parameters():
     assert mlflow_run(words("MLFLOW_TRACKING_URI=x mlflow run . -e original -P epochs=2 | tee log")) == \
         ["-e", "original", "-P", "epochs=2"]
+
+
+# --- names and paths in docstrings, comments and docs -------------------------------------------------------------
+
+PACKAGE = ROOT / "asl_mlops"
+#: A dotted name in the package: asl_mlops.training.fit.fit, asl_mlops.hands.
+DOTTED_NAME = re.compile(r"\basl_mlops(?:\.\w+)+")
+#: A source or test file: asl_mlops/gate.py, tests/serving/test_app.py.
+SOURCE_PATH = re.compile(r"(?<![\w/.-])(?:asl_mlops|tests)/[\w/.-]*\.py\b")
+
+
+def prose_of_module(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of a module's docstrings (module, classes, functions) and comments."""
+    text = path.read_text()
+    found = [(node.body[0].lineno, ast.get_docstring(node, clean=False)) for node in ast.walk(ast.parse(text))
+             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+             and ast.get_docstring(node, clean=False)]
+    found += [(token.start[0], token.string) for token in tokenize.generate_tokens(io.StringIO(text).readline)
+              if token.type == tokenize.COMMENT]
+    return found
+
+
+@functools.cache
+def names_in_code() -> frozenset[str]:
+    """Dotted strings the code itself uses that are names, not modules: MLflow tags (asl_mlops.heartbeat), loggers
+    (asl_mlops.access)."""
+    return frozenset(node.value for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and DOTTED_NAME.fullmatch(node.value))
+
+
+def defined_in(body: list[ast.stmt]) -> dict[str, ast.stmt]:
+    """The names a module or class body defines (def, class, assignment; inside if/try at that level too), not the
+    names it imports."""
+    found: dict[str, ast.stmt] = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                found.update({name.id: node for name in ast.walk(target) if isinstance(name, ast.Name)})
+        elif isinstance(node, (ast.If, ast.Try)):
+            found.update(defined_in(node.body + node.orelse + getattr(node, "finalbody", [])))
+    return found
+
+
+def resolves(name: str) -> bool:
+    """Whether asl_mlops.a.b.c is a module, or a name the longest module it starts with defines (a class's names
+    too). Read from the source, not imported; a name that module only imports, like asl_mlops.train.fit, points the
+    reader to the wrong file."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:split])
+        source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if source.is_file():
+            break
+    else:
+        return False
+    body = ast.parse(source.read_text()).body
+    for attribute in parts[split:]:
+        node = defined_in(body).get(attribute)
+        if node is None:
+            return False
+        body = node.body if isinstance(node, ast.ClassDef) else []
+    return True
+
+
+def wrong_references(where: str, number: int, text: str, code_names: frozenset[str]) -> list[str]:
+    """`where:line: name` for each name or path in `text` (starting at line `number`) that points nowhere."""
+    wrong = [match for match in DOTTED_NAME.finditer(text) if match[0] not in code_names and not resolves(match[0])]
+    wrong += [match for match in SOURCE_PATH.finditer(text) if not (ROOT / match[0]).is_file()]
+    return [f"{where}:{number + text.count(chr(10), 0, match.start())}: {match[0]}" for match in wrong]
+
+
+#: Python files whose docstrings and comments are read (not this one: it shows stale names on purpose), and other
+#: files read whole.
+MODULES = [path for path in (*sorted(PACKAGE.rglob("*.py")), *sorted((ROOT / "tests").rglob("*.py")))
+           if path != Path(__file__).resolve()]
+PROJECT_FILES = [ROOT / name for name in ("MLproject", "pyproject.toml", "conda.yaml", ".ci/run")]
+
+
+@pytest.mark.parametrize("path", [*MODULES, *ALL_PAGES, *PROJECT_FILES], ids=rel)
+def test_package_names_and_source_paths_resolve(path: Path):
+    """Every asl_mlops.* name in the docstrings and comments of the package and its tests, in the docs and the
+    project files is a module or a name its module defines; every asl_mlops/....py and tests/....py path is a file."""
+    prose = prose_of_module(path) if path.suffix == ".py" else list(enumerate(path.read_text().splitlines(), 1))
+    code_names = names_in_code()
+    wrong = [found for number, text in prose for found in wrong_references(rel(path), number, text, code_names)]
+    assert not wrong, "names and paths that point nowhere (moved or deleted?):\n" + "\n".join(wrong)
+
+
+def test_reference_check_catches_stale_names_and_paths():
+    stale = "as asl_mlops.train.fit does; asl_mlops.serving.log_recognizer; tests/test_server.py; asl_mlops/x.py"
+    assert len(wrong_references("x", 1, stale, frozenset())) == 4
+    current = "asl_mlops.training.fit.fit, asl_mlops.hands, asl_mlops.config.DEFAULT_MAX_BODY_BYTES, tests/test_docs.py"
+    assert wrong_references("x", 1, current, frozenset()) == []
+    assert wrong_references("x", 1, "the tag `asl_mlops.heartbeat`", names_in_code()) == []

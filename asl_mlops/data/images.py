@@ -64,8 +64,9 @@ def square_28(gray: np.ndarray) -> np.ndarray:
 
 
 def check_encoded_image(data: bytes) -> str:
-    """The format ("png" or "jpeg") of bytes that are safe to decode: steps 2-3 of the module docstring (size
-    limits from the header, no truncation). Raises ValueError with a short reason; every decoder calls it first."""
+    """The format ("png" or "jpeg") of bytes that are safe to decode: size limits from the header, no truncation
+    (steps 2-3 of the decoding asl_mlops.recognizers.sign_mnist describes). Raises ValueError with a short reason;
+    every decoder calls it first."""
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"image is {len(data)} bytes, more than the limit of {MAX_IMAGE_BYTES}")
     kind, width, height = image_header_size(data)
@@ -84,7 +85,8 @@ def check_encoded_image(data: bytes) -> str:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded PNG/JPEG bytes -> 28x28 uint8 gray image (steps 2-6 of the module docstring).
+    """Encoded PNG/JPEG bytes -> 28x28 uint8 gray image (steps 2-6 of the decoding asl_mlops.recognizers.sign_mnist
+    describes).
 
     Raises ValueError with a short reason; callers add where the bytes came from.
     """

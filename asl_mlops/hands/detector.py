@@ -1,14 +1,8 @@
 """Hand stage: find one hand in a photo with MediaPipe's HandLandmarker: its 21 keypoints, which hand it is,
 and its box. The photo recognizer (asl_mlops.recognizers.photos) classifies the keypoints.
 
-The landmarker needs a model bundle, `hand_landmarker.task` (a zip of two TFLite networks). `hand_model_path`
-finds one, in this order:
-
-1. `ASL_MLOPS_HAND_MODEL`, a local file the user names (offline machines);
-2. the copy cached by an earlier call, in `$XDG_CACHE_HOME/asl-mlops` (~/.cache/asl-mlops);
-3. Google's published bundle (`OFFICIAL_URL`), downloaded once;
-4. the same two networks as shipped inside the `mediapipe==0.10.21` wheel on the package index (Apache-2.0),
-   repacked as a bundle: for machines that reach the package index but not Google's model storage.
+The landmarker needs a model bundle, `hand_landmarker.task` (a zip of two TFLite networks), which
+asl_mlops.hands.landmarker.hand_model_path finds (a local file, the user cache, Google's URL or a PyPI wheel).
 
 Detections of a photo set are cached by the photo's content and the bundle's (`detect_photos`), like the trunk
 cache: a photo's keypoints are computed once per bundle, whatever folder or run it comes from.

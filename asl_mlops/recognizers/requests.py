@@ -21,7 +21,7 @@ _KNOWN_COLUMNS = frozenset((*PIXEL_COLUMNS, IMAGE_COLUMN, LABEL_COLUMN))
 #: Most rows per request: bounds memory and latency of one request (a 1024-row pixel batch is ~3 MB of JSON).
 MAX_ROWS = 1024
 
-#: What the model accepts, stored in the MLmodel metadata (see the module docstring for why not a schema).
+#: What the model accepts, stored in the MLmodel metadata (asl_mlops.recognizers.sign_mnist says why not a schema).
 INPUT_FORMS = {
     "pixels": "columns pixel1..pixel784 (integers 0-255, row-major 28x28); optional column 'label' is ignored",
     "images": "one column 'image': base64 PNG or JPEG, any size, colour or grayscale; "
@@ -104,7 +104,7 @@ def check_batch_size(rows: int) -> None:
 
 
 def images_from_frame(frame: Any) -> np.ndarray:
-    """Validate a request (either form, see the module docstring) and return its images, uint8 (N, 28, 28)."""
+    """Validate a request (either form: asl_mlops.recognizers.sign_mnist) and return its images, uint8 (N, 28, 28)."""
     frame, columns = request_table(frame, "columns pixel1..pixel784 or image")
     unknown = [c for c in columns if c not in _KNOWN_COLUMNS]
     if unknown:

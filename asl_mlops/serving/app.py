@@ -3,7 +3,7 @@ worker processes, behind a guard that refuses hostile requests before they are p
 it serves.
 
 Request parsing and answers are MLflow's (`mlflow.pyfunc.scoring_server.init`, the app `mlflow models
-serve` runs); rows, pixels and images are checked by the model (asl_mlops.serving). `RequestGuard`, an
+serve` runs); rows, pixels and images are checked by the model (asl_mlops.recognizers). `RequestGuard`, an
 ASGI middleware around that app, only adds what a long-running server needs in front of them:
 
 - **limits before parsing**: POST /invocations needs a Content-Type MLflow parses (415 otherwise; MLflow
@@ -28,7 +28,7 @@ Why not MLServer (the MLflow runtime the issue named first): MLflow 3.17 removed
 (mlflow/mlflow#23356; MLServer is unmaintained), mlserver 1.7.1 pins fastapi < 0.116 and Python < 3.13,
 and beside our pins it failed to start (uvloop 0.23: "no current event loop" in its inference pool) or,
 without the pool, to load our model (its metadata code needs an input schema, which ours leaves out on
-purpose; see asl_mlops.serving). Its /invocations handler is also a second copy of MLflow's parsing.
+purpose; see asl_mlops.recognizers.sign_mnist). Its /invocations handler is also a second copy of MLflow's parsing.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Predict letters for image files: with the registered pyfunc model loaded here, or a running server.
 
-Both ways send the file's bytes, base64-encoded, in the `image` request form of `asl_mlops.serving`,
-so the CLI gets exactly what an HTTP client of `mlflow models serve` gets.
+Both ways send the file's bytes, base64-encoded, in the `image` request form of the recognizers
+(asl_mlops.recognizers.requests), so the CLI gets exactly what an HTTP client of `mlflow models serve` gets.
 """
 
 import sys

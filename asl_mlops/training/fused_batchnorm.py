@@ -10,7 +10,7 @@ benchmarks/train.py --only batchnorm).
 block, by giving each layer a `call` of its own that the block removes again. The layers, their class, their
 weights and their config stay Keras' own, so a saved model names nothing of ours. A training step traced
 before the block (a model's cached `train_function`) keeps the ops it was traced with, and one traced inside
-keeps the fused op: compile the model inside the block, as `asl_mlops.train.fit` does (it compiles again after).
+keeps the fused op: compile the model inside the block, as `asl_mlops.training.fit.fit` does (it compiles again after).
 
 The fused call computes what Keras' does, to float rounding: the output normalised with the batch's (biased)
 variance, and the moving statistics moved by `momentum` towards the batch mean and biased variance, with the

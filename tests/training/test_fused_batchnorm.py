@@ -74,7 +74,7 @@ def test_momentum_is_read_at_each_call_and_inference_uses_the_moving_statistics(
     x, other = (rng.normal(5.0, 1.0, (8, 7, 5, 3)).astype(np.float32) for _ in range(2))
     layer = model.get_layer("bn")
     with fused_batchnorm(model):
-        layer.momentum = 0.0  # as asl_mlops.train.reestimate_batchnorm sets it: the batch's statistics replace them
+        layer.momentum = 0.0  # as asl_mlops.training.fit.reestimate_batchnorm sets it: the batch's statistics replace them
         model(x, training=True)
         conv = model.layers[1](x).numpy()
         np.testing.assert_allclose(layer.moving_mean.numpy(), conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
