@@ -246,6 +246,11 @@ def train_command(**options: Any) -> None:
                f"test_accuracy={result.test.accuracy:.4f} ({result.test.errors} errors) model={result.model_uri}")
     if isinstance(registration, Verdict):  # the gate ran on the new version: its checks and decision
         click.echo(registration.report())
+        if not registration.promoted:  # the next command a newcomer runs needs a champion: say how to get one
+            name, version = registration.model_name, registration.version
+            click.echo(f"{name} has no new champion. To use v{version} anyway: `asl-mlops registry promote {version} "
+                       f"--model-name {name}` makes it champion, or --model-uri models:/{name}@challenger serves it "
+                       "as it is")
     elif registration is not None:  # the run was registered and decided before
         click.echo(f"{registration.model_name} v{registration.version} {registration.decision}")
 
@@ -314,8 +319,10 @@ def teach_command(photos: Path, **options: Any) -> None:
     be here), with these photos added and weighted; logs one MLflow run with the photos as a dataset input;
     registers the version; and promotes it to 'champion' only if it passes the teach gate: the person's held-out
     photos read at least --min-taught-accuracy, other people's accuracy falls by at most --max-others-drop, and it
-    answers within the serving latency limit. A server following models:/NAME@champion then switches to it.
-    Exit code 0 if promoted, 1 if the gate refused it.
+    answers within the serving latency limit. People taught before (as the champion's run recorded their folders)
+    are taught again with these photos, and their held-out photos must still read at least --min-taught-accuracy.
+    A server following models:/NAME@champion then switches to it. Teaching the same photos again does nothing.
+    Exit code 0 if promoted (or nothing to do), 1 if the gate refused it, 2 for bad input.
     """
     from asl_mlops.data.photos import load_photo_folder
 
@@ -327,6 +334,9 @@ def teach_command(photos: Path, **options: Any) -> None:
 
     check_tracking_server()
     result = teach(photos, TeachConfig(**options))
+    if result is None:
+        click.echo(f"{photos}: these photos are already taught to the champion; nothing to do")
+        return
     click.echo(result.report())
     sys.exit(0 if result.verdict.promoted else 1)
 
@@ -430,9 +440,11 @@ def serve_command(**options: Any) -> None:
     `mlflow models serve`) under uvicorn workers, with request limits and Prometheus metrics.
 
     Endpoints: GET / (a web page: upload a photo or turn on the camera and see the letter), POST /invocations,
-    GET /ping and /health, GET /version, GET /metrics (Prometheus).
+    GET /ping and /health, GET /version, GET /metrics (Prometheus); with --collect-dir, GET and POST /teach (teach
+    mode: the page keeps photos people show it). With --model-uri models:/NAME@ALIAS it follows the alias
+    (--poll-seconds) and every answer names its version in the x-model-version header.
     Missing or other Content-Types get 415, bodies over --max-body-bytes 413 (before they are read),
-    JSON that is a list, malformed or nested over 32 levels 400; the model's own checks answer 400 as before.
+    JSON that is a list, malformed or nested over 32 levels 400, and so do the model's own checks of a request.
     One access-log line per request on stdout: client, method, path, status, rows, milliseconds.
     """
     from asl_mlops.serving.app import serve

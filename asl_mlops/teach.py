@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -53,6 +55,11 @@ from asl_mlops.gate import (
 
 logger = logging.getLogger(__name__)
 
+#: The run param listing every person a taught recognizer was taught: JSON {folder: content hash of its photos}.
+TAUGHT_PEOPLE_PARAM = "taught_people"
+#: The longest param value MLflow stores.
+MAX_PARAM_CHARS = 6000
+
 
 @dataclass(frozen=True)
 class TeachResult:
@@ -65,12 +72,16 @@ class TeachResult:
     verdict: Verdict
     champion_version: str  # the champion that was taught
     before: float | None  # the champion's accuracy on the held-out photos (None: none held out)
+    earlier_people: int = 0  # people taught before, taught again with this one
 
     def report(self) -> str:
         """What `asl-mlops teach` prints."""
         before = f"; the champion v{self.champion_version} read {self.before:.1%} of them" if self.before is not None \
             else ""
-        return (f"taught {self.signer}: {self.taught} photos taught, {self.held_out} held out for the gate{before}\n"
+        n = self.earlier_people
+        earlier = f" (and {n} {'person' if n == 1 else 'people'} taught before)" if n else ""
+        return (f"taught {self.signer}{earlier}: {self.taught} photos taught, {self.held_out} held out for the gate"
+                f"{before}\n"
                 f"run {self.run_id} -> {self.verdict.model_name} v{self.verdict.version}\n{self.verdict.report()}")
 
 
@@ -110,42 +121,90 @@ def champion_training(model_name: str, client: MlflowClient) -> tuple[mlflow.ent
     return champion, run, config
 
 
+def taught_people(params: dict[str, str]) -> dict[str, str]:
+    """The people a run's recognizer was taught (folder -> content hash of their photos), from its params."""
+    try:
+        people = json.loads(params.get(TAUGHT_PEOPLE_PARAM, "{}"))
+    except json.JSONDecodeError:
+        raise InputError(f"param {TAUGHT_PEOPLE_PARAM} of the champion's run is not the JSON teach writes") from None
+    return {str(k): str(v) for k, v in people.items()}
+
+
+def load_earlier(folder: str, model_name: str, version: str) -> PhotoSet:
+    """One earlier taught person's photos, as the champion's run recorded their folder; InputError if gone."""
+    if not Path(folder).is_dir():
+        raise InputError(f"{model_name} v{version} was also taught the photos in {folder}, which is not a folder "
+                         "here: teaching keeps what earlier teaching taught, so run `asl-mlops teach` where those "
+                         "folders are")
+    return load_photo_folder(folder)
+
+
+def combined(sets: list[PhotoSet]) -> PhotoSet:
+    """Several people's photo sets as one (each photo's signer is its folder's name)."""
+    roots = [str(Path(s.root).resolve()) for s in sets]
+    return PhotoSet(root=os.path.commonpath(roots), paths=tuple(Path(p).resolve() for s in sets for p in s.paths),
+                    labels=np.concatenate([s.labels for s in sets]),
+                    file_hashes=tuple(h for s in sets for h in s.file_hashes),
+                    signers=tuple(Path(s.root).resolve().name for s in sets for _ in s.paths), layout="signers")
+
+
 def teach(photos_dir: str | Path, settings: TeachConfig = TeachConfig(), gate: GateConfig = GateConfig()
-          ) -> TeachResult:
+          ) -> TeachResult | None:
     """Teach the champion of `settings.model_name` (empty: the only registered model) one person's photos (see the
-    module docstring)."""
+    module docstring), keeping every person it was taught before (their folders, as its run recorded them). None
+    when these very photos are already in the champion: nothing is trained."""
     person = load_photo_folder(photos_dir)  # bad photos fail here, before anything is trained or logged
     if person.layout != "letters":
-        raise InputError(f"{photos_dir}: give one person's letter folders (PHOTOS/<LETTER>/*.jpg, as teach mode "
-                         f"writes DIR/<name>/), not {person.layout} of several signers")
+        names = person.named_signers
+        raise InputError(f"{photos_dir} holds the photos of {len(names)} people ({', '.join(names[:5])}"
+                         f"{', ...' if len(names) > 5 else ''}): teach one person at a time, e.g. `asl-mlops teach "
+                         f"{Path(photos_dir) / names[0]}` (one person's letter folders, PHOTOS/<LETTER>/*.jpg)")
     signer = Path(photos_dir).resolve().name
     settings = dataclasses.replace(settings, model_name=only_model_name(settings.model_name))
     client = MlflowClient()
     champion, run, config = champion_training(settings.model_name, client)
+    folder = str(Path(photos_dir).resolve())
+    earlier = taught_people(run.data.params)
+    if earlier.get(folder) == person.content_hash:
+        return None  # these very photos are already in the champion: nothing to teach
+    earlier.pop(folder, None)
+    earlier_sets = [load_earlier(path, settings.model_name, champion.version) for path in earlier]
     taught_index, held_index = person_split(person, settings.held_out_per_letter)
     taught, held = person.subset(taught_index), person.subset(held_index)
+    earlier_taught, earlier_held = [], []
+    for photos in earlier_sets:
+        t, h = person_split(photos, settings.held_out_per_letter)
+        earlier_taught.append(photos.subset(t))
+        earlier_held.append(photos.subset(h))
+    everyone = combined([*earlier_taught, taught])
 
     from asl_mlops.train import generate_run_name, train_and_evaluate
     from asl_mlops.training.inputs import Teaching, prepare_data
 
-    data = prepare_data(config, Teaching(taught, settings.teach_weight))
+    data = prepare_data(config, Teaching(everyone, settings.teach_weight))
     for what in ("train_data_hash", "test_data_hash"):
         if data.params[what] != run.data.params.get(what):
             raise InputError(f"{getattr(config, what.removesuffix('_hash'))} has changed since {settings.model_name} "
                              f"v{champion.version} was trained on it ({what} {str(data.params[what])[:12]} here, "
                              f"{run.data.params.get(what, '?')[:12]} on run {run.info.run_id}): teaching retrains from "
                              "the champion's own data")
+    people = json.dumps({**earlier, folder: person.content_hash})
+    if len(people) > MAX_PARAM_CHARS:
+        raise InputError(f"{settings.model_name} has been taught {len(earlier)} people: the list no longer fits in an "
+                         "MLflow param; train it again with their photos as training data (signer folders)")
     params = {"taught_signer": signer, "teach_data": str(photos_dir), "taught_from_version": champion.version,
               "held_out_photos": len(held), "held_out_per_letter": settings.held_out_per_letter,
-              "model_name": settings.model_name}
+              "model_name": settings.model_name, TAUGHT_PEOPLE_PARAM: people,
+              "taught_people_count": len(earlier) + 1}
     import pandas as pd
 
     from asl_mlops.labels import label_to_letter
 
-    taught_frame = pd.DataFrame({"path": [str(p) for p in taught.paths],
-                                 "letter": [label_to_letter(label) for label in taught.labels.tolist()]})
-    teaching_input = mlflow.data.from_pandas(taught_frame, source=str(Path(photos_dir).resolve()),
-                                             name=f"{signer}-taught", digest=taught.content_hash[:16])
+    taught_frame = pd.DataFrame({"path": [str(p) for p in everyone.paths],
+                                 "letter": [label_to_letter(label) for label in everyone.labels.tolist()],
+                                 "signer": list(everyone.signers)})
+    teaching_input = mlflow.data.from_pandas(taught_frame, source=folder, name=f"{signer}-taught",
+                                             digest=everyone.content_hash[:16])
     result = train_and_evaluate(config, data, run_name=f"teach-{signer}-{generate_run_name()}",
                                 tags={"source": "asl-mlops teach", "taught_signer": signer},
                                 params=params, inputs={"teaching": teaching_input})
@@ -154,21 +213,28 @@ def teach(photos_dir: str | Path, settings: TeachConfig = TeachConfig(), gate: G
                                   "taught_from_version": champion.version},
                             description=f"v{champion.version} taught {len(taught)} photos of {signer} "
                                         f"(`asl-mlops teach {photos_dir}`), by MLflow run {result.run_id}.")
-    verdict, before = validate_taught(registration.version, champion, held, settings, gate, client)
-    return TeachResult(signer, result.run_id, len(taught), len(held), verdict, str(champion.version), before)
+    verdict, before = validate_taught(registration.version, champion, held, settings, gate, client,
+                                      combined(earlier_held) if earlier_held else None)
+    return TeachResult(signer, result.run_id, len(taught), len(held), verdict, str(champion.version), before,
+                       len(earlier))
 
 
 def taught_checks(taught_accuracy: float | None, champion_test: float, test: float, latency_ms: float,
-                  settings: TeachConfig, gate: GateConfig, serving_error: str = "") -> tuple[Check, ...]:
-    """The teach gate's checks (pure): the person's held-out accuracy (None: no photo was held out), the drop on
-    other people, the serving latency."""
+                  settings: TeachConfig, gate: GateConfig, serving_error: str = "",
+                  earlier_accuracy: float | None = None) -> tuple[Check, ...]:
+    """The teach gate's checks (pure): the person's held-out accuracy (None: no photo was held out), the people
+    taught before on theirs (None: nobody was, and the check is left out), the drop on other people, the serving
+    latency."""
     if taught_accuracy is None:
         person = Check("taught_accuracy", "no photo held out", f">= {settings.min_taught_accuracy:g}", False,
                        "no photo of the person was held out to check (give 2 or more photos of a letter)")
     else:
         person = floor_check("taught_accuracy", taught_accuracy, settings.min_taught_accuracy)
+    earlier = () if earlier_accuracy is None else (
+        floor_check("earlier_taught_accuracy", earlier_accuracy, settings.min_taught_accuracy),)
     drop = champion_test - test
-    others = Check("others_drop", f"{drop:+.4f} ({champion_test:.4f} -> {test:.4f})",
+    moved = f"fell {drop:.4f}" if drop > 0 else f"rose {-drop:.4f}" if drop < 0 else "same"
+    others = Check("others_drop", f"{moved} ({champion_test:.4f} -> {test:.4f})",
                    f"<= {settings.max_others_drop:g}", drop <= settings.max_others_drop,
                    "" if drop <= settings.max_others_drop else
                    f"accuracy on other people fell {drop:.4f}, more than {settings.max_others_drop:g}")
@@ -176,7 +242,7 @@ def taught_checks(taught_accuracy: float | None, champion_test: float, test: flo
     latency = Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
                     f"<= {gate.max_latency_ms:g} ms", fast,
                     "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
-    return person, others, latency
+    return (person, *earlier, others, latency)
 
 
 def _letters_folder(photos: PhotoSet, dest: Path) -> Path:
@@ -191,10 +257,12 @@ def _letters_folder(photos: PhotoSet, dest: Path) -> Path:
 
 
 def validate_taught(version: str, champion: "mlflow.entities.model_registry.ModelVersion", held: PhotoSet,
-                    settings: TeachConfig, gate: GateConfig, client: MlflowClient) -> tuple[Verdict, float | None]:
+                    settings: TeachConfig, gate: GateConfig, client: MlflowClient,
+                    earlier_held: PhotoSet | None = None) -> tuple[Verdict, float | None]:
     """Run the teach gate on `version`, record the verdict on it (tags, description, an evaluation run) and promote
     it if it passed and `champion` is still the champion; returns the verdict and the champion's accuracy on the
-    held-out photos (the "before")."""
+    held-out photos (the "before"). `earlier_held`: the held-out photos of the people taught before, which the
+    new version must still read (`earlier_taught_accuracy`)."""
     name = settings.model_name
     target = client.get_model_version(name, version)
     uri = f"models:/{name}/{version}"
@@ -215,13 +283,18 @@ def validate_taught(version: str, champion: "mlflow.entities.model_registry.Mode
                 extra.update(champion_taught_accuracy=before)
             except InputError as err:
                 logger.warning("champion v%s not evaluated on the held-out photos: %s", champion.version, err)
+        earlier_accuracy = None
+        if earlier_held is not None and len(earlier_held):
+            e_true, e_pred, _ = predict_letters(uri, str(_letters_folder(earlier_held, Path(tmp) / "earlier")))
+            earlier_accuracy = float(np.mean(e_true == e_pred))
+            extra.update(earlier_taught_accuracy=earlier_accuracy)
         serving_error = ""
         try:
             served = serving_check(uri)
         except InputError as err:
             serving_error, served = str(err), {"load_seconds": float("nan"), "latency_ms": float("inf")}
         checks = taught_checks(taught_accuracy, champion_metrics["test_accuracy"], metrics["test_accuracy"],
-                               served["latency_ms"], settings, gate, serving_error)
+                               served["latency_ms"], settings, gate, serving_error, earlier_accuracy)
         extra.update(others_accuracy=metrics["test_accuracy"], champion_others_accuracy=champion_metrics["test_accuracy"],
                      **{k: v for k, v in served.items() if np.isfinite(v)})
         data = str(held.root) if held_folder is None else f"{held.root} (held-out photos)"

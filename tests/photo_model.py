@@ -34,9 +34,48 @@ def real_hand_folders(root: Path, train_per_letter: int = 6, test_per_letter: in
     return root / "train", root / "test"
 
 
+#: Where the one photo recognizer of a test run is trained, shared by every module and xdist worker of that run.
+SHARED_PREFIX = "asl-tests-photo-recognizer-"
+
+
 def train_photo_recognizer(root: Path, hand_model: Path) -> dict[str, str]:
-    """Train and register the photo recognizer with `mlflow run . -P train_data=... -P test_data=...`; returns the
-    environment (tracking store, hand model) its store is read with."""
+    """The photo recognizer of `train_once`, in a store of `root`'s own: a copy of its mlflow.db (so a module may
+    register and move aliases without touching another's), with `root`/train, test and cache linking to its folders
+    (its runs' artifacts stay where it was trained). Returns the environment the store is read with."""
+    shared = train_once(hand_model)
+    shutil.copy2(shared / "mlflow.db", root / "mlflow.db")
+    for name in ("train", "test", "cache"):
+        (root / name).symlink_to(shared / name, target_is_directory=True)
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "MLFLOW_REGISTRY_URI": f"sqlite:///{root}/mlflow.db", "ASL_MLOPS_HAND_MODEL": str(hand_model)}
+
+
+def train_once(hand_model: Path) -> Path:
+    """Train the photo recognizer once per test run (`mlflow run`, ~1-2 min), whichever module or xdist worker asks
+    first; the others wait on a file lock and reuse it. Folders of earlier test runs older than a day are removed."""
+    import fcntl
+    import tempfile
+    import time
+
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"solo-{os.getpid()}"
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"{SHARED_PREFIX}*"):
+        if old.is_dir() and time.time() - old.stat().st_mtime > 86400:
+            shutil.rmtree(old, ignore_errors=True)
+    shared = base / f"{SHARED_PREFIX}{run_id}"
+    with open(base / f"{SHARED_PREFIX}{run_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "trained").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            train_in(shared, hand_model)
+            (shared / "trained").touch()
+    return shared
+
+
+def train_in(root: Path, hand_model: Path) -> dict[str, str]:
+    """Train and register the photo recognizer with `mlflow run . -P train_data=... -P test_data=...` in `root`;
+    returns the environment (tracking store, hand model) its store is read with."""
     train, test = real_hand_folders(root)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
            "MLFLOW_REGISTRY_URI": f"sqlite:///{root}/mlflow.db", "ASL_MLOPS_HAND_MODEL": str(hand_model)}

@@ -136,12 +136,12 @@ def test_fit_trains_resnet50_both_ways_without_adapting_its_imagenet_mean(mlflow
     assert_imagenet_mean(model)
 
 
-@pytest.mark.slow  # ~20 s each on 2 cores: logging the 95 MB network is much of it
-@pytest.mark.parametrize("trunk_cache", [True, False], ids=["trunk-cache", "no-trunk-cache"])
+@pytest.mark.slow  # ~20-75 s on 2 cores: logging the 95 MB network is much of it
+@pytest.mark.parametrize("trunk_cache", [False], ids=["no-trunk-cache"])
 def test_a_resnet50_run_trains_both_ways_and_logs_one_val_accuracy(mlflow_store, tmp_path, trunk_cache):
-    """The original design's whole run, on cached trunk features or end to end: the logged network keeps the
-    ImageNet mean, and the run has one val_accuracy (per-epoch values are epoch_val_accuracy) and one of each final
-    test figure."""
+    """The original design's whole run end to end (the path that crashed; the cached path is trained at the fit
+    level above, which is where the two differ): the logged network keeps the ImageNet mean, and the run has one
+    val_accuracy (per-epoch values are epoch_val_accuracy) and one of each final test figure."""
     from mlflow.tracking import MlflowClient
 
     from asl_mlops.train import train_and_evaluate
