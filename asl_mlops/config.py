@@ -43,8 +43,9 @@ class TrainConfig:
     test_data: str = knob("data/sign_mnist_test.csv", "Test data of the same kind (CSV or photo folder), used only for "
                                                       "the final evaluation.")
     val_split: str = knob("grouped", "How validation is held out of the training data: 'grouped' holds out whole "
-                                     "families of near-duplicate images of a CSV, or whole signers of a photo folder "
-                                     "that names them (asl_mlops/data/split.py); 'random' holds out rows or photos.",
+                                     "families of near-duplicate images of a CSV (the variants of one photo), or "
+                                     "whole signers of a photo folder that names them; 'random' holds out rows or "
+                                     "photos.",
                           choices=VAL_SPLITS)
     # Small: every family held out is a photo the logged model never trains on (docs/decisions.md).
     val_fraction: float = knob(0.05, "Share of the training data held out for validation (of the families for "

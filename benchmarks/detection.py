@@ -6,6 +6,7 @@ close-ups: --closeups photos where a hand was found are cropped to the hand's bo
 hand held close to a webcam fills the frame) and searched again with each search; the share found is reported.
 
     python benchmarks/detection.py --data ../shared/data/hands --out benchmarks/results/detection.json
+    python benchmarks/detection.py --tiny --out /tmp/detection.json    # a few real photos (a smoke test)
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def main() -> None:
     parser.add_argument("--closeups", type=int, default=300, help="Found hands cropped to close-ups (0: none).")
     parser.add_argument("--fill", type=float, default=1.0, help="Share of the close-up's side the hand's box fills.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detection.json"), help="JSON to write.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: one real photo per letter of each of benchmarks/tiny.py's signers, 5 "
+                             "close-ups, a temporary cache.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        work = tiny.folder("detection")
+        args.data, args.cache_dir, args.closeups = tiny.hands(work / "hands", per_letter=1), work / "cache", 5
 
     from provenance import stamped, write_results
     from tqdm import tqdm

@@ -8,6 +8,7 @@ figures, the verdict table, and its two slow parts timed alone (predicting on th
 check's fresh process). Prints the tables and writes the JSON. Timings want the machine to themselves.
 
     python benchmarks/gate.py --out benchmarks/results/gate.json
+    python benchmarks/gate.py --tiny --out /tmp/gate.json    # one narrow 1-epoch model on a few rows (a smoke test)
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 1],
                         help="Epochs of each model trained and gated, in order.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gate.json"))
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: one version, a narrow network for one epoch on a few synthetic rows.")
     args = parser.parse_args()
+    narrow: dict[str, object] = {}
+    if args.tiny:
+        import tiny
+
+        args.epochs = [1]
+        narrow = {k: v for k, v in tiny.TRAIN.items() if k != "epochs"}
     out = args.out.resolve()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,9 +56,10 @@ def main() -> None:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         mlflow.set_registry_uri(f"sqlite:///{tmp}/mlflow.db")
         mlflow.set_experiment("gate-benchmark")
-        train, test = write_synthetic(Path(tmp) / "data")
+        train, test = tiny.sign_mnist(Path(tmp) / "data") if args.tiny else write_synthetic(Path(tmp) / "data")
         for epochs in args.epochs:
-            config = TrainConfig(train_data=str(train), test_data=str(test), cache_dir=f"{tmp}/cache", epochs=epochs)
+            config = TrainConfig(train_data=str(train), test_data=str(test), cache_dir=f"{tmp}/cache", epochs=epochs,
+                                 **narrow)
             start = time.perf_counter()
             result = train_and_evaluate(config, params=RegistryConfig(register=True).to_params())
             train_seconds = time.perf_counter() - start

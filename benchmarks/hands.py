@@ -26,6 +26,7 @@ Variants (--variant, repeatable), each the shipped recipe with one thing changed
 - logreg: logistic regression on the same features, unweighted (a floor).
 
     python benchmarks/hands.py --data ../shared/data/hands --out benchmarks/results/hands-loso-signers.json
+    python benchmarks/hands.py --tiny --out /tmp/hands.json    # a few real photos, 3 variants, 1 epoch (a smoke test)
 """
 
 from __future__ import annotations
@@ -205,7 +206,16 @@ def main() -> None:
                         help="Instead of training: merge these results (the same variants, other seeds) into --out.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hands-loso-signers.json"),
                         help="JSON to write (rewritten after each variant).")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: a few real photos of benchmarks/tiny.py's signers, variants before, "
+                             "no-augment and logreg, seed 0, one epoch, a temporary cache.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        work = tiny.folder("hands")
+        args.data, args.cache_dir = tiny.hands(work / "hands"), work / "cache"
+        args.variant, args.seeds, args.epochs = ["before", "no-augment", "logreg"], [0], 1
     args.out = args.out.resolve()
     variants = args.variant or list(VARIANTS)
     if args.merge:

@@ -1,6 +1,7 @@
 """Which cheap levers make the default recipe robust across seeds? Judged on the stand-in test set.
 
     python benchmarks/levers.py --train-data ../shared/data/sign_mnist_train.csv.gz
+    python benchmarks/levers.py --tiny --out /tmp/levers.json    # two 1-epoch models on synthetic rows (a smoke test)
 
 Same data as benchmarks/selection.py (its `carve`: a grouped stand-in of 20% of the families, seed 2026,
 grouped validation G and training rows T from the rest). A recipe (selection.py's `default`: the earlier
@@ -156,7 +157,17 @@ def main() -> None:
                              "more distinct hands, fewer variants of each.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "levers.json",
                         help="JSON results file.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, seeds 0 and 1, one narrow network for one epoch, the models "
+                             "in a temporary --models-dir.")
     args = parser.parse_args()
+    tiny_recipe = {}
+    if args.tiny:
+        import tiny
+
+        work = tiny.folder("levers")
+        args.train_data, args.seeds, args.models_dir = str(tiny.sign_mnist(work)[0]), [0, 1], work / "models"
+        tiny_recipe = tiny.TRAIN
 
     import keras
     import mlflow
@@ -172,13 +183,14 @@ def main() -> None:
     )
     from asl_mlops.training.inputs import split_data
 
-    overrides = {**({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}), **settings_of(args.settings)}
+    overrides = {**tiny_recipe, **({"cnn_filters": args.cnn_filters} if args.cnn_filters else {}),
+                 **settings_of(args.settings)}
     # a sibling script: `python benchmarks/<script>.py` puts benchmarks/ first on sys.path
     import selection
     recipe = selection.recipe_changes("default", args.epochs, overrides)
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction, args.all_photos)
     args.models_dir.mkdir(parents=True, exist_ok=True)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"trained": {}}
+    results = json.loads(args.out.read_text()) if args.out.exists() and not args.tiny else {"trained": {}}
     info = {**info, "val_fraction": args.val_fraction, "all_photos": args.all_photos}
     stored = results.get("data")
     if stored is not None and {**stored, "val_fraction": stored.get("val_fraction", 0.2),

@@ -3,6 +3,7 @@
     python benchmarks/mechanisms.py --train-data ../shared/data/sign_mnist_train.csv.gz
     python benchmarks/mechanisms.py --train-data ... --parts errors --seeds 0 1   # in pieces
     python benchmarks/mechanisms.py --train-data ... --parts steps
+    python benchmarks/mechanisms.py --tiny --out /tmp/mechanisms.json    # synthetic rows, a few steps (a smoke test)
 
 Two mechanisms of the default recipe, each against its stock counterpart:
 
@@ -152,7 +153,7 @@ def run_errors(args, results: dict) -> None:
     csv, split, random_val, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction)
     from asl_mlops.config import TrainConfig
 
-    config = TrainConfig(**RECIPE, epochs=args.epochs, ensemble="1")
+    config = TrainConfig(**args.recipe, epochs=args.epochs, ensemble="1")
     total_steps = math.ceil(len(split.train) / config.batch_size) * config.epochs
     data = {**info, "val_fraction": args.val_fraction, "train_data": args.train_data, "epochs": args.epochs,
             "ensemble": 1, "steps_per_run": total_steps, "stock_ema_momentum": stock_momentum(total_steps),
@@ -173,7 +174,7 @@ def run_errors(args, results: dict) -> None:
                     continue
                 with injected(ema, args.error_bn, total_steps):
                     model = selection.train_one("default", seed, (csv, split, random_val, standin), f"{store}/cache",
-                                                args.epochs, RECIPE)
+                                                args.epochs, args.recipe)
                 del model["model_uri"]  # in the temporary store
                 model["provenance"] = provenance()
                 runs[ema][str(seed)] = model
@@ -220,7 +221,7 @@ def run_steps(args, results: dict) -> None:
 
     csv, split, _, standin, info = selection.carve(args.train_data, 0.2, 2026, args.val_fraction)
     data = split_data(csv, split, standin)
-    config = TrainConfig(**RECIPE, epochs=EPOCHS, ensemble="1", seed=0)
+    config = TrainConfig(**args.recipe, epochs=EPOCHS, ensemble="1", seed=0)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     models = {}
@@ -335,13 +336,26 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="Untimed steps per variant first (steps).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mechanisms.json")
     parser.add_argument("--report-only", action="store_true", help="Print the tables of --out and stop.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, a narrow network; errors: seed 0 for one epoch; steps: "
+                             "fused/hand and plain/stock, 2 rounds of 3 steps.")
     args = parser.parse_args()
+    args.recipe = RECIPE
+    if args.tiny:
+        import tiny
+
+        args.train_data = str(tiny.sign_mnist(tiny.folder("mechanisms"))[0])
+        # batches of 16: a run of at least 10 steps, so stock_momentum is a momentum
+        args.recipe = {**RECIPE, **{k: v for k, v in tiny.TRAIN.items() if k not in ("epochs", "ensemble")},
+                       "batch_size": 16}
+        args.seeds, args.epochs, args.step_variants = [0], 1, ["fused/hand", "plain/stock"]
+        args.rounds, args.chunk, args.warmup = 2, 3, 2
     for name in args.step_variants:
         bn, _, ema = name.partition("/")
         if bn not in BN_VARIANTS or ema not in EMA_VARIANTS:
             parser.error(f"--step-variants {name}: expected BN/EMA with BN in {BN_VARIANTS}, EMA in {EMA_VARIANTS}")
 
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = json.loads(args.out.read_text()) if args.out.exists() and not args.tiny else {}
     if not args.report_only:
         results["provenance"] = provenance()  # of the latest part run; each part keeps its own too
         if "errors" in args.parts:

@@ -13,7 +13,7 @@ Then (unless --frame-photos 0) it sends camera frames of other hand photos strai
 time for each size.
 
     python benchmarks/page_camera.py --model-uri models:/asl-photo-recognizer@champion --photo ../shared/data/hands/L/massey_0032.jpeg
-    python benchmarks/page_camera.py --url http://127.0.0.1:5001 --photo PHOTO --seconds 2 --frame-photos 0 --out /tmp/page.json   # smoke test
+    python benchmarks/page_camera.py --url http://127.0.0.1:5001 --photo PHOTO --tiny --out /tmp/page.json  # smoke test
 """
 
 from __future__ import annotations
@@ -278,7 +278,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HANDS, help="The hand photo folder (with manifest.csv).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "page-camera.json",
                         help="JSON to write.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: 2 seconds a photo, no --frame-photos (as tests/serving/test_page.py runs "
+                             "it).")
     args = parser.parse_args()
+    if args.tiny:
+        args.seconds, args.frame_photos = 2.0, 0
     if (args.url is None) == (args.model_uri is None):
         sys.exit("give --model-uri (a model to serve here) or --url (a running server)")
     for photo in args.photo:

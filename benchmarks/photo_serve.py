@@ -5,6 +5,7 @@ another, each one JPEG of a real hand scaled to 640x480 (and, apart, one of a ph
 recognizer searches in every retry view before it answers "no hand found"). Prints and writes p50/p90/p99.
 
     python benchmarks/photo_serve.py --model-uri models:/asl-recognizer@champion --photo ../shared/data/hands/B/massey_0046.jpeg
+    python benchmarks/photo_serve.py --tiny --out /tmp/photo-serve.json   # a 1-epoch model, a few photos (smoke test)
 """
 
 from __future__ import annotations
@@ -55,13 +56,41 @@ def timings(url: str, jpeg: bytes, requests_count: int) -> dict[str, object]:
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
+def tiny_model(work: Path) -> tuple[str, Path]:
+    """A photo recognizer trained for one epoch on a few real photos in a store in `work` (made MLFLOW_TRACKING_URI,
+    so the server finds it too), and one of those photos."""
+    import mlflow
+    import tiny
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.train import train_and_evaluate
+
+    hands = tiny.hands(work / "hands")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("photo-serve", artifact_location=f"{work}/artifacts"))
+    result = train_and_evaluate(TrainConfig(train_data=str(hands), test_data=str(hands), cache_dir=str(work / "cache"),
+                                            architecture="keypoints", epochs=1))
+    return result.model_uri, next(hands.rglob("*.jp*g"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-uri", required=True, help="The photo recognizer to serve.")
-    parser.add_argument("--photo", type=Path, required=True, help="A real hand photo (scaled to 640x480).")
+    parser.add_argument("--model-uri", help="The photo recognizer to serve.")
+    parser.add_argument("--photo", type=Path, help="A real hand photo (scaled to 640x480).")
     parser.add_argument("--requests", type=int, default=200, help="Timed requests per photo.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/photo-serve.json"), help="JSON to write.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: a recognizer trained here for one epoch on a few real photos, 8 requests.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        args.out = args.out.resolve()
+        args.model_uri, args.photo = tiny_model(tiny.folder("photo-serve"))
+        args.requests = 8
+    elif args.model_uri is None or args.photo is None:
+        parser.error("--model-uri and --photo are required (or --tiny)")
     if not args.photo.is_file():
         sys.exit(f"{args.photo}: no such photo")
     port = free_port()

@@ -4,6 +4,7 @@ Runs `mlflow run . --env-manager local -P train_data=DATA -P test_data=TEST` wit
 photo's hand is searched for) in a temporary MLflow store, and records the wall time and the run's figures.
 
     python benchmarks/photo_train.py --data ../shared/data/hands --out benchmarks/results/photo-train.json
+    python benchmarks/photo_train.py --tiny --out /tmp/photo-train.json    # a few real photos, 1 epoch (a smoke test)
 """
 
 from __future__ import annotations
@@ -27,13 +28,20 @@ def main() -> None:
     parser.add_argument("--test-data", type=Path, default=None,
                         help="Test photo folder (default: the training folder; its hands then come from the cache).")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/photo-train.json"), help="JSON to write.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: a few real photos of benchmarks/tiny.py's signers, one epoch.")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="photo-train-"))
+    if args.tiny:
+        import tiny
+
+        args.data, args.test_data = tiny.hands(work / "hands"), None
     data = args.data.resolve()
     test = (args.test_data or args.data).resolve()
-    work = Path(tempfile.mkdtemp(prefix="photo-train-"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench"}
     command = ["mlflow", "run", str(ROOT), "--env-manager", "local", "-P", f"train_data={data}",
-               "-P", f"test_data={test}", "-P", f"cache_dir={work / 'cache'}"]
+               "-P", f"test_data={test}", "-P", f"cache_dir={work / 'cache'}",
+               *(["-P", "epochs=1"] if args.tiny else [])]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - start

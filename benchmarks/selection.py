@@ -2,6 +2,7 @@
 default recipe's spread over training seeds, judged on a stand-in test set.
 
     python benchmarks/selection.py --train-data ../shared/data/sign_mnist_train.csv.gz
+    python benchmarks/selection.py --tiny --out /tmp/selection.json   # two 1-epoch models, synthetic rows (smoke test)
 
 The real test CSV is withheld, so a stand-in is carved from the training CSV: a grouped holdout (whole
 families of near-duplicates, asl_mlops.data.split) of `--standin-fraction`, fixed by `--standin-seed`, never
@@ -215,9 +216,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "selection.json",
                         help="JSON results file; models already in it are not trained again.")
     parser.add_argument("--report-only", action="store_true", help="Print the tables of --out and stop.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, recipes default and no-augment on one seed each, one narrow "
+                             "network for one epoch.")
     args = parser.parse_args()
+    seeds_of = {recipe: seeds for recipe, (_, seeds) in RECIPES.items()}
+    overrides = None
+    if args.tiny:
+        import tiny
 
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"models": []}
+        args.train_data = str(tiny.sign_mnist(tiny.folder("selection"))[0])
+        args.recipes, seeds_of, overrides = ["default", "no-augment"], {"default": (0,), "no-augment": (0,)}, tiny.TRAIN
+
+    results = json.loads(args.out.read_text()) if args.out.exists() and not args.tiny else {"models": []}
     if not args.report_only:
         import mlflow
 
@@ -235,10 +246,11 @@ def main() -> None:
             mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
             mlflow.set_experiment(experiment_id=mlflow.create_experiment("selection", artifact_location=f"{store}/artifacts"))
             for recipe in args.recipes:
-                for seed in RECIPES[recipe][1]:
+                for seed in seeds_of[recipe]:
                     if (recipe, seed) in done:
                         continue
-                    model = train_one(recipe, seed, (csv, split, random_val, standin), f"{store}/cache", args.epochs)
+                    model = train_one(recipe, seed, (csv, split, random_val, standin), f"{store}/cache", args.epochs,
+                                      overrides)
                     del model["model_uri"]  # in a temporary store
                     results["models"].append(model)
                     write_results(args.out, stamped(results))

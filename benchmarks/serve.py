@@ -6,6 +6,7 @@ recognizer, over loopback HTTP.
     python benchmarks/serve.py --model-uri models:/asl-recognizer@champion   # uses MLFLOW_TRACKING_URI
     python benchmarks/serve.py --load                   # both servers under 8 clients -> serve-load.json
     python benchmarks/serve.py --load --ensemble 1 --ensemble 2   # the same for each, and their ratios
+    python benchmarks/serve.py --tiny --out /tmp/serve.json      # a narrow 1-epoch model, few requests (a smoke test)
 
 --load: `mlflow models serve -w N` and `asl-mlops serve --workers N` (N = CPU count), one after the other
 on the same model: single-client p50/p99 (pixel row, PNG), then 8 clients for 20 s each sending LOAD_MIX
@@ -44,19 +45,27 @@ TARGETS = {"p50_single_ms": 25.0, "batch256_ms": 150.0, "cold_start_s": 15.0}
 
 
 def train_and_register(workdir: Path, train_data: str | None, epochs: int, ensemble: str = "auto",
-                       name: str = "asl-recognizer") -> str:
-    """Train a cnn (synthetic data unless `train_data`; `ensemble` networks), register it as <name>@champion."""
+                       name: str = "asl-recognizer", tiny: bool = False) -> str:
+    """Train a cnn (synthetic data unless `train_data`; `ensemble` networks; `tiny`: benchmarks/tiny.py's few rows
+    and narrow network), register it as <name>@champion."""
     import mlflow
 
     from asl_mlops.config import TrainConfig
     from asl_mlops.data.synth import write_synthetic
     from asl_mlops.train import train_and_evaluate
 
-    write_synthetic(workdir / "data")
+    narrow: dict[str, object] = {}
+    if tiny:
+        import tiny as tiny_data
+
+        tiny_data.sign_mnist(workdir / "data")
+        narrow = {k: v for k, v in tiny_data.TRAIN.items() if k not in ("epochs", "ensemble")}
+    else:
+        write_synthetic(workdir / "data")
     train = train_data or str(workdir / "data" / "sign_mnist_train.csv")
     config = TrainConfig(train_data=train, test_data=str(workdir / "data" / "sign_mnist_test.csv"),
                          cache_dir=str(workdir / "cache"), epochs=epochs, batch_size=32 if not train_data else 128,
-                         ema=False, seed=0, ensemble=ensemble)
+                         ema=False, seed=0, ensemble=ensemble).replace(**narrow)
     result = train_and_evaluate(config)
     version = mlflow.register_model(result.model_uri, name)
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
@@ -423,7 +432,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="--load: workers of each server.")
     parser.add_argument("--clients", type=int, default=8, help="--load: concurrent clients.")
     parser.add_argument("--load-seconds", type=float, default=20.0, help="--load: seconds of load per server.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: a narrow 1-epoch model on a few synthetic rows, 5 requests per figure "
+                             "(--load: 1 worker, 2 clients for 2 s).")
     args = parser.parse_args()
+    if args.tiny:
+        args.epochs, args.requests, args.workers, args.clients, args.load_seconds = 1, 5, 1, 2, 2.0
+        if not args.model_uri:
+            args.ensemble = args.ensemble or ["1"]
     # Resolved now: training below runs in a temporary folder (its ./mlruns land there).
     args.out = (args.out or ROOT / "benchmarks" / "results" / ("serve-load.json" if args.load else "serve.json")).resolve()
     if args.train_data:
@@ -451,7 +467,8 @@ def main() -> None:
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)  # also exported to the server through the environment
             model_uris = {e: train_and_register(workdir, args.train_data, args.epochs, e,
-                                                "asl-recognizer" if len(ensembles) == 1 else f"asl-recognizer-{e}")
+                                                "asl-recognizer" if len(ensembles) == 1 else f"asl-recognizer-{e}",
+                                                args.tiny)
                           for e in ensembles}
         model_uri = next(iter(model_uris.values()))
 

@@ -2,6 +2,7 @@
 validation images are compared with a random split.
 
     python benchmarks/split.py --train-data ../shared/data/sign_mnist_train.csv.gz
+    python benchmarks/split.py --tiny --out /tmp/split.json    # on synthetic rows (a smoke test)
 
 Prints a short table and writes benchmarks/results/split.json:
 - families at the default similarity threshold and at its neighbours (how stable the count is);
@@ -44,7 +45,12 @@ def main() -> None:
                         help="Sign MNIST training CSV.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "split.json",
                         help="Where to write the JSON results.")
+    parser.add_argument("--tiny", action="store_true", help="Smoke test: synthetic rows instead of --train-data.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        args.train_data = str(tiny.sign_mnist(tiny.folder("split"))[0])
 
     dataset = load_csv(args.train_data)
     out: dict = {"train_data": args.train_data, "rows": len(dataset), "threshold": FAMILY_SIMILARITY}

@@ -2,6 +2,7 @@
 
     python benchmarks/standin_relatives.py --train-data ../shared/data/sign_mnist_train.csv.gz \\
         benchmarks/results/levers-c32-24epochs-avx512.json benchmarks/results/levers-c32-24epochs-val05.json
+    python benchmarks/standin_relatives.py --tiny --out /tmp/relatives.json   # synthetic rows (a smoke test)
 
 For each benchmarks/levers.py JSON given, the carve it used (its `data`: `val_fraction`, `all_photos`; 0.2 and
 no for runs that predate them) is made again, and each stand-in image's cosine similarity to its nearest
@@ -32,14 +33,38 @@ def photos_in(rows, pool_family: dict) -> int:
     return len({pool_family[image.tobytes()] for image in rows.images})
 
 
+def tiny_runs(folder: Path) -> tuple[str, list[Path]]:
+    """A synthetic training CSV and two results shaped as levers.py writes them, for --tiny."""
+    import tiny
+
+    train, _ = tiny.sign_mnist(folder)
+    runs = []
+    for val_fraction in (0.2, 0.05):
+        run = {"data": {"val_fraction": val_fraction, "all_photos": False},
+               "tta_errors_by_photo": {"0": [{"photo": 0, "variants": 4, "wrong": 3}]},
+               "levers": {"tta": {"mean": 3.0, "photos_mean": 1.0}}}
+        runs.append(folder / f"levers-val{val_fraction}.json")
+        runs[-1].write_text(json.dumps(run))
+    return str(train), runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="benchmarks/levers.py result JSONs.")
+    parser.add_argument("runs", nargs="*", type=Path, help="benchmarks/levers.py result JSONs.")
     parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
                         help="Sign MNIST training CSV the runs' carve came from.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "standin-relatives.json",
                         help="JSON results file.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, and two made-up levers.py results (G at 0.2 and 0.05, each "
+                             "misreading the first stand-in photo) instead of RUNS.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        args.train_data, args.runs = tiny_runs(tiny.folder("relatives"))
+    elif not args.runs:
+        parser.error("give benchmarks/levers.py result JSONs (or --tiny)")
 
     import numpy as np
 

@@ -10,7 +10,8 @@ so the benchmark never touches your ./mlflow.db. Full run (hours on 2 CPU cores)
 
     python benchmarks/sweep.py --train-data /work/shared/data/sign_mnist_train.csv.gz --test-data HELD_OUT.csv
 
-Smoke check (a couple of minutes): add `--epochs 1 --n-trials 2` and point at small CSVs.
+Smoke test: `--tiny --out /tmp/sweep.json` (synthetic rows, a narrow network, each sweep one trial of one epoch, a
+temporary --workdir).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-data", default="/work/shared/data/sign_mnist_train.csv.gz",
                         help="Sign MNIST training CSV (the sweep validates on a split of it).")
-    parser.add_argument("--test-data", required=True,
+    parser.add_argument("--test-data",
                         help="Labelled CSV for each run's final test evaluation (the real test CSV is withheld: "
                              "use a held-out part of the training data).")
     parser.add_argument("--n-trials", type=int, default=10, help="Trials per sweep.")
@@ -46,7 +47,22 @@ def parse_args() -> argparse.Namespace:
                              "for pruning to save any work).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep.json",
                         help="JSON results file.")
-    return parser.parse_args()
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, a narrow network, each sweep one trial of one epoch, a "
+                             "temporary --workdir.")
+    args = parser.parse_args()
+    args.base = {}
+    if args.tiny:
+        import tiny
+
+        args.workdir = tiny.folder("sweep")
+        train, test = tiny.sign_mnist(args.workdir / "data")
+        args.train_data, args.test_data, args.n_trials, args.epochs = str(train), str(test), 1, 1
+        args.pruner_warmup_epochs = 0
+        args.base = {k: v for k, v in tiny.TRAIN.items() if k not in ("epochs", "ensemble")}
+    elif args.test_data is None:
+        parser.error("--test-data is required (or --tiny)")
+    return args
 
 
 def epochs_trained(study) -> int:
@@ -73,7 +89,8 @@ def main() -> None:
     mlflow.set_experiment(experiment_id=experiment.experiment_id if experiment else mlflow.create_experiment(
         "benchmark-sweep", artifact_location=str((args.workdir / "artifacts").resolve())))
     base = TrainConfig(train_data=args.train_data, test_data=args.test_data, epochs=args.epochs,
-                       cache_dir=str(args.workdir / "cache"), ensemble=1)  # one network per trial, as published
+                       cache_dir=str(args.workdir / "cache"), ensemble=1,  # one network per trial, as published
+                       **args.base)
     data = prepare_data(base)  # warms the preprocessing cache, so no timing below includes it
 
     start = time.perf_counter()

@@ -15,7 +15,7 @@ Two parts, both on ../shared/data/hands with some signers held out of the champi
 
     python benchmarks/teach.py --part figures --out benchmarks/results/teach-figures.json
     python benchmarks/teach.py --part live --out benchmarks/results/teach-live.json
-    python benchmarks/teach.py --tiny --out /tmp/teach-tiny.json     # both parts on a few photos (smoke test)
+    python benchmarks/teach.py --tiny --out /tmp/teach-tiny.json     # both parts on a few photos (a smoke test)
 """
 
 from __future__ import annotations
@@ -160,11 +160,12 @@ def figures(args: argparse.Namespace, work: Path) -> dict[str, object]:
 
 
 class Client(threading.Thread):
-    """Posts one photo again and again: (time, milliseconds, status, x-model-version) of each answer."""
+    """Posts one photo again and again, `pause` seconds apart: (time, milliseconds, status, x-model-version) of each
+    answer."""
 
-    def __init__(self, url: str, photo: Path) -> None:
+    def __init__(self, url: str, photo: Path, pause: float = 0.05) -> None:
         super().__init__(daemon=True)
-        self.url, self.answers, self.stop = url, [], threading.Event()
+        self.url, self.answers, self.stop, self.pause = url, [], threading.Event(), pause
         self.body = {"dataframe_split": {"columns": ["image"],
                                          "data": [[base64.b64encode(photo.read_bytes()).decode()]]}}
 
@@ -180,7 +181,7 @@ class Client(threading.Thread):
                                          answer.headers.get("x-model-version")))
                 except requests.RequestException as err:
                     self.answers.append((time.time(), 1e3 * (time.perf_counter() - start), type(err).__name__, None))
-                time.sleep(0.05)
+                time.sleep(self.pause)
 
 
 def latency_summary(answers: list) -> dict[str, object]:
@@ -218,7 +219,8 @@ def live(args: argparse.Namespace, work: Path) -> dict[str, object]:
         subprocess.run([*cli, "registry", "promote", "1"], env=env, cwd=work, check=True, capture_output=True)
     port = 5000 + os.getpid() % 1000
     log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed with the server
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--poll-seconds", str(args.poll_seconds)],
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--poll-seconds", str(args.poll_seconds),
+                               *(["--workers", "1"] if args.tiny else [])],
                               env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -234,10 +236,12 @@ def live(args: argparse.Namespace, work: Path) -> dict[str, object]:
             time.sleep(0.5)
         signer = args.held_out[0]
         photo = next((folders["rest"] / signer).rglob("*.jpg"), None) or next((folders["rest"] / signer).rglob("*.*"))
-        client_thread = Client(url, photo)
+        client_thread = Client(url, photo, pause=0.25 if args.tiny else 0.05)
         client_thread.start()
-        time.sleep(5)
-        command = [*cli, "teach", str(folders["people"] / signer)]
+        time.sleep(args.settle_seconds / 2)
+        command = [*cli, "teach", str(folders["people"] / signer),
+                   # a tiny model reads few photos right: the gate passes it anyway, so the switch is timed
+                   *(["--min-taught-accuracy", "0", "--max-others-drop", "1"] if args.tiny else [])]
         start = time.time()
         taught = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
         teach_done = time.time()
@@ -248,14 +252,14 @@ def live(args: argparse.Namespace, work: Path) -> dict[str, object]:
         while switched is None and time.monotonic() < deadline and taught.returncode == 0:
             switched = next((a[0] for a in client_thread.answers if a[3] == new_version), None)
             time.sleep(0.2)
-        time.sleep(5)
+        time.sleep(args.settle_seconds / 2)
         # Switches alone, with no training beside them: move the alias back and forth by hand, each time recording the
-        # latencies from the move until 10 s after it (the server checks every --poll-seconds).
+        # latencies from the move until --settle-seconds after it (the server checks every --poll-seconds).
         moves = []
-        for version in ("1", new_version, "1", new_version) if taught.returncode == 0 else ():
+        for version in ("1", new_version) * args.moves if taught.returncode == 0 else ():
             moved = time.time()
             subprocess.run([*cli, "registry", "promote", version], env=env, cwd=work, check=True, capture_output=True)
-            time.sleep(args.poll_seconds + 10)
+            time.sleep(args.poll_seconds + args.settle_seconds)
             window = [a for a in client_thread.answers if moved <= a[0] < time.time()]
             first = next((a[0] for a in window if a[3] == version), None)
             moves.append({"to_version": version, "seconds_to_switch": None if first is None else first - moved,
@@ -294,16 +298,29 @@ def main() -> None:
                         help="How the photos are taught (figures part; see VARIANTS).")
     parser.add_argument("--epochs", type=int, default=None, help="Training epochs (default: the shipped recipe's).")
     parser.add_argument("--per-letter", type=int, default=None,
-                        help="Keep at most this many photos per signer and letter (the tiny mode uses 7).")
+                        help="Keep at most this many photos per signer and letter.")
     parser.add_argument("--poll-seconds", type=float, default=5.0, help="The server's alias check interval (live).")
+    parser.add_argument("--settle-seconds", type=float, default=10.0,
+                        help="Seconds of requests recorded after each switch by hand (plus --poll-seconds), and "
+                             "half of it before teach and after its switch (live).")
+    parser.add_argument("--moves", type=int, default=2,
+                        help="Times the alias is moved back to version 1 and forth again by hand (live).")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="Hand detection cache.")
     parser.add_argument("--tiny", action="store_true",
-                        help="Smoke test: 2 held-out signers, 7 photos per signer and letter, 2 epochs, one weight.")
+                        help="Smoke test: a few real photos of 4 signers (2 held out, 6 photos of each letter), one "
+                             "epoch, one weight, the gate's floors at 0, one server worker, a request every 0.25 s, "
+                             "one move back and forth, a temporary cache.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teach.json"), help="JSON to write.")
     args = parser.parse_args()
     if args.tiny:
-        args.held_out, args.per_letter, args.epochs, args.weights = ["massey-hand2", "t32rahman"], 7, 2, [10.0]
-        args.poll_seconds = 1.0
+        import tiny
+
+        work = tiny.folder("teach")
+        args.held_out = ["massey-hand2", "t32rahman"]
+        tiny.hands(work / "hands", ("massey-hand1", "muneeb"), per_letter=2)  # the champion's training photos
+        args.data = tiny.hands(work / "hands", tuple(args.held_out), per_letter=TAUGHT_PER_LETTER + 1)
+        args.cache_dir, args.per_letter, args.epochs, args.weights = work / "cache", None, 1, [10.0]
+        args.poll_seconds, args.settle_seconds, args.moves = 1.0, 2.0, 1
     args.held_out = tuple(args.held_out)
     args.out = args.out.resolve()
     from provenance import stamped, write_results

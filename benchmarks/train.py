@@ -1,6 +1,7 @@
 """Training benchmarks on the real Sign MNIST training CSV: input cost, default cnn run, ResNet50 epochs.
 
     python benchmarks/train.py --train-data ../shared/data/sign_mnist_train.csv.gz
+    python benchmarks/train.py --tiny --out /tmp/train.json    # input and cnn on synthetic rows (a smoke test)
 
 1. input: shaping the whole CSV into model inputs (raw pixels; the models preprocess in their own layers),
    against reading the same array back from a .npy file, the most a cache of it could save.
@@ -290,7 +291,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/train.json"),
                         help="JSON output path; parts not run keep their earlier figures there")
     parser.add_argument("--step-ms", action="store_true", help=argparse.SUPPRESS)  # one `bench_onednn` sample
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: input and cnn (unless --only) on synthetic rows, one narrow network for "
+                             "one epoch (resnet50: one epoch).")
     args = parser.parse_args()
+    tiny_params: dict[str, object] = {}
+    if args.tiny:
+        import tiny
+
+        args.train_data = str(tiny.sign_mnist(tiny.folder("train"))[0])
+        tiny_params = tiny.TRAIN
+        # resnet50's mlflow run costs a minute even so; benchmarks/trunk.py --tiny trains the same configuration
+        args.only = args.only or ["input", "cnn"]
     if args.step_ms:
         print(json.dumps(step_ms(str(Path(args.train_data).resolve()))))
         return
@@ -317,7 +329,7 @@ def main() -> None:
 
         full = load_csv(train_data)
         test_csv = write_csv((full.images[:TEST_ROWS], full.labels[:TEST_ROWS]), tmp_path / "test-sized.csv")
-        common = {"train_data": train_data, "test_data": test_csv, "cache_dir": tmp_path / "cache"}
+        common = {"train_data": train_data, "test_data": test_csv, "cache_dir": tmp_path / "cache", **tiny_params}
         if "cnn" in parts:
             r = mlflow_run(common, tmp_path)
             epochs = int(r["params"]["epochs"])
@@ -372,25 +384,27 @@ def main() -> None:
             results["batchnorm"] = bench_batchnorm(train_data)
             rows += step_rows(results["batchnorm"], "BatchNorm on {} ops", "median of 3 rounds' medians over 300 steps")
         if "resnet50" in parts:
+            epochs = 1 if args.tiny else 2
             params = {**common, "architecture": "resnet50", "weights": "none", "learning_rate": 1e-5,
-                      "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": 2, "batch_size": 256, "flip_horizontal": "true",
-                      "flip_vertical": "true", "rotation": 0, "zoom": 0, "translation": 0, "ema": "false"}
+                      "decay_rate": 1e-5 / 50, "l2": 1e-3, "epochs": epochs, "batch_size": 256,
+                      "flip_horizontal": "true", "flip_vertical": "true", "rotation": 0, "zoom": 0, "translation": 0,
+                      "ema": "false"}
             r = mlflow_run(params, tmp_path)
             results["resnet50"] = {**{k: r[k] for k in ("wall_s", "run_id", "val_accuracy_per_epoch")},
                                    "train_seconds": r["metrics"]["train_seconds"],
-                                   "seconds_per_epoch": r["metrics"]["train_seconds"] / 2,
+                                   "seconds_per_epoch": r["metrics"]["train_seconds"] / epochs,
                                    "trainable_params": int(r["params"]["trainable_params"]),
                                    "final_val_accuracy": r["metrics"].get("final_val_accuracy",
                                                                           r["metrics"].get("val_accuracy"))}
             c = results["resnet50"]
-            rows.append(("resnet50 (weights=none) 2 epochs", f"{c['seconds_per_epoch']:.0f} s/epoch",
+            rows.append((f"resnet50 (weights=none) {epochs} epochs", f"{c['seconds_per_epoch']:.0f} s/epoch",
                          f"val acc {c['final_val_accuracy']:.4f}, wall {c['wall_s']:.0f} s"))
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")
     out = Path(args.out)
     # Parts not run this time keep their earlier figures (each part records its own machine-independent facts).
-    earlier = json.loads(out.read_text()) if out.exists() else {}
+    earlier = json.loads(out.read_text()) if out.exists() and not args.tiny else {}
     earlier.pop("cache", None)  # the preprocessed-array cache is gone (see the input part)
     write_results(out, stamped({**earlier, **results}), default=str)
 

@@ -1,6 +1,7 @@
 """Benchmark: the original ResNet50 configuration trained uncached vs on cached trunk features, side by side.
 
     python benchmarks/trunk.py --train-data ../shared/data/sign_mnist_train.csv.gz
+    python benchmarks/trunk.py --tiny --out /tmp/trunk.json    # one epoch each on synthetic rows (a smoke test)
 
 Data as in benchmarks/selection.py (its `carve`): training rows T, grouped validation G, and the
 grouped stand-in test set. Configuration of the original design, with weights=none (ImageNet weights
@@ -45,7 +46,14 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4, help="trunk_views of the cached run.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trunk.json",
                         help="JSON results file.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows, one epoch each, one cached view.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        args.train_data = str(tiny.sign_mnist(tiny.folder("trunk"))[0])
+        args.uncached_epochs, args.epochs, args.views = 1, 1, 1
 
     import keras
     import mlflow

@@ -2,6 +2,7 @@
 
     python benchmarks/tta_views.py --train-data ../shared/data/sign_mnist_train.csv.gz \
         --models-dir /tmp/levers-work
+    python benchmarks/tta_views.py --tiny --out /tmp/tta-views.json    # synthetic rows, 2 untrained models (smoke test)
 
 Scores the models benchmarks/levers.py trained and kept (`--models-dir`, one `.keras` per training seed,
 on the same carve: stand-in seed 2026) under each view set in VIEW_SETS, through asl_mlops.recognizers.tta's own
@@ -46,15 +47,38 @@ VIEW_SETS: dict[str, list[tuple[float, float, float, float]]] = {
 }
 
 
+def tiny_models(folder: Path) -> tuple[str, Path]:
+    """A synthetic training CSV and two untrained narrow networks saved as levers.py keeps its models, for --tiny."""
+    import keras
+    import tiny
+
+    from asl_mlops.config import TrainConfig
+    from asl_mlops.training.models import build_model
+
+    train, _ = tiny.sign_mnist(folder)
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        build_model(TrainConfig(**tiny.TRAIN)).save(folder / f"default-seed{seed}.keras")
+    return str(train), folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(ROOT / "data" / "sign_mnist_train.csv"),
                         help="Sign MNIST training CSV the models' carve came from.")
-    parser.add_argument("--models-dir", type=Path, required=True,
+    parser.add_argument("--models-dir", type=Path,
                         help="benchmarks/levers.py's --models-dir: the trained models (*.keras) to score.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tta-views.json",
                         help="JSON results file.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: synthetic rows and two untrained narrow networks instead of --models-dir.")
     args = parser.parse_args()
+    if args.tiny:
+        import tiny
+
+        args.train_data, args.models_dir = tiny_models(tiny.folder("tta-views"))
+    elif args.models_dir is None:
+        parser.error("--models-dir is required (or --tiny)")
 
     import keras
 

@@ -2,6 +2,7 @@
 
     python benchmarks/workers.py                      # synthetic demo data, made in --workdir
     python benchmarks/workers.py --train-data ../shared/data/sign_mnist_train.csv.gz --test-data HELD_OUT.csv
+    python benchmarks/workers.py --tiny --out /tmp/workers.json    # 2 one-epoch trials on 2 workers (a smoke test)
 
 Starts what a multi-machine sweep uses: a fresh PostgreSQL database for the Optuna storage and a real
 `mlflow server` on another fresh database. Then it runs `asl-mlops tune --workers W` for W in --workers
@@ -47,7 +48,18 @@ def main() -> None:
                         help="An existing database to connect to for creating the benchmark's databases.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "workers.json",
                         help="JSON results file.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Smoke test: a few synthetic rows, 2 trials of one epoch of a narrow network, on 2 "
+                             "workers only.")
     args = parser.parse_args()
+    narrow: list[str] = []
+    if args.tiny:
+        import tiny
+
+        args.train_data, args.test_data = (str(path) for path in tiny.sign_mnist(
+            tiny.folder("workers")))
+        args.n_trials, args.epochs, args.workers = 2, 1, [2]
+        narrow = ["--cnn-filters", tiny.TRAIN["cnn_filters"], "--batch-size", str(tiny.TRAIN["batch_size"])]
 
     import psycopg
     import requests
@@ -86,7 +98,7 @@ def main() -> None:
                        "--test-data", args.test_data, "--cache-dir", str(work / "cache"),
                        "--epochs", str(args.epochs), "--n-trials", str(args.n_trials), "--pruner", "none",
                        "--study-name", f"workers-{workers}", "--storage", storage, "--workers", str(workers),
-                       "--register", "false", "--ensemble", "1"]  # one network per trial, as published
+                       "--register", "false", "--ensemble", "1", *narrow]  # one network per trial, as published
             start = time.perf_counter()
             subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
             seconds = time.perf_counter() - start

@@ -524,8 +524,8 @@ def test_the_camera_shows_an_answer_once_it_leads_the_last_few_so_alternating_an
 def test_the_page_camera_benchmark_runs_in_its_tiny_mode(page_server, tmp_path):
     out = tmp_path / "page-camera.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "page_camera.py"), "--url", page_server.url,
-                           "--photo", str(page_server.photo), "--letter", page_server.letter, "--seconds", "2",
-                           "--frame-photos", "0", "--out", str(out)],
+                           "--photo", str(page_server.photo), "--letter", page_server.letter, "--tiny",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
