@@ -3,7 +3,7 @@ short training), as a subprocess in a temporary folder, exits 0 and writes its J
 figures' top-level keys, to the `--out` the test gives. What the scripts import from the package exists (read from
 the source, so a renamed module fails here in seconds, heavy scripts included).
 
-The four cheapest scripts run in the fast subset, in about 20 s together; the others, which train, serve or trace
+The four cheapest scripts run in the fast subset, in about 30 s together; the others, which train, serve or trace
 Keras models, cost 10 s to 2 min of CPU each and are marked slow."""
 
 from __future__ import annotations
