@@ -247,6 +247,14 @@ def gain_check(version: ModelVersion, champion: ModelVersion | None, gate: GateC
     return Check("gain", value, threshold, decision.promote, decision.reason)
 
 
+def latency_check(latency_ms: float, gate: GateConfig, serving_error: str = "") -> Check:
+    """The serving check: an answer from a fresh process within max_latency_ms (`serving_error`: why there was none)."""
+    fast = not serving_error and latency_ms <= gate.max_latency_ms
+    return Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
+                 f"<= {gate.max_latency_ms:g} ms", fast,
+                 "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
+
+
 def floor_check(name: str, value: float, floor: float) -> Check:
     passed = value >= floor
     return Check(name, f"{value:.4f}", f">= {floor:g}", passed, "" if passed else f"{value:.4f} < {floor:g}")
@@ -265,10 +273,7 @@ def compute_checks(y_true: np.ndarray, y_pred: np.ndarray, photos: bool, gain: C
                          gate.min_photo_letter_recall if photos else gate.min_letter_recall)
     recall = Check(recall.name, f"{recall.value} ({worst})", recall.threshold, recall.passed,
                    recall.reason and f"{worst} {recall.reason}")
-    fast = not serving_error and latency_ms <= gate.max_latency_ms
-    latency = Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
-                    f"<= {gate.max_latency_ms:g} ms", fast,
-                    "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
+    latency = latency_check(latency_ms, gate, serving_error)
     return first, gain, recall, latency
 
 

@@ -47,6 +47,7 @@ from asl_mlops.gate import (
     Check,
     Verdict,
     floor_check,
+    latency_check,
     log_evaluation_run,
     predict_letters,
     serving_check,
@@ -238,10 +239,7 @@ def taught_checks(taught_accuracy: float | None, champion_test: float, test: flo
                    f"<= {settings.max_others_drop:g}", drop <= settings.max_others_drop,
                    "" if drop <= settings.max_others_drop else
                    f"accuracy on other people fell {drop:.4f}, more than {settings.max_others_drop:g}")
-    fast = not serving_error and latency_ms <= gate.max_latency_ms
-    latency = Check("serving_latency", "no answer" if serving_error else f"{latency_ms:.1f} ms",
-                    f"<= {gate.max_latency_ms:g} ms", fast,
-                    "" if fast else serving_error or f"{latency_ms:.1f} ms > {gate.max_latency_ms:g} ms")
+    latency = latency_check(latency_ms, gate, serving_error)
     return (person, *earlier, others, latency)
 
 
